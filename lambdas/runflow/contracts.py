@@ -1,0 +1,66 @@
+"""The contracts every part shares: run keys, S3 layout, resource names, tags, statuses, kinds.
+
+Standard library only: this module is shipped in the Lambda package and embedded in the
+pipeline's components, and the CDK app, the CLI and the local stack import it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PRODUCT_PREFIX = "mnist"
+
+# S3 layout of the data bucket.
+INCOMING_PREFIX = "incoming/"
+RUNS_PREFIX = "runs/"
+DATASET_SUFFIXES = (".pkl.gz", ".npz")
+MAX_DATASET_BYTES = 2 * 1024**3  # far larger than any MNIST; refused before reading
+
+# Run key: a short, deterministic id of one dataset version.
+RUN_KEY_HEX_CHARS = 12
+RUN_KEY_PATTERN = re.compile(rf"^{PRODUCT_PREFIX}-[0-9a-f]{{{RUN_KEY_HEX_CHARS}}}")
+RUN_KEY_TAG = "mnistflow:run-key"
+
+
+def run_key(bucket: str, key: str, version: str) -> str:
+    """The run key of one dataset version; `version` is the S3 versionId, else the ETag."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{version}".encode()).hexdigest()
+    return f"{PRODUCT_PREFIX}-{digest[:RUN_KEY_HEX_CHARS]}"
+
+
+def run_key_from_name(name: str) -> str | None:
+    """The run key a resource name starts with, or None when the resource is not ours."""
+    match = RUN_KEY_PATTERN.match(name or "")
+    return match.group(0) if match else None
+
+
+def run_prefix(key: str) -> str:
+    """Where a run's own files live in the data bucket."""
+    return f"{RUNS_PREFIX}{key}/"
+
+
+# SageMaker resources a run creates are named `<run key>-<suffix>` (63 characters at most).
+TRAINING_JOB_SUFFIX = "train"
+MODEL_SUFFIX = "model"
+TRANSFORM_JOB_SUFFIX = "transform"
+ENDPOINT_CONFIG_SUFFIX = "epc"
+ENDPOINT_SUFFIX = "endpoint"
+
+
+def resource_name(key: str, suffix: str) -> str:
+    return f"{key}-{suffix}"
+
+
+# The steps of a run, in pipeline order, as the run record names them.
+STEPS = ("preprocess", "training", "model", "transform", "evaluate", "endpoint")
+
+# The pipeline's own final-state event (put on EventBridge by its exit handler).
+PIPELINE_EVENT_SOURCE = "mnistflow.pipeline"
+PIPELINE_EVENT_DETAIL_TYPE = "MNIST Pipeline Run State Change"
+
+# Notification kinds, carried as the `kind` message attribute.
+KIND_RUN_STARTED = "RUN_STARTED"
+KIND_ENDPOINT_READY = "ENDPOINT_READY"
+KIND_RUN_FAILED = "RUN_FAILED"
+KIND_DATA_REJECTED = "DATA_REJECTED"
