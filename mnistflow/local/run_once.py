@@ -1,0 +1,124 @@
+"""One dataset through the compiled pipeline on this machine: upload, run, and take stock.
+
+The pipeline runs under KFP's local runner against the AWS emulator; what it created there is
+read back so a person (or a test) can see it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnistflow.local.emulator import AwsEmulator
+from mnistflow.local.pipeline_runner import LocalRunResult, run_compiled_pipeline
+from pipeline.compile import compile_pipeline
+from runflow.contracts import (
+    ENDPOINT_SUFFIX,
+    INCOMING_PREFIX,
+    MODEL_SUFFIX,
+    RUN_KEY_TAG,
+    TRAINING_JOB_SUFFIX,
+    TRANSFORM_JOB_SUFFIX,
+    resource_name,
+    run_key,
+    run_prefix,
+)
+
+LOCAL_DATA_BUCKET = "mnistflow-local-data"
+LOCAL_EXECUTION_ROLE = "mnistflow-local-sagemaker-execution"
+_SAGEMAKER_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "sagemaker.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    run_key: str
+    dataset_uri: str
+    result: LocalRunResult
+    inventory: dict
+
+
+def prepare_account(emulator: AwsEmulator, bucket: str = LOCAL_DATA_BUCKET) -> str:
+    """Creates the versioned data bucket and the SageMaker execution role; returns the role ARN."""
+    s3 = emulator.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    role = emulator.client("iam").create_role(
+        RoleName=LOCAL_EXECUTION_ROLE, AssumeRolePolicyDocument=json.dumps(_SAGEMAKER_TRUST)
+    )
+    return role["Role"]["Arn"]
+
+
+def upload_dataset(emulator: AwsEmulator, data_file: Path, bucket: str) -> tuple[str, str]:
+    """Puts the file under incoming/; returns its S3 URI and the run key of that version."""
+    key = f"{INCOMING_PREFIX}{data_file.name}"
+    with data_file.open("rb") as body:
+        put = emulator.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    version = put.get("VersionId") or put["ETag"].strip('"')
+    return f"s3://{bucket}/{key}", run_key(bucket, key, version)
+
+
+def take_stock(emulator: AwsEmulator, bucket: str, key: str, endpoint_name: str) -> dict:
+    """What the run left in the emulator: its files and its SageMaker resources with their tags."""
+    s3, sm = emulator.client("s3"), emulator.client("sagemaker")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=run_prefix(key)).get("Contents", [])
+    found: dict = {"objects": {obj["Key"]: obj["Size"] for obj in listing}}
+    lookups = {
+        "training_job": (sm.describe_training_job, "TrainingJobName", TRAINING_JOB_SUFFIX),
+        "model": (sm.describe_model, "ModelName", MODEL_SUFFIX),
+        "transform_job": (sm.describe_transform_job, "TransformJobName", TRANSFORM_JOB_SUFFIX),
+        "endpoint": (sm.describe_endpoint, "EndpointName", None),
+    }
+    for what, (describe, name_field, suffix) in lookups.items():
+        name = resource_name(key, suffix) if suffix else endpoint_name
+        try:
+            description = describe(**{name_field: name})
+        except sm.exceptions.ClientError:
+            found[what] = None
+            continue
+        arn = next(value for field, value in description.items() if field.endswith("Arn"))
+        tags = sm.list_tags(ResourceArn=arn)["Tags"]
+        description["RunKeyTag"] = next(
+            (tag["Value"] for tag in tags if tag["Key"] == RUN_KEY_TAG), None
+        )
+        found[what] = description
+    return found
+
+
+def run_dataset(
+    emulator: AwsEmulator,
+    data_file: Path,
+    workdir: Path,
+    *,
+    bucket: str = LOCAL_DATA_BUCKET,
+    endpoint_name: str = "",
+    echo: bool = False,
+) -> LocalRun:
+    """Uploads `data_file`, runs the compiled pipeline on it, and takes stock."""
+    role_arn = prepare_account(emulator, bucket)
+    dataset_uri, key = upload_dataset(emulator, data_file, bucket)
+    spec = compile_pipeline(workdir / "mnist_pipeline.yaml")
+    result = run_compiled_pipeline(
+        spec,
+        {
+            "dataset_uri": dataset_uri,
+            "run_key": key,
+            "region": emulator.region,
+            "role_arn": role_arn,
+            "endpoint_name": endpoint_name,
+        },
+        pipeline_root=workdir / "pipeline-root",
+        environment=emulator.environment(),
+        echo=echo,
+    )
+    endpoint = endpoint_name or resource_name(key, ENDPOINT_SUFFIX)
+    return LocalRun(key, dataset_uri, result, take_stock(emulator, bucket, key, endpoint))

@@ -1,0 +1,191 @@
+"""The pipeline's KFP v2 components: thin shells that build AWS clients and call `mnist_steps`.
+
+Each component is a lightweight Python component with the `mnist_steps` package and the shared
+contracts embedded (KFP's `embedded_artifact_path`), so the same code runs on the cluster and
+under `kfp.local`. AWS clients honour AWS_ENDPOINT_URL, which is how the local stack reaches its
+emulator.
+
+No `from __future__ import annotations` here: KFP reads the annotations as real types.
+"""
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import dsl
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STEPS_PACKAGE_DIR = REPO_ROOT / "pipeline" / "runtime" / "mnist_steps"
+CONTRACTS_FILE = REPO_ROOT / "lambdas" / "runflow" / "contracts.py"
+
+BASE_IMAGE = "python:3.11-slim"
+# The steps' own dependencies, pinned like requirements.txt (the image brings Python only).
+STEP_PACKAGES = ["boto3==1.43.11", "numpy==2.4.6"]
+
+
+@functools.cache
+def embedded_runtime_dir() -> str:
+    """A clean copy of what the steps import (no caches, no tests), embedded in each component."""
+    staged = Path(tempfile.mkdtemp(prefix="mnist-steps-"))
+    atexit.register(shutil.rmtree, staged, ignore_errors=True)
+    (staged / "mnist_steps").mkdir()
+    for source in sorted(STEPS_PACKAGE_DIR.glob("*.py")):
+        shutil.copyfile(source, staged / "mnist_steps" / source.name)
+    (staged / "runflow").mkdir()
+    (staged / "runflow" / "__init__.py").write_text("")
+    shutil.copyfile(CONTRACTS_FILE, staged / "runflow" / "contracts.py")
+    return str(staged)
+
+
+def _component(func):
+    return dsl.component(
+        func,
+        base_image=BASE_IMAGE,
+        packages_to_install=STEP_PACKAGES,
+        embedded_artifact_path=embedded_runtime_dir(),
+    )
+
+
+# The functions below run inside the step's container: everything they use is imported inside.
+
+
+def preprocess(dataset_uri: str, run_key: str, region: str) -> NamedTuple(
+    "PreprocessOutputs",
+    [
+        ("run_uri", str),
+        ("train_uri", str),
+        ("test_uri", str),
+        ("labels_uri", str),
+        ("n_train", int),
+        ("n_test", int),
+    ],
+):
+    """Validate the uploaded dataset; write RecordIO training data, the test CSV and labels."""
+    from collections import namedtuple
+
+    import boto3
+
+    from mnist_steps import steps
+
+    out = steps.preprocess(
+        boto3.client("s3", region_name=region), dataset_uri=dataset_uri, run_key=run_key
+    )
+    fields = ["run_uri", "train_uri", "test_uri", "labels_uri", "n_train", "n_test"]
+    return namedtuple("PreprocessOutputs", fields)(*(out[name] for name in fields))
+
+
+def train(
+    run_key: str,
+    region: str,
+    role_arn: str,
+    training_image: str,
+    train_uri: str,
+    run_uri: str,
+    instance_type: str,
+    instance_count: int,
+    k: int,
+    feature_dim: int,
+    mini_batch_size: int,
+    max_runtime_seconds: int,
+) -> NamedTuple("TrainOutputs", [("job_name", str), ("model_artifacts_uri", str), ("image", str)]):
+    """Train SageMaker's built-in k-means and wait for the job; fail with its FailureReason."""
+    from collections import namedtuple
+
+    import boto3
+
+    from mnist_steps import images, steps
+
+    image = images.kmeans_image(region, training_image)
+    out = steps.train(
+        boto3.client("sagemaker", region_name=region),
+        run_key=run_key,
+        role_arn=role_arn,
+        image=image,
+        train_uri=train_uri,
+        run_uri=run_uri,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        k=k,
+        feature_dim=feature_dim,
+        mini_batch_size=mini_batch_size,
+        max_runtime_seconds=max_runtime_seconds,
+    )
+    outputs = namedtuple("TrainOutputs", ["job_name", "model_artifacts_uri", "image"])
+    return outputs(out["job_name"], out["model_artifacts_uri"], image)
+
+
+def create_model(
+    run_key: str, region: str, role_arn: str, image: str, model_artifacts_uri: str
+) -> str:
+    """Create the SageMaker model from the training job's artifacts."""
+    import boto3
+
+    from mnist_steps import steps
+
+    return steps.create_model(
+        boto3.client("sagemaker", region_name=region),
+        run_key=run_key,
+        role_arn=role_arn,
+        image=image,
+        model_artifacts_uri=model_artifacts_uri,
+    )
+
+
+def batch_transform(
+    run_key: str,
+    region: str,
+    model_name: str,
+    test_uri: str,
+    run_uri: str,
+    instance_type: str,
+    instance_count: int,
+) -> str:
+    """Score the test split with a batch transform (text/csv, split by line)."""
+    import boto3
+
+    from mnist_steps import steps
+
+    return steps.batch_transform(
+        boto3.client("sagemaker", region_name=region),
+        run_key=run_key,
+        model_name=model_name,
+        test_uri=test_uri,
+        run_uri=run_uri,
+        instance_type=instance_type,
+        instance_count=instance_count,
+    )
+
+
+def deploy(
+    run_key: str,
+    region: str,
+    model_name: str,
+    endpoint_name: str,
+    instance_type: str,
+    instance_count: int,
+) -> str:
+    """Create or update the endpoint config and the endpoint; wait until it is in service."""
+    import boto3
+
+    from mnist_steps import steps
+
+    return steps.deploy(
+        boto3.client("sagemaker", region_name=region),
+        run_key=run_key,
+        model_name=model_name,
+        endpoint_name=endpoint_name,
+        instance_type=instance_type,
+        instance_count=instance_count,
+    )
+
+
+STEP_FUNCTIONS = (preprocess, train, create_model, batch_transform, deploy)
+
+
+@functools.cache
+def components() -> dict[str, dsl.base_component.BaseComponent]:
+    """The KFP components, by function name (built once: embedding archives the runtime)."""
+    return {func.__name__: _component(func) for func in STEP_FUNCTIONS}

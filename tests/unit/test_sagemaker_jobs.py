@@ -1,0 +1,214 @@
+"""SageMaker resources of a run: find-or-create, wait, fail with the reason, stop on cancel."""
+
+import os
+import signal
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mnist_steps import images
+from mnist_steps import sagemaker_jobs as jobs
+
+
+def _not_found(what: str) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": "ValidationException", "Message": f"Could not find {what}."}},
+        "Describe",
+    )
+
+
+class FakeSageMaker:
+    """Records calls; each training/transform job walks through a scripted list of statuses."""
+
+    def __init__(self, statuses=("InProgress", "Completed"), failure_reason=None, on_poll=None):
+        self.calls: list[tuple[str, dict]] = []
+        self.jobs: dict[str, list[str]] = {}
+        self.statuses = list(statuses)
+        self.failure_reason = failure_reason
+        self.on_poll = on_poll
+        self.endpoints: dict[str, dict] = {}
+        self.configs: set[str] = set()
+
+    def _job(self, name, status_field):
+        if name not in self.jobs:
+            raise _not_found(name)
+        if self.on_poll:
+            self.on_poll(len(self.calls))
+        history = self.jobs[name]
+        status = history.pop(0) if len(history) > 1 else history[0]
+        out = {status_field: status, "ModelArtifacts": {"S3ModelArtifacts": "s3://b/m.tar.gz"}}
+        if self.failure_reason and status == "Failed":
+            out["FailureReason"] = self.failure_reason
+        return out
+
+    def create_training_job(self, **request):
+        self.calls.append(("create_training_job", request))
+        self.jobs[request["TrainingJobName"]] = list(self.statuses)
+
+    def describe_training_job(self, TrainingJobName):
+        self.calls.append(("describe_training_job", {"TrainingJobName": TrainingJobName}))
+        return self._job(TrainingJobName, "TrainingJobStatus")
+
+    def stop_training_job(self, TrainingJobName):
+        self.calls.append(("stop_training_job", {"TrainingJobName": TrainingJobName}))
+
+    def describe_endpoint_config(self, EndpointConfigName):
+        if EndpointConfigName not in self.configs:
+            raise _not_found(EndpointConfigName)
+        return {"EndpointConfigName": EndpointConfigName}
+
+    def create_endpoint_config(self, **request):
+        self.calls.append(("create_endpoint_config", request))
+        self.configs.add(request["EndpointConfigName"])
+
+    def describe_endpoint(self, EndpointName):
+        if EndpointName not in self.endpoints:
+            raise _not_found(EndpointName)
+        return self.endpoints[EndpointName]
+
+    def create_endpoint(self, EndpointName, EndpointConfigName, Tags):
+        self.calls.append(("create_endpoint", {"EndpointName": EndpointName}))
+        self.endpoints[EndpointName] = {
+            "EndpointName": EndpointName,
+            "EndpointArn": f"arn:aws:sagemaker:us-east-1:1:endpoint/{EndpointName}",
+            "EndpointConfigName": EndpointConfigName,
+            "EndpointStatus": "InService",
+        }
+
+    def update_endpoint(self, EndpointName, EndpointConfigName):
+        self.calls.append(("update_endpoint", {"EndpointConfigName": EndpointConfigName}))
+        self.endpoints[EndpointName]["EndpointConfigName"] = EndpointConfigName
+
+    def add_tags(self, ResourceArn, Tags):
+        self.calls.append(("add_tags", {"ResourceArn": ResourceArn, "Tags": Tags}))
+
+
+REQUEST = {"TrainingJobName": "mnist-0123456789ab-train"}
+NO_WAIT = {"timeout_seconds": 600, "poll_seconds": 5}
+
+
+def _names(fake):
+    return [name for name, _ in fake.calls]
+
+
+def test_missing_training_job_is_created_and_waited_for_without_real_sleeping():
+    # Given no job yet, and SageMaker reporting InProgress twice before Completed
+    fake = FakeSageMaker(statuses=("InProgress", "InProgress", "Completed"))
+    naps = []
+    # When the step ensures the job
+    done = jobs.ensure_training_job(fake, REQUEST, sleep=naps.append, **NO_WAIT)
+    # Then it was created once and polled until Completed, napping the poll interval between
+    assert _names(fake).count("create_training_job") == 1
+    assert done["TrainingJobStatus"] == "Completed"
+    assert naps == [5, 5]
+
+
+def test_a_retried_step_finds_its_own_job_instead_of_starting_a_second():
+    # Given the first attempt already created the job
+    fake = FakeSageMaker(statuses=("Completed",))
+    fake.create_training_job(**REQUEST)
+    fake.calls.clear()
+    # When the step runs again
+    jobs.ensure_training_job(fake, REQUEST, sleep=lambda _: None, **NO_WAIT)
+    # Then nothing new is created
+    assert "create_training_job" not in _names(fake)
+
+
+def test_a_failed_job_fails_the_step_with_sagemakers_reason():
+    # Given SageMaker fails the job with a reason
+    fake = FakeSageMaker(statuses=("Failed",), failure_reason="ClientError: No S3 objects found")
+    # When / Then the step fails with that reason and the job's name
+    with pytest.raises(jobs.StepFailed, match="mnist-0123456789ab-train ended Failed: ClientError"):
+        jobs.ensure_training_job(fake, REQUEST, sleep=lambda _: None, **NO_WAIT)
+
+
+def test_a_job_that_never_finishes_fails_the_step_at_the_deadline():
+    # Given a job forever InProgress and a clock that jumps past the deadline
+    fake = FakeSageMaker(statuses=("InProgress",))
+    fake.create_training_job(**REQUEST)
+    ticks = iter([0.0, 0.0, 10_000.0])
+    # When / Then
+    with pytest.raises(jobs.StepFailed, match="still InProgress after 600 s"):
+        jobs.wait_for(
+            lambda: fake.describe_training_job(REQUEST["TrainingJobName"]),
+            "TrainingJobStatus",
+            done={"Completed"},
+            failed={"Failed"},
+            what="training job",
+            timeout_seconds=600,
+            poll_seconds=1,
+            sleep=lambda _: None,
+            clock=lambda: next(ticks),
+        )
+
+
+def test_cancelling_the_step_stops_the_sagemaker_job():
+    # Given KFP sends SIGTERM while the step waits on the job
+    def cancel_on_second_poll(n_calls):
+        if n_calls >= 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    fake = FakeSageMaker(statuses=("InProgress",), on_poll=cancel_on_second_poll)
+    previous = signal.getsignal(signal.SIGTERM)
+    # When the signal arrives
+    with pytest.raises(KeyboardInterrupt, match="cancelled"):
+        jobs.ensure_training_job(fake, REQUEST, sleep=lambda _: None, **NO_WAIT)
+    # Then the job was asked to stop, and the previous signal handler is back
+    assert ("stop_training_job", REQUEST) in fake.calls
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_other_sagemaker_errors_are_not_mistaken_for_a_missing_resource():
+    def denied(**_):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "X")
+
+    with pytest.raises(ClientError, match="AccessDenied"):
+        jobs.describe_or_none(denied, TrainingJobName="x")
+
+
+CONFIG = {"EndpointConfigName": "mnist-0123456789ab-epc", "ProductionVariants": []}
+TAGS = jobs.run_tags("mnist-0123456789ab")
+
+
+def test_a_new_endpoint_is_created_on_the_runs_config():
+    fake = FakeSageMaker()
+    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
+    assert _names(fake) == ["create_endpoint_config", "create_endpoint"]
+
+
+def test_a_shared_endpoint_moves_to_the_new_runs_config_and_is_retagged():
+    # Given an endpoint an earlier run created on its own config
+    fake = FakeSageMaker()
+    fake.configs.add("mnist-old-epc")
+    fake.create_endpoint("mnist-e", "mnist-old-epc", TAGS)
+    fake.calls.clear()
+    # When this run deploys to the same name
+    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
+    # Then the endpoint is updated (not recreated) and carries this run's key
+    assert _names(fake) == ["create_endpoint_config", "update_endpoint", "add_tags"]
+    assert fake.calls[2][1]["Tags"] == [{"Key": "mnistflow:run-key", "Value": "mnist-0123456789ab"}]
+
+
+def test_a_retried_deploy_that_already_happened_changes_nothing():
+    fake = FakeSageMaker()
+    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
+    fake.calls.clear()
+    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("region", "expected"),
+    [
+        ("us-east-1", "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"),
+        ("cn-north-1", "390948362332.dkr.ecr.cn-north-1.amazonaws.com.cn/kmeans:1"),
+    ],
+)
+def test_the_kmeans_image_is_resolved_for_the_region(region, expected):
+    assert images.kmeans_image(region) == expected
+
+
+def test_an_image_parameter_overrides_the_table_and_unknown_regions_say_what_to_do():
+    assert images.kmeans_image("xx-nowhere-1", "my/image:2") == "my/image:2"
+    with pytest.raises(ValueError, match="pass the training_image parameter"):
+        images.kmeans_image("xx-nowhere-1")
