@@ -64,3 +64,16 @@ KIND_RUN_STARTED = "RUN_STARTED"
 KIND_ENDPOINT_READY = "ENDPOINT_READY"
 KIND_RUN_FAILED = "RUN_FAILED"
 KIND_DATA_REJECTED = "DATA_REJECTED"
+
+# Overall status of a run record. The start-run Lambda writes the first four; progress
+# tracking moves a started run on to the last three. Status only moves forward.
+STATUS_ACCEPTED = "ACCEPTED"
+STATUS_REJECTED = "REJECTED"
+STATUS_RUN_STARTED = "RUN_STARTED"
+STATUS_START_FAILED = "START_FAILED"
+STATUS_RUNNING = "RUNNING"
+STATUS_SUCCEEDED = "SUCCEEDED"
+STATUS_FAILED = "FAILED"
+
+# A run record's timeline keeps the most recent entries only.
+TIMELINE_MAX_ENTRIES = 50
