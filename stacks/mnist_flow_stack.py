@@ -1,0 +1,149 @@
+"""The one stack: assembles a construct per capability and exports what users need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from runflow.contracts import INCOMING_PREFIX
+from stacks import names
+from stacks.data_bucket import DataBucket
+from stacks.endpoint_invoke import EndpointInvokePolicy
+from stacks.kfp_access import KfpAccess
+from stacks.notifications import Notifications
+from stacks.pipeline_role import PipelinePodRole
+from stacks.runs_table import RunsTable
+from stacks.sagemaker_role import SageMakerExecutionRole
+from stacks.settings import Settings
+from stacks.start_run import StartRun
+
+
+class MnistFlowStack(Stack):
+    """Data bucket → start-run Lambda → KFP on EKS; runs table, topic, SageMaker and pod roles."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        lambda_code_folder: Path,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, description=names.STACK_DESCRIPTION, **kwargs)
+
+        data = DataBucket(
+            self,
+            names.DATA_BUCKET_ID,
+            runs_retention_days=settings.runs_retention_days,
+            access_logs_retention_days=settings.access_logs_retention_days,
+        )
+        runs = RunsTable(self, names.RUNS_TABLE_ID)
+        notifications = Notifications(
+            self, names.NOTIFICATIONS_ID, emails=settings.notification_emails
+        )
+        execution = SageMakerExecutionRole(self, names.SAGEMAKER_ROLE_ID, bucket=data.bucket)
+        kfp = KfpAccess(self, names.KFP_ACCESS_ID, settings=settings)
+
+        start_run = StartRun(
+            self,
+            names.START_RUN_ID,
+            code_folder=lambda_code_folder,
+            environment=start_run_environment(
+                settings,
+                kfp_environment=kfp.environment,
+                table_name=runs.table.table_name,
+                topic_arn=notifications.topic.topic_arn,
+                bucket_name=data.bucket.bucket_name,
+                sagemaker_role_arn=execution.role.role_arn,
+            ),
+            table=runs.table,
+            topic=notifications.topic,
+            log_retention_days=settings.log_retention_days,
+            vpc_id=settings.vpc_id,
+            subnet_ids=settings.subnet_ids,
+        )
+        kfp.grant_start_run(start_run.function.role)
+        data.start_on_upload(start_run.function)
+
+        pods = PipelinePodRole(
+            self,
+            names.PIPELINE_POD_ROLE_ID,
+            bucket=data.bucket,
+            execution_role=execution.role,
+            cluster_name=settings.eks_cluster_name,
+            namespace=settings.kfp_namespace,
+            service_account=settings.kfp_service_account,
+        )
+        invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
+
+        self.data_bucket = data
+        self.runs_table = runs
+        self.notifications = notifications
+        self.sagemaker_execution = execution
+        self.kfp_access = kfp
+        self.start_run = start_run
+        self.pipeline_pods = pods
+        self.endpoint_invoke = invoke
+
+        outputs = {
+            names.OUTPUT_BUCKET_NAME: (data.bucket.bucket_name, "Data bucket"),
+            names.OUTPUT_UPLOAD_PREFIX: (
+                f"s3://{data.bucket.bucket_name}/{INCOMING_PREFIX}",
+                "Upload datasets here to start a run",
+            ),
+            names.OUTPUT_TOPIC_ARN: (notifications.topic.topic_arn, "Run notifications"),
+            names.OUTPUT_TABLE_NAME: (runs.table.table_name, "One record per run"),
+            names.OUTPUT_SAGEMAKER_ROLE_ARN: (
+                execution.role.role_arn,
+                "Execution role the pipeline passes to SageMaker",
+            ),
+            names.OUTPUT_INVOKE_POLICY_ARN: (
+                invoke.policy.managed_policy_arn,
+                "Attach to whoever calls the mnist-* endpoints",
+            ),
+            names.OUTPUT_PIPELINE_ROLE_ARN: (
+                pods.role.role_arn,
+                "Role of the KFP runner's pods (EKS Pod Identity)",
+            ),
+            names.OUTPUT_START_RUN_FUNCTION: (start_run.function.function_name, "start-run Lambda"),
+            names.OUTPUT_START_RUN_FAILURES_QUEUE: (
+                start_run.failed_events.queue_url,
+                "Upload events the start-run Lambda could not handle",
+            ),
+        }
+        for output_id, (value, description) in outputs.items():
+            CfnOutput(self, output_id, value=value, description=description)
+
+
+def start_run_environment(
+    settings: Settings,
+    *,
+    kfp_environment: dict[str, str],
+    table_name: str,
+    topic_arn: str,
+    bucket_name: str,
+    sagemaker_role_arn: str,
+) -> dict[str, str]:
+    """The start-run Lambda's configuration: exactly the names its settings model reads."""
+    return {
+        "RUNS_TABLE_NAME": table_name,
+        "NOTIFICATION_TOPIC_ARN": topic_arn,
+        "DATA_BUCKET_NAME": bucket_name,
+        **kfp_environment,
+        "KFP_UI_URL": settings.kfp_ui_url,
+        "KFP_EXPERIMENT_NAME": settings.kfp_experiment_name,
+        "PIPELINE_SPEC_PATH": names.PIPELINE_SPEC_FILE,
+        "SAGEMAKER_ROLE_ARN": sagemaker_role_arn,
+        "TRAIN_INSTANCE_TYPE": settings.train_instance_type,
+        "TRAIN_INSTANCE_COUNT": str(settings.train_instance_count),
+        "TRANSFORM_INSTANCE_TYPE": settings.transform_instance_type,
+        "TRANSFORM_INSTANCE_COUNT": str(settings.transform_instance_count),
+        "ENDPOINT_INSTANCE_TYPE": settings.endpoint_instance_type,
+        "ENDPOINT_INSTANCE_COUNT": str(settings.endpoint_instance_count),
+        "ENDPOINT_NAME": settings.endpoint_name,
+        "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
+        "POWERTOOLS_METRICS_NAMESPACE": names.POWERTOOLS_METRICS_NAMESPACE,
+    }

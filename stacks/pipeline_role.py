@@ -1,0 +1,136 @@
+"""The IAM role the pipeline's pods get via EKS Pod Identity (replaces the seed's access keys)."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_eks as eks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from runflow.contracts import RUNS_PREFIX
+from stacks.arns import SAGEMAKER_RESOURCE_TYPES, product_sagemaker_arns
+from stacks.names import SAGEMAKER_NAME_PREFIX
+from stacks.sagemaker_role import SAGEMAKER_SERVICE
+
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+# What the pipeline's steps do with SageMaker: create, wait (describe), stop on cancel, move a
+# named endpoint to a new config, tag what they create.
+PIPELINE_SAGEMAKER_ACTIONS = (
+    "sagemaker:CreateTrainingJob",
+    "sagemaker:DescribeTrainingJob",
+    "sagemaker:StopTrainingJob",
+    "sagemaker:CreateModel",
+    "sagemaker:DescribeModel",
+    "sagemaker:CreateTransformJob",
+    "sagemaker:DescribeTransformJob",
+    "sagemaker:StopTransformJob",
+    "sagemaker:CreateEndpointConfig",
+    "sagemaker:DescribeEndpointConfig",
+    "sagemaker:CreateEndpoint",
+    "sagemaker:DescribeEndpoint",
+    "sagemaker:UpdateEndpoint",
+    "sagemaker:AddTags",
+    "sagemaker:ListTags",
+)
+
+
+class PipelinePodRole(Construct):
+    """Role for the KFP runner's service account: SageMaker on `mnist-*`, PassRole, the bucket."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.IBucket,
+        execution_role: iam.IRole,
+        cluster_name: str,
+        namespace: str,
+        service_account: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+
+        self.role = iam.Role(
+            self,
+            "Role",
+            # Pod Identity needs sts:TagSession next to sts:AssumeRole.
+            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal(POD_IDENTITY_SERVICE)),
+            description=f"KFP pipeline pods ({namespace}/{service_account}) of the MNIST product",
+        )
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="RunProductSageMakerResources",
+                    actions=list(PIPELINE_SAGEMAKER_ACTIONS),
+                    resources=product_sagemaker_arns(stack),
+                ),
+                iam.PolicyStatement(
+                    sid="PassTheExecutionRoleToSageMaker",
+                    actions=["iam:PassRole"],
+                    resources=[execution_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_SERVICE}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadTheDataBucket",
+                    actions=["s3:GetObject", "s3:GetObjectVersion"],
+                    resources=[bucket.arn_for_objects("*")],
+                ),
+                iam.PolicyStatement(
+                    sid="ListTheDataBucket",
+                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    resources=[bucket.bucket_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="WriteRunFiles",
+                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
+                ),
+            ],
+        )
+        policy.attach_to_role(self.role)
+
+        bucket_logical_id = stack.get_logical_id(bucket.node.default_child)
+        NagSuppressions.add_resource_suppressions(
+            policy,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "Each run names its SageMaker resources after its run key (mnist-<hash>-"
+                        "...); the wildcard is the product's name prefix, no wider."
+                    ),
+                    applies_to=[
+                        "Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                        f"{resource_type}/{SAGEMAKER_NAME_PREFIX}*"
+                        for resource_type in SAGEMAKER_RESOURCE_TYPES
+                    ],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "Steps read the uploaded dataset and write run files under keys chosen per "
+                        "run; objects of the product's own bucket only, writes limited to runs/."
+                    ),
+                    applies_to=[
+                        f"Resource::<{bucket_logical_id}.Arn>/*",
+                        f"Resource::<{bucket_logical_id}.Arn>/{RUNS_PREFIX}*",
+                    ],
+                ),
+            ],
+        )
+
+        self.association: eks.CfnPodIdentityAssociation | None = None
+        if cluster_name:
+            self.association = eks.CfnPodIdentityAssociation(
+                self,
+                "PodIdentity",
+                cluster_name=cluster_name,
+                namespace=namespace,
+                service_account=service_account,
+                role_arn=self.role.role_arn,
+            )

@@ -1,0 +1,30 @@
+"""The runs table: one item per run key, the record every Lambda reads and moves forward."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from constructs import Construct
+
+RUN_KEY_ATTRIBUTE = "run_key"
+
+
+class RunsTable(Construct):
+    """On-demand DynamoDB table keyed by `run_key`, with point-in-time recovery."""
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(
+                name=RUN_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
+            ),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            # The run history is the product's audit trail; keep it if the stack goes.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
