@@ -1,0 +1,1 @@
+"""The start-run domain: plain Python, talks to the outside only through its ports."""

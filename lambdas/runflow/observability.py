@@ -1,0 +1,15 @@
+"""Structured logs and metrics for every runflow function (Powertools), in one place.
+
+No Powertools Tracer: it imports the X-Ray SDK, which builds two botocore clients at import
+and adds ~0.11 s to every cold start (benchmarks/RESULTS.md). The function's X-Ray segment
+comes from Lambda's active tracing instead, set on the function by the CDK stack.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics
+
+# Service name and metric namespace come from POWERTOOLS_SERVICE_NAME and
+# POWERTOOLS_METRICS_NAMESPACE (validated by runflow.config at cold start).
+logger = Logger()
+metrics = Metrics()
