@@ -64,15 +64,11 @@ def _labels_csv(split: str) -> str:
 
 
 class DatasetError(ValueError):
-    """The uploaded file is not a usable MNIST dataset; the message names the source."""
+    """The uploaded file is not a usable MNIST dataset; the message is "<source>: <problem>"."""
 
-    def __init__(self, source: str, problem: str):
-        super().__init__(f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
-    def __reduce__(self):
-        return (type(self), (self.source, self.problem))
+def _reject(source: str, problem: str) -> DatasetError:
+    return DatasetError(f"{source}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -113,12 +109,12 @@ def load_dataset(
     )
     if layout is None:
         expected = " or ".join(_SUFFIX_LAYOUTS)
-        raise DatasetError(source, f"unsupported file type; expected a name ending in {expected}")
+        raise _reject(source, f"unsupported file type; expected a name ending in {expected}")
     size = os.stat(path).st_size
     if size == 0:
-        raise DatasetError(source, "file is empty")
+        raise _reject(source, "the file is empty")
     if size > max_bytes:
-        raise DatasetError(source, f"file is {size} bytes, over the limit of {max_bytes} bytes")
+        raise _reject(source, f"{size} bytes is over the limit of {max_bytes} bytes; not read")
     if layout == LAYOUT_PKL_GZ:
         splits = _load_pkl_gz(path, source, max_bytes)
     else:
@@ -207,12 +203,12 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):
         try:
             return _PICKLE_GLOBALS[(module, name)]
         except KeyError:
-            raise DatasetError(
+            raise _reject(
                 self._source, f"pickle refers to {module}.{name}, which a dataset may not use"
             ) from None
 
     def persistent_load(self, pid):
-        raise DatasetError(self._source, "pickle refers to a persistent object")
+        raise _reject(self._source, "pickle refers to a persistent object")
 
 
 class _GuardedGzipReader:
@@ -228,16 +224,16 @@ class _GuardedGzipReader:
         try:
             return method(*args)
         except EOFError:
-            raise DatasetError(self._source, "gzip data is truncated") from None
+            raise _reject(self._source, "gzip data is truncated") from None
         except gzip.BadGzipFile as exc:
-            raise DatasetError(self._source, f"not a gzip file ({exc})") from None
+            raise _reject(self._source, f"not a gzip file ({exc})") from None
         except (zlib.error, OSError) as exc:
-            raise DatasetError(self._source, f"gzip data is corrupt ({exc})") from None
+            raise _reject(self._source, f"gzip data is corrupt ({exc})") from None
 
     def _count(self, n: int) -> None:
         self.total += n
         if self.total > self._limit:
-            raise DatasetError(
+            raise _reject(
                 self._source,
                 f"decompresses to more than {self._limit} bytes "
                 f"({MAX_GZIP_EXPANSION} x the limit); refused as a possible gzip bomb",
@@ -293,20 +289,18 @@ def _load_pkl_gz(path, source: str, max_bytes: int) -> dict[str, Split]:
         reader = _GuardedGzipReader(gz, max_bytes * MAX_GZIP_EXPANSION, source)
         protocol = reader.peek_protocol()
         if protocol is None or protocol < MIN_PICKLE_PROTOCOL:
-            raise DatasetError(source, f"not a pickle of protocol {MIN_PICKLE_PROTOCOL} or later")
+            raise _reject(source, f"not a pickle of protocol {MIN_PICKLE_PROTOCOL} or later")
         try:
             obj = _NumpyOnlyUnpickler(reader, source).load()
         except DatasetError:
             raise
         except _PICKLE_ERRORS as exc:
-            raise DatasetError(
-                source, f"not a valid pickle ({type(exc).__name__}: {exc})"
-            ) from None
+            raise _reject(source, f"not a valid pickle ({type(exc).__name__}: {exc})") from None
         if not reader.at_end():
-            raise DatasetError(source, "unexpected data after the pickle")
+            raise _reject(source, "unexpected data after the pickle")
 
     if not _is_sequence(obj, len(PKL_SPLITS)):
-        raise DatasetError(
+        raise _reject(
             source,
             "pickle must hold a tuple ((x_train, y_train), (x_valid, y_valid), (x_test, y_test))"
             f", got {_describe(obj)}",
@@ -314,9 +308,7 @@ def _load_pkl_gz(path, source: str, max_bytes: int) -> dict[str, Split]:
     splits = {}
     for name, pair in zip(PKL_SPLITS, obj, strict=True):
         if not _is_sequence(pair, 2):
-            raise DatasetError(
-                source, f"the {name} split must be a pair (x, y), got {_describe(pair)}"
-            )
+            raise _reject(source, f"the {name} split must be a pair (x, y), got {_describe(pair)}")
         splits[name] = _make_split(source, name, pair[0], pair[1])
     return splits
 
@@ -340,21 +332,21 @@ def _load_npz(path, source: str, max_bytes: int) -> dict[str, Split]:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise DatasetError(source, f"not a valid .npz (zip) file ({exc})") from None
+        raise _reject(source, f"not a valid .npz (zip) file ({exc})") from None
     with archive:
         members = {info.filename: info for info in archive.infolist()}
         declared = sum(info.file_size for info in members.values())
         if declared > max_bytes:
-            raise DatasetError(
+            raise _reject(
                 source,
                 f"arrays would decompress to {declared} bytes, over the limit of {max_bytes} bytes",
             )
         wanted = [f"{axis}_{split}" for split in NPZ_SPLITS for axis in ("x", "y")]
         missing = [name for name in wanted if f"{name}.npy" not in members]
         if len(missing) == 1:
-            raise DatasetError(source, f"array '{missing[0]}' is missing")
+            raise _reject(source, f"array '{missing[0]}' is missing")
         if missing:
-            raise DatasetError(source, f"arrays {', '.join(map(repr, missing))} are missing")
+            raise _reject(source, f"arrays {', '.join(map(repr, missing))} are missing")
         arrays = {name: _read_npy(archive, members[f"{name}.npy"], source, name) for name in wanted}
     return {
         split: _make_split(source, split, arrays[f"x_{split}"], arrays[f"y_{split}"])
@@ -373,17 +365,17 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, name
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
         if dtype.hasobject:
-            raise DatasetError(source, f"array '{name}' holds Python objects, not numbers")
+            raise _reject(source, f"array '{name}' holds Python objects, not numbers")
         # zipfile stops at the declared size, so a header claiming more is a lie that would
         # make numpy allocate memory for data that does not exist.
         if int(np.prod(shape)) * dtype.itemsize > info.file_size:
-            raise DatasetError(source, f"array '{name}' claims more data than it stores")
+            raise _reject(source, f"array '{name}' claims more data than it stores")
         with archive.open(info) as member:
             return np.lib.format.read_array(member, allow_pickle=False)
     except DatasetError:
         raise
     except _NPZ_ERRORS as exc:
-        raise DatasetError(source, f"array '{name}' is unreadable ({exc})") from None
+        raise _reject(source, f"array '{name}' is unreadable ({exc})") from None
 
 
 # --- checks shared by both layouts --------------------------------------------------------
@@ -393,42 +385,40 @@ def _make_split(source: str, split: str, x, y) -> Split:
     x_name, y_name = f"x_{split}", f"y_{split}"
     for name, value in ((x_name, x), (y_name, y)):
         if not isinstance(value, np.ndarray):
-            raise DatasetError(source, f"{name} is {_describe(value)}, not a numpy array")
+            raise _reject(source, f"{name} is {_describe(value)}, not a numpy array")
     if x.dtype.kind not in "fui":
-        raise DatasetError(
+        raise _reject(
             source,
             f"{x_name} has dtype {x.dtype}; expected floats in [0, 1] or integers 0..255",
         )
     if y.dtype.kind not in "ui":
-        raise DatasetError(source, f"{y_name} has dtype {y.dtype}; expected integer labels")
+        raise _reject(source, f"{y_name} has dtype {y.dtype}; expected integer labels")
     if x.ndim not in (2, 3) or x.shape[1:] not in ((FEATURE_DIM,), (IMAGE_SIDE, IMAGE_SIDE)):
-        raise DatasetError(
+        raise _reject(
             source,
             f"{x_name} has shape {x.shape}; expected (n, {FEATURE_DIM}) or "
             f"(n, {IMAGE_SIDE}, {IMAGE_SIDE})",
         )
     if y.ndim != 1:
-        raise DatasetError(source, f"{y_name} has shape {y.shape}; expected (n,)")
+        raise _reject(source, f"{y_name} has shape {y.shape}; expected (n,)")
     n = x.shape[0]
     if y.shape[0] != n:
-        raise DatasetError(source, f"{x_name} has {n} images but {y_name} has {y.shape[0]} labels")
+        raise _reject(source, f"{x_name} has {n} images but {y_name} has {y.shape[0]} labels")
     if n < MIN_IMAGES[split]:
-        raise DatasetError(
+        raise _reject(
             source, f"the {split} split has {n} images; at least {MIN_IMAGES[split]} are required"
         )
 
     low, high = x.min(), x.max()
     if x.dtype.kind == "f":
         if np.isnan(low) or np.isnan(high):
-            raise DatasetError(source, f"{x_name} contains NaN")
+            raise _reject(source, f"{x_name} contains NaN")
         if low < 0 or high > 1:
-            raise DatasetError(
-                source, f"{x_name} has pixels outside [0, 1] (min {low:g}, max {high:g})"
-            )
+            raise _reject(source, f"{x_name} has pixels outside [0, 1] (min {low:g}, max {high:g})")
         features = np.ascontiguousarray(x.reshape(n, FEATURE_DIM), dtype=np.float32)
     else:
         if low < 0 or high > PIXEL_MAX_INT:
-            raise DatasetError(
+            raise _reject(
                 source,
                 f"{x_name} has pixels outside 0..{PIXEL_MAX_INT} (min {low}, max {high})",
             )
@@ -437,7 +427,7 @@ def _make_split(source: str, split: str, x, y) -> Split:
 
     low, high = y.min(), y.max()
     if low < 0 or high >= NUM_CLASSES:
-        raise DatasetError(
+        raise _reject(
             source, f"{y_name} has labels outside 0..{NUM_CLASSES - 1} (min {low}, max {high})"
         )
     return Split(x=features, y=y.astype(np.int64))
