@@ -154,6 +154,13 @@ def _latin1_encode(text, encoding="latin1", errors="strict"):
     return text.encode("latin1")
 
 
+def _empty_bytes(*args):
+    # Protocol 2 spells b"" as bytes(); with an argument bytes() could allocate at will.
+    if args:
+        raise pickle.UnpicklingError("only bytes() without arguments is allowed")
+    return b""
+
+
 # Everything a pickled numpy array refers to, for numpy 2 (numpy._core) and files written by
 # numpy 1 or Python 2 (numpy.core); found by disassembling real pickles with pickletools.
 _PICKLE_GLOBALS = {
@@ -164,6 +171,7 @@ _PICKLE_GLOBALS = {
     ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,  # protocol 5
     ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,
     ("_codecs", "encode"): _latin1_encode,  # protocol 2 from Python 3
+    ("__builtin__", "bytes"): _empty_bytes,  # protocol 2: the data of an empty array
 }
 
 _FORGOTTEN = object()
