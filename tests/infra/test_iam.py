@@ -1,0 +1,123 @@
+"""IAM: the SageMaker execution role, the pipeline pods' role and the endpoint policy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cfn_text import actions_of, as_list, render, resources_of, role_statements
+
+from stacks.names import SAGEMAKER_NAME_PREFIX
+
+
+@pytest.fixture(params=["default_synth", "no_email_synth", "url_mode_synth"])
+def any_synth(request):
+    return request.getfixturevalue(request.param)
+
+
+def _role(synth, construct) -> tuple[dict, list[dict]]:
+    role_id = synth.logical_id(construct.role)
+    return synth.resources[role_id]["Properties"], role_statements(synth.resources, role_id)
+
+
+def _trusted(role: dict) -> tuple[set[str], set[str]]:
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    return set(as_list(statement["Principal"]["Service"])), set(as_list(statement["Action"]))
+
+
+def test_no_full_access_managed_policy_anywhere(any_synth):
+    # Given the whole template as text, then no *FullAccess policy is referenced
+    assert "FullAccess" not in json.dumps(any_synth.template.to_json())
+
+
+def test_no_statement_allows_every_action_of_a_service(any_synth):
+    statements = [
+        statement
+        for resource in any_synth.resources.values()
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    wide = {a for a in actions_of(statements) if a == "*" or a.endswith(":*")}
+    assert wide == set()
+
+
+def test_sagemaker_execution_role_is_for_sagemaker_and_scoped_to_the_bucket(default_synth):
+    # Given the execution role
+    role, statements = _role(default_synth, default_synth.stack.sagemaker_execution)
+    bucket_id = default_synth.logical_id(default_synth.stack.data_bucket.bucket)
+    # Then only SageMaker may assume it, and it attaches no managed policy
+    assert _trusted(role) == ({"sagemaker.amazonaws.com"}, {"sts:AssumeRole"})
+    assert "ManagedPolicyArns" not in role
+    # And every S3 grant is on the data bucket, writes under runs/ only
+    s3_statements = [
+        s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))
+    ]
+    for statement in s3_statements:
+        assert all(r.startswith("${" + bucket_id + ".Arn}") for r in resources_of(statement))
+    (writes,) = [s for s in s3_statements if "s3:PutObject" in as_list(s["Action"])]
+    assert resources_of(writes) == ["${" + bucket_id + ".Arn}/runs/*"]
+
+
+def test_sagemaker_execution_role_logs_and_metrics_are_limited_to_sagemaker(default_synth):
+    _, statements = _role(default_synth, default_synth.stack.sagemaker_execution)
+    by_sid = {statement["Sid"]: statement for statement in statements}
+    for resource in resources_of(by_sid["WriteSageMakerLogs"]):
+        assert ":log-group:/aws/sagemaker/" in resource
+    assert by_sid["PutSageMakerMetrics"]["Condition"]["StringLike"]["cloudwatch:namespace"]
+    assert as_list(by_sid["AuthenticateToEcr"]["Action"]) == ["ecr:GetAuthorizationToken"]
+    for resource in resources_of(by_sid["PullBuiltInAlgorithmImages"]):
+        assert ":repository/" in resource and not resource.endswith("/*")
+
+
+def test_pipeline_pods_role_is_assumed_through_pod_identity(default_synth):
+    role, _ = _role(default_synth, default_synth.stack.pipeline_pods)
+    assert _trusted(role) == ({"pods.eks.amazonaws.com"}, {"sts:AssumeRole", "sts:TagSession"})
+
+
+def test_pipeline_pods_call_sagemaker_on_this_products_resources_only(default_synth):
+    # Given the pods' SageMaker statements
+    _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
+    sagemaker = [
+        s for s in statements if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))
+    ]
+    # Then every resource is a product-named SageMaker resource
+    resources = [resource for statement in sagemaker for resource in resources_of(statement)]
+    assert resources
+    for resource in resources:
+        assert ":sagemaker:" in resource and resource.endswith(f"/{SAGEMAKER_NAME_PREFIX}*")
+    # And the actions are what the pipeline does: create, wait, stop, update, tag
+    assert {"sagemaker:CreateTrainingJob", "sagemaker:UpdateEndpoint", "sagemaker:AddTags"} <= (
+        actions_of(sagemaker)
+    )
+    assert not {a for a in actions_of(sagemaker) if a.startswith("sagemaker:Delete")}
+
+
+def test_pipeline_pods_pass_only_the_execution_role_and_only_to_sagemaker(default_synth):
+    _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
+    (pass_role,) = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    execution_id = default_synth.logical_id(default_synth.stack.sagemaker_execution.role)
+    assert resources_of(pass_role) == ["${" + execution_id + ".Arn}"]
+    assert pass_role["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+
+
+def test_pipeline_pods_read_the_bucket_and_write_under_runs_only(default_synth):
+    _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
+    bucket_arn = "${" + default_synth.logical_id(default_synth.stack.data_bucket.bucket) + ".Arn}"
+    s3 = [s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+    (writes,) = [s for s in s3 if "s3:PutObject" in as_list(s["Action"])]
+    assert resources_of(writes) == [f"{bucket_arn}/runs/*"]
+    assert {"s3:GetObject", "s3:ListBucket"} <= actions_of(s3)
+    for statement in s3:
+        assert all(resource.startswith(bucket_arn) for resource in resources_of(statement))
+
+
+def test_endpoint_policy_invokes_this_products_endpoints_only(default_synth):
+    policy_id = default_synth.logical_id(default_synth.stack.endpoint_invoke.policy)
+    (statement,) = default_synth.resources[policy_id]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "sagemaker:InvokeEndpoint"
+    assert render(statement["Resource"]) == (
+        "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
+        f"endpoint/{SAGEMAKER_NAME_PREFIX}*"
+    )

@@ -1,0 +1,15 @@
+"""The context variants the infrastructure tests synthesize."""
+
+from __future__ import annotations
+
+EMAILS = ("ops@example.com", "data-team@example.org")
+TOKEN_SECRET_NAME = "mnistflow/kfp-token"
+URL_MODE_CONTEXT = {
+    "kfp_mode": "url",
+    "kfp_url": "https://kfp.internal.example.com",
+    "kfp_token_secret_name": TOKEN_SECRET_NAME,
+    "vpc_id": "vpc-0123456789abcdef0",
+    "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+    "eks_cluster_name": "",
+    "notification_emails": [],
+}
