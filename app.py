@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-from stacks import create_app
+# The stacks import the shared contracts from the Lambda package (as pytest's pythonpath does).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lambdas"))
+
+from stacks import create_app  # noqa: E402
 
 NAG_PREFIX = "AwsSolutions-"
 
