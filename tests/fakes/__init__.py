@@ -1,0 +1,172 @@
+"""In-memory fakes of the start-run ports: they record what happened for tests to assert on."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from runflow import contracts
+from runflow.logic.ports import (
+    Claim,
+    Dataset,
+    KfpCallFailed,
+    KfpExperiment,
+    KfpRun,
+    KfpRunsApi,
+    Notifier,
+    RunsRepository,
+)
+
+
+class InMemoryRuns(RunsRepository):
+    """Same claim rules as the DynamoDB adapter, in a dict."""
+
+    def __init__(self, epoch_of: Any = None):
+        self.items: dict[str, dict[str, Any]] = {}
+        self._epoch_of = epoch_of or (lambda now: 0)
+
+    def claim(self, run_key: str, dataset: Dataset, now: str, lease_until: int) -> Claim:
+        item = self.items.get(run_key)
+        if item is not None:
+            status = item["status"]
+            lease_over = status == contracts.STATUS_ACCEPTED and item.get(
+                "claim_expires_at", 0
+            ) < self._epoch_of(now)
+            if status != contracts.STATUS_START_FAILED and not lease_over:
+                return Claim(False, status, item["start_attempts"])
+        item = item or {"run_key": run_key, "created_at": now, "start_attempts": 0, "timeline": []}
+        item.update(
+            status=contracts.STATUS_ACCEPTED,
+            dataset=dataset.as_item(),
+            updated_at=now,
+            claim_expires_at=lease_until,
+            start_attempts=item["start_attempts"] + 1,
+        )
+        item.pop("reason", None)
+        item["timeline"].append({"at": now, "event": contracts.STATUS_ACCEPTED, "detail": ""})
+        self.items[run_key] = item
+        return Claim(True, contracts.STATUS_ACCEPTED, item["start_attempts"])
+
+    def _move(self, run_key: str, status: str, now: str, **fields: Any) -> bool:
+        item = self.items[run_key]
+        if item["status"] != contracts.STATUS_ACCEPTED:
+            return False
+        item.update(status=status, updated_at=now, **fields)
+        item.pop("claim_expires_at", None)
+        item["timeline"].append({"at": now, "event": status, "detail": ""})
+        return True
+
+    def mark_rejected(self, run_key: str, reason: str, now: str) -> None:
+        self._move(run_key, contracts.STATUS_REJECTED, now, reason=reason)
+
+    def mark_start_failed(self, run_key: str, reason: str, now: str) -> None:
+        self._move(run_key, contracts.STATUS_START_FAILED, now, reason=reason)
+
+    def mark_run_started(
+        self, run_key: str, run: KfpRun, run_url: str, now: str, detail: str
+    ) -> bool:
+        return self._move(
+            run_key,
+            contracts.STATUS_RUN_STARTED,
+            now,
+            kfp_run_id=run.run_id,
+            kfp_run_url=run_url,
+            experiment_id=run.experiment_id,
+        )
+
+
+@dataclass
+class Published:
+    kind: str
+    run_key: str
+    subject: str
+    message: str
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        self.published: list[Published] = []
+
+    def publish(self, kind: str, run_key: str, subject: str, message: str) -> None:
+        self.published.append(Published(kind, run_key, subject, message))
+
+    def kinds(self) -> list[str]:
+        return [p.kind for p in self.published]
+
+
+@dataclass
+class ScriptedKfp(KfpRunsApi):
+    """KFP in memory; `failures` is consumed call by call: (call name, KfpCallFailed)."""
+
+    experiments: dict[str, KfpExperiment] = field(default_factory=dict)
+    runs: list[KfpRun] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    failures: list[tuple[str, KfpCallFailed]] = field(default_factory=list)
+    lose_create_response: int = 0
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def _maybe_fail(self, call: str) -> None:
+        self.calls.append(call)
+        if self.failures and self.failures[0][0] in (call, "*"):
+            raise self.failures.pop(0)[1]
+
+    def find_experiments(self, display_name: str) -> list[KfpExperiment]:
+        self._maybe_fail("find_experiments")
+        return [e for e in self.experiments.values() if e.display_name == display_name]
+
+    def create_experiment(self, display_name: str, description: str) -> KfpExperiment:
+        self._maybe_fail("create_experiment")
+        experiment = KfpExperiment(f"exp-{next(self._ids)}", display_name)
+        self.experiments[experiment.experiment_id] = experiment
+        return experiment
+
+    def find_runs(self, experiment_id: str, display_name: str) -> list[KfpRun]:
+        self._maybe_fail("find_runs")
+        return [
+            r
+            for r in self.runs
+            if r.experiment_id == experiment_id and r.display_name == display_name
+        ]
+
+    def create_run(
+        self,
+        experiment_id: str,
+        display_name: str,
+        description: str,
+        pipeline_spec: dict[str, Any],
+        parameters: dict[str, Any],
+    ) -> KfpRun:
+        self._maybe_fail("create_run")
+        run = KfpRun(f"run-{next(self._ids)}", display_name, experiment_id, f"t{len(self.runs)}")
+        self.runs.append(run)
+        self.created.append(
+            {
+                "experiment_id": experiment_id,
+                "display_name": display_name,
+                "pipeline_spec": pipeline_spec,
+                "parameters": parameters,
+            }
+        )
+        if self.lose_create_response:
+            self.lose_create_response -= 1
+            raise KfpCallFailed(
+                KfpCallFailed.TRANSIENT, "POST /apis/v2beta1/runs: connection reset"
+            )
+        return run
+
+
+class FakeClock:
+    """time.time and time.sleep that never wait: sleeping moves the clock."""
+
+    def __init__(self, start: float = 1_700_000_000.0):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
