@@ -1,0 +1,244 @@
+"""The start-run domain with in-memory ports: claims, checks, retries, notifications."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from runflow import contracts
+from runflow.logic.notifications import data_rejected, run_could_not_start, subject_line
+from runflow.logic.ports import Dataset, KfpCallFailed, KfpExperiment, KfpRun, PipelineSettings
+from runflow.logic.start_run import RetryPolicy, StartRun, StartRunFailed
+from tests.conftest import load_event
+from tests.fakes import FakeClock, InMemoryRuns, RecordingNotifier, ScriptedKfp
+
+BUCKET = "mnistflow-data-123456789012"
+SPEC = {"pipelineInfo": {"name": "mnist"}, "root": {}}
+
+
+def settings(**overrides) -> PipelineSettings:
+    values = dict(
+        experiment_name="mnist-uploads",
+        region="eu-west-1",
+        role_arn="arn:aws:iam::123456789012:role/sm",
+        train_instance_type="ml.m5.xlarge",
+        train_instance_count=1,
+        transform_instance_type="ml.m5.large",
+        transform_instance_count=1,
+        endpoint_instance_type="ml.t2.medium",
+        endpoint_instance_count=1,
+        endpoint_name="",
+        data_bucket=BUCKET,
+        max_dataset_bytes=contracts.MAX_DATASET_BYTES,
+        ui_url="https://kfp.example.com",
+        connection_hint="check the access entry",
+    )
+    values.update(overrides)
+    return PipelineSettings(**values)
+
+
+class World:
+    def __init__(self, seconds_left: float = 60.0, **setting_overrides):
+        self.clock = FakeClock()
+        self.runs = InMemoryRuns(
+            epoch_of=lambda now: int(datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp())
+        )
+        self.notifier = RecordingNotifier()
+        self.kfp = ScriptedKfp()
+        self.seconds_left = seconds_left
+        self.service = StartRun(
+            runs=self.runs,
+            notifier=self.notifier,
+            kfp=self.kfp,
+            pipeline_spec=lambda: SPEC,
+            settings=settings(**setting_overrides),
+            sleep=self.clock.sleep,
+            clock=self.clock.time,
+            now=lambda: datetime.fromtimestamp(self.clock.now).isoformat() + "Z",
+            rng=lambda: 1.0,
+        )
+
+    def handle(self, event_name: str = "s3_put"):
+        def left() -> float:
+            return self.seconds_left - (self.clock.now - 1_700_000_000.0)
+
+        return self.service.handle_notification(load_event(event_name), left)
+
+
+def key_of(event_name: str = "s3_put") -> str:
+    from urllib.parse import unquote_plus
+
+    obj = load_event(event_name)["Records"][0]["s3"]["object"]
+    return contracts.run_key(BUCKET, unquote_plus(obj["key"]), obj.get("versionId") or obj["eTag"])
+
+
+def failure(kind: str, status: int | None = None) -> KfpCallFailed:
+    return KfpCallFailed(kind, f"injected {kind}", status)
+
+
+def test_backoff_doubles_up_to_the_cap():
+    policy = RetryPolicy()
+    assert [policy.delay_seconds(a, lambda: 1.0) for a in range(1, 6)] == [1, 2, 4, 8, 8]
+    assert policy.delay_seconds(3, lambda: 0.25) == 1.0  # full jitter scales the ceiling
+
+
+def test_upload_creates_experiment_and_run_and_announces_it():
+    # Given an empty KFP
+    world = World()
+
+    # When an upload is handled
+    outcome = world.handle()
+
+    # Then an experiment and one run exist, the record is RUN_STARTED, RUN_STARTED is sent
+    key = key_of()
+    assert outcome["started"] == [key]
+    assert world.kfp.calls == ["find_experiments", "create_experiment", "find_runs", "create_run"]
+    assert world.kfp.created[0]["pipeline_spec"] is SPEC
+    assert world.runs.items[key]["status"] == contracts.STATUS_RUN_STARTED
+    assert world.runs.items[key]["kfp_run_url"].startswith(
+        "https://kfp.example.com/#/runs/details/"
+    )
+    assert world.notifier.kinds() == [contracts.KIND_RUN_STARTED]
+
+
+def test_without_a_ui_address_the_link_is_empty():
+    world = World(ui_url="")
+    world.handle()
+    assert world.runs.items[key_of()]["kfp_run_url"] == ""
+    assert "(KFP UI address not configured)" in world.notifier.published[0].message
+
+
+def test_existing_run_with_the_run_key_is_reused_not_recreated():
+    # Given KFP already holds a run named by the run key (created earlier, answer lost)
+    world = World()
+    world.kfp.experiments["exp-9"] = KfpExperiment("exp-9", "mnist-uploads")
+    world.kfp.runs.append(KfpRun("run-old", key_of(), "exp-9", "2026-01-01"))
+    world.kfp.runs.append(KfpRun("run-newer", key_of(), "exp-9", "2026-02-01"))
+
+    # When the upload is handled
+    outcome = world.handle()
+
+    # Then no run is created and the oldest existing one is recorded
+    assert outcome["reused"] == [key_of()]
+    assert "create_run" not in world.kfp.calls
+    assert world.runs.items[key_of()]["kfp_run_id"] == "run-old"
+
+
+def test_lost_create_response_is_found_on_the_retry():
+    world = World()
+    world.kfp.lose_create_response = 1
+    outcome = world.handle()
+    assert outcome["reused"] == [key_of()]
+    assert len(world.kfp.runs) == 1 and world.clock.sleeps == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "tries"),
+    [
+        (KfpCallFailed.TRANSIENT, 4),
+        (KfpCallFailed.AUTH, 2),
+        (KfpCallFailed.NOT_FOUND, 2),
+        (KfpCallFailed.PERMANENT, 1),
+    ],
+)
+def test_retries_depend_on_the_kind_of_failure(kind, tries):
+    # Given a KFP that always fails the same way
+    world = World()
+    world.kfp.failures = [("*", failure(kind))] * 10
+
+    # When an upload is handled, Then it raises after the policy's tries
+    with pytest.raises(StartRunFailed):
+        world.handle()
+    assert world.kfp.calls.count("find_experiments") == tries
+    assert world.clock.sleeps == [1.0, 2.0, 4.0][: tries - 1]
+    # And the record and the email say START_FAILED / RUN_FAILED with the reason
+    item = world.runs.items[key_of()]
+    assert item["status"] == contracts.STATUS_START_FAILED and f"injected {kind}" in item["reason"]
+    [note] = world.notifier.published
+    assert note.kind == contracts.KIND_RUN_FAILED
+    assert f"Attempts: {tries}" in note.message and "check the access entry" in note.message
+
+
+def test_retrying_stops_when_lambda_time_runs_out():
+    # Given 6 s left (5 s are kept to record the failure) and a KFP that keeps failing
+    world = World(seconds_left=6.0)
+    world.kfp.failures = [("*", failure(KfpCallFailed.TRANSIENT))] * 10
+
+    # When an upload is handled
+    with pytest.raises(StartRunFailed):
+        world.handle()
+
+    # Then it gives up early, keeping time to record and announce the failure
+    assert world.clock.sleeps == [1.0]
+    assert "Lambda time running out" in world.runs.items[key_of()]["reason"]
+
+
+def test_duplicate_delivery_stops_at_the_claim():
+    world = World()
+    world.handle()
+    outcome = world.handle()
+    assert outcome["duplicates"] == [key_of()]
+    assert len(world.kfp.runs) == 1 and len(world.notifier.published) == 1
+
+
+def test_a_concurrent_delivery_inside_the_lease_stops():
+    # Given a claim held by an invocation that is still running
+    world = World()
+    dataset = Dataset(BUCKET, "incoming/mnist.pkl.gz", "v", "e", 10)
+    world.runs.claim(key_of(), dataset, "2023-11-14T22:13:20Z", lease_until=2_000_000_000)
+
+    # When a second delivery arrives, Then it does not start anything
+    assert world.handle()["duplicates"] == [key_of()]
+    assert world.kfp.calls == []
+
+
+def test_start_failed_is_reclaimed_by_the_next_delivery():
+    world = World()
+    world.kfp.failures = [("*", failure(KfpCallFailed.PERMANENT))]
+    with pytest.raises(StartRunFailed):
+        world.handle()
+    assert world.handle()["started"] == [key_of()]
+    assert world.runs.items[key_of()]["start_attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    ("event_name", "reason"),
+    [
+        ("s3_put_empty", "empty (0 bytes)"),
+        ("s3_put_too_large", "over the limit"),
+        ("s3_put_unsupported_suffix", "unsupported file type"),
+    ],
+)
+def test_cheap_checks_reject_without_calling_kfp(event_name, reason):
+    world = World()
+    outcome = world.handle(event_name)
+    assert outcome["rejected"] == [key_of(event_name)]
+    assert reason in world.runs.items[key_of(event_name)]["reason"]
+    assert world.kfp.calls == [] and world.notifier.kinds() == [contracts.KIND_DATA_REJECTED]
+
+
+def test_parameters_carry_the_configuration():
+    world = World(endpoint_name="mnist-prod")
+    world.handle("s3_put_special_key")
+    params = world.kfp.created[0]["parameters"]
+    assert params["dataset_uri"] == (
+        f"s3://{BUCKET}/incoming/données/2026/été/mnist jeu+v2 (final).npz"
+    )
+    assert params["endpoint_name"] == "mnist-prod" and params["training_image"] == ""
+    assert params["run_key"] == key_of("s3_put_special_key")
+
+
+def test_subjects_stay_ascii_and_under_100_characters():
+    # Given a long unicode reason and key
+    dataset = Dataset(BUCKET, "incoming/" + "é" * 300 + ".npz", "", "etag", 1)
+    reason = "ünïcödé " * 40
+
+    # When notifications are written, Then their subjects are safe for SNS
+    for note in (
+        data_rejected("mnist-0123456789ab", dataset, reason),
+        run_could_not_start("mnist-0123456789ab", dataset, reason, 4, "check"),
+    ):
+        assert len(note.subject) < 100 and note.subject.isascii()
+        assert "\n" not in note.subject
+    assert subject_line("a\nb") == "a b"
