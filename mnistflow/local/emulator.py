@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import urllib.request
 from types import TracebackType
 
 import boto3
@@ -50,6 +51,10 @@ class AwsEmulator:
             target=self._server.serve_forever, name=f"aws-emulator-{self.port}", daemon=True
         )
         self._thread.start()
+        # moto keeps its state per process: start every emulator empty.
+        reset_url = f"{self.endpoint_url}/moto-api/reset"
+        reset = urllib.request.Request(reset_url, method="POST")  # noqa: S310 (http, loopback)
+        urllib.request.urlopen(reset, timeout=SHUTDOWN_TIMEOUT_SECONDS).close()  # noqa: S310
 
     def environment(self) -> dict[str, str]:
         """What a process (or a pipeline step) needs in its environment to use the emulator."""

@@ -46,7 +46,8 @@ class _Tee(io.TextIOBase):
 
 
 def last_error(logs: str) -> str | None:
-    errors = [m for m in map(_EXCEPTION_LINE.match, _ANSI.sub("", logs).splitlines()) if m]
+    lines = (line.strip() for line in _ANSI.sub("", logs).splitlines())
+    errors = [m for m in map(_EXCEPTION_LINE.match, lines) if m]
     return f"{errors[-1]['type']}: {errors[-1]['msg']}" if errors else None
 
 

@@ -73,20 +73,19 @@ def take_stock(emulator: AwsEmulator, bucket: str, key: str, endpoint_name: str)
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=run_prefix(key)).get("Contents", [])
     found: dict = {"objects": {obj["Key"]: obj["Size"] for obj in listing}}
     lookups = {
-        "training_job": (sm.describe_training_job, "TrainingJobName", TRAINING_JOB_SUFFIX),
-        "model": (sm.describe_model, "ModelName", MODEL_SUFFIX),
-        "transform_job": (sm.describe_transform_job, "TransformJobName", TRANSFORM_JOB_SUFFIX),
-        "endpoint": (sm.describe_endpoint, "EndpointName", None),
+        "training_job": (sm.describe_training_job, "TrainingJob", TRAINING_JOB_SUFFIX),
+        "model": (sm.describe_model, "Model", MODEL_SUFFIX),
+        "transform_job": (sm.describe_transform_job, "TransformJob", TRANSFORM_JOB_SUFFIX),
+        "endpoint": (sm.describe_endpoint, "Endpoint", None),
     }
-    for what, (describe, name_field, suffix) in lookups.items():
+    for what, (describe, kind, suffix) in lookups.items():
         name = resource_name(key, suffix) if suffix else endpoint_name
         try:
-            description = describe(**{name_field: name})
+            description = describe(**{f"{kind}Name": name})
         except sm.exceptions.ClientError:
             found[what] = None
             continue
-        arn = next(value for field, value in description.items() if field.endswith("Arn"))
-        tags = sm.list_tags(ResourceArn=arn)["Tags"]
+        tags = sm.list_tags(ResourceArn=description[f"{kind}Arn"])["Tags"]
         description["RunKeyTag"] = next(
             (tag["Value"] for tag in tags if tag["Key"] == RUN_KEY_TAG), None
         )

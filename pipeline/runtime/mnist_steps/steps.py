@@ -24,10 +24,6 @@ from runflow.contracts import (
     run_prefix,
 )
 
-# Where preprocess puts the training channel and the transform's input, under the run's prefix.
-TRAIN_CHANNEL_DIR = "train/"
-TRANSFORM_INPUT_FILE = "transform-input/test.csv"
-LABELS_DIR = "labels/"
 TRAINING_VOLUME_GB = 10
 # Beyond the job's own MaxRuntimeInSeconds, how long the step waits for SageMaker to report.
 TRAINING_WAIT_MARGIN_SECONDS = 900
@@ -62,18 +58,12 @@ def preprocess(s3, *, dataset_uri: str, run_key: str, max_bytes: int = MAX_DATAS
         written = write_run_inputs(dataset, Path(work) / "out")
         for relative in written.values():
             s3.upload_file(str(Path(work) / "out" / relative), bucket, prefix + relative)
-    missing = {TRANSFORM_INPUT_FILE, TRAIN_CHANNEL_DIR} - {
-        path if path == TRANSFORM_INPUT_FILE else path.split("/")[0] + "/"
-        for path in written.values()
-    }
-    if missing:
-        raise RuntimeError(f"preprocess wrote no {sorted(missing)}: the layout changed")
     base = f"s3://{bucket}/{prefix}"
     return {
         "run_uri": base,
-        "train_uri": f"{base}{TRAIN_CHANNEL_DIR}",
-        "test_uri": f"{base}{TRANSFORM_INPUT_FILE}",
-        "labels_uri": f"{base}{LABELS_DIR}",
+        "train_uri": f"{base}{Path(written['train']).parent.as_posix()}/",
+        "test_uri": f"{base}{written['transform_input']}",
+        "labels_uri": f"{base}{Path(written['test_labels']).parent.as_posix()}/",
         "n_train": int(dataset.splits["train"].y.shape[0]),
         "n_test": int(dataset.splits["test"].y.shape[0]),
     }

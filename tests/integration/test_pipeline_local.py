@@ -1,0 +1,119 @@
+"""The compiled pipeline, run by KFP's local runner against the AWS emulator on 127.0.0.1."""
+
+import gzip
+import pickle
+
+import pytest
+
+from mnistflow.local.emulator import AwsEmulator
+from mnistflow.local.run_once import LOCAL_DATA_BUCKET, run_dataset
+from runflow.contracts import RUN_KEY_TAG
+from tests.conftest import SAMPLE_DIR
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def emulator():
+    with AwsEmulator() as emu:
+        yield emu
+
+
+def _tags(emulator, arn):
+    return {
+        t["Key"]: t["Value"]
+        for t in emulator.client("sagemaker").list_tags(ResourceArn=arn)["Tags"]
+    }
+
+
+def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
+    # Given the classic mnist.pkl.gz sample
+    # When the compiled pipeline runs on it
+    run = run_dataset(emulator, SAMPLE_DIR / "mnist-sample.pkl.gz", tmp_path)
+    # Then every step succeeded
+    assert run.result.succeeded, run.result.error
+    stock = run.inventory
+    prefix = f"runs/{run.run_key}/"
+    # and the run's inputs are in the bucket next to the upload
+    assert {
+        f"{prefix}train/train.recordio",
+        f"{prefix}transform-input/test.csv",
+        f"{prefix}labels/train.csv",
+        f"{prefix}labels/validation.csv",
+        f"{prefix}labels/test.csv",
+    } <= set(stock["objects"])
+    s3 = emulator.client("s3")
+    test_csv = s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=f"{prefix}transform-input/test.csv")
+    lines = test_csv["Body"].read().decode().splitlines()
+    assert len(lines) == 1000 and all(len(line.split(",")) == 784 for line in lines)
+    # and the training job has the seed's hyperparameters, small instances and the run-key tag
+    job = stock["training_job"]
+    assert job["TrainingJobName"] == f"{run.run_key}-train"
+    assert job["HyperParameters"] == {"k": "10", "feature_dim": "784", "mini_batch_size": "500"}
+    assert job["ResourceConfig"]["InstanceType"] == "ml.m5.large"
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(
+        "dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
+    )
+    channel = job["InputDataConfig"][0]
+    assert channel["ContentType"] == "application/x-recordio-protobuf"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"{prefix}train/")
+    assert _tags(emulator, job["TrainingJobArn"]) == {RUN_KEY_TAG: run.run_key}
+    # and the model was made from the job's artifacts
+    model = stock["model"]
+    assert model["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert model["RunKeyTag"] == run.run_key
+    # and the batch transform scored the unlabelled test split line by line
+    transform = stock["transform_job"]
+    assert transform["TransformInput"]["ContentType"] == "text/csv"
+    assert transform["TransformInput"]["SplitType"] == "Line"
+    assert transform["TransformOutput"]["S3OutputPath"].endswith(f"{prefix}transform-output/")
+    assert transform["RunKeyTag"] == run.run_key
+    # and the endpoint is in service under the run's name
+    endpoint = stock["endpoint"]
+    assert endpoint["EndpointName"] == f"{run.run_key}-endpoint"
+    assert endpoint["EndpointStatus"] == "InService"
+    assert endpoint["RunKeyTag"] == run.run_key
+
+
+def test_the_keras_npz_layout_runs_too(emulator, tmp_path):
+    run = run_dataset(
+        emulator, SAMPLE_DIR / "mnist-sample.npz", tmp_path, endpoint_name="mnist-demo"
+    )
+    assert run.result.succeeded, run.result.error
+    assert run.inventory["endpoint"]["EndpointName"] == "mnist-demo"
+    assert f"runs/{run.run_key}/labels/validation.csv" not in run.inventory["objects"]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def _assert_failed_at_preprocess_and_nothing_deployed(run):
+    assert not run.result.succeeded
+    assert run.result.failed_task == "preprocess"
+    assert run.result.error.startswith("DatasetError: s3://mnistflow-local-data/incoming/")
+    stock = run.inventory
+    assert stock["objects"] == {}
+    assert (stock["training_job"], stock["model"], stock["endpoint"]) == (None, None, None)
+
+
+def test_an_empty_upload_fails_at_preprocess_and_deploys_nothing(emulator, tmp_path):
+    data = tmp_path / "empty.npz"
+    data.write_bytes(b"")
+    run = run_dataset(emulator, data, tmp_path / "work")
+    _assert_failed_at_preprocess_and_nothing_deployed(run)
+    assert "empty.npz: the file is empty" in run.result.error
+
+
+def test_a_pickle_that_runs_code_is_refused_without_running_it(emulator, tmp_path, monkeypatch):
+    # Given a .pkl.gz whose pickle would write a file if it were ever loaded
+    data = tmp_path / "evil.pkl.gz"
+    data.write_bytes(gzip.compress(pickle.dumps(_RunsCode())))
+    monkeypatch.chdir(tmp_path)
+    # When it goes through the pipeline
+    run = run_dataset(emulator, data, tmp_path / "work")
+    # Then preprocess refuses it, names the file, and the code never ran
+    _assert_failed_at_preprocess_and_nothing_deployed(run)
+    assert "evil.pkl.gz" in run.result.error
+    assert not (tmp_path / "PWNED").exists()

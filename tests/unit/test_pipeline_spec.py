@@ -1,0 +1,90 @@
+"""The compiled pipeline (the IR YAML start-run submits): steps, order, parameters, runtime."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.compile import compile_pipeline
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STEP_ORDER = ["preprocess", "train", "create-model", "batch-transform", "deploy"]
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = compile_pipeline(tmp_path_factory.mktemp("spec") / "mnist_pipeline.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def _tasks(spec):
+    return spec["root"]["dag"]["tasks"]
+
+
+def test_the_five_steps_run_in_the_workshops_order(spec):
+    tasks = _tasks(spec)
+    assert sorted(tasks) == sorted(STEP_ORDER)
+    depends = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert depends == {
+        "preprocess": set(),
+        "train": {"preprocess"},
+        "create-model": {"train"},
+        "batch-transform": {"create-model", "preprocess"},
+        "deploy": {"create-model", "batch-transform"},
+    }
+
+
+def test_parameters_cover_data_run_key_region_role_instances_endpoint_and_hyperparameters(spec):
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    required = {name for name, p in params.items() if not p.get("isOptional")}
+    assert required == {"dataset_uri", "run_key", "region", "role_arn"}
+    defaults = {name: p.get("defaultValue") for name, p in params.items() if p.get("isOptional")}
+    assert defaults == {
+        "training_image": "",
+        "train_instance_type": "ml.m5.large",
+        "train_instance_count": 1,
+        "transform_instance_type": "ml.m5.large",
+        "transform_instance_count": 1,
+        "endpoint_instance_type": "ml.m5.large",
+        "endpoint_instance_count": 1,
+        "endpoint_name": "",
+        "k": 10,
+        "feature_dim": 784,
+        "mini_batch_size": 500,
+        "max_runtime_seconds": 3600,
+    }
+
+
+def test_no_step_is_cached_and_sagemaker_steps_retry(spec):
+    tasks = _tasks(spec)
+    assert all(task["cachingOptions"] == {} for task in tasks.values())
+    retried = {name for name, task in tasks.items() if task.get("retryPolicy")}
+    assert retried == {"train", "create-model", "batch-transform", "deploy"}
+
+
+def test_every_step_pins_its_packages(spec):
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        install = executor["container"]["command"][2]
+        assert "'boto3==1.43.11'" in install and "'numpy==2.4.6'" in install, name
+
+
+def test_a_steps_program_carries_the_steps_library_and_the_contracts(spec, tmp_path):
+    # Given the program KFP runs for the preprocess step, alone in an empty folder
+    program = spec["deploymentSpec"]["executors"]["exec-preprocess"]["container"]["command"][-1]
+    (tmp_path / "step.py").write_text(program)
+    probe = (
+        "import runpy; step = runpy.run_path('step.py');"
+        "import mnist_steps.steps, runflow.contracts;"
+        "print(mnist_steps.steps.__file__); print(runflow.contracts.__file__)"
+    )
+    # When it is loaded the way the executor loads it
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True
+    )
+    # Then both modules come from the archive embedded in the program, not from this repo
+    assert done.returncode == 0, done.stderr
+    paths = [Path(line) for line in done.stdout.split()]
+    assert [path.name for path in paths] == ["steps.py", "contracts.py"]
+    assert not any(REPO_ROOT in path.parents for path in paths), paths
