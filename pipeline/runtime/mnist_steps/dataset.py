@@ -44,10 +44,6 @@ MAX_GZIP_EXPANSION = 2
 MAX_PICKLE_LINE_BYTES = 4096
 # Protocols 0 and 1 spell array bytes as escaped text lines; no MNIST pickle uses them.
 MIN_PICKLE_PROTOCOL = 2
-# Strings and bytes above this size are array payloads that a numpy pickle never refers to
-# again; not keeping them in the unpickler's memo saves a full copy of the dataset.
-MEMO_BLOB_BYTES = 64 * 1024
-
 # Test images for the batch transform: fixed-point with this many decimals, trailing zeros
 # dropped ("0", "1", "0.5", "0.003922"). The error is at most 5e-7, under 1/7800 of a grey
 # level, so every 8-bit pixel value survives and k-means distances move by ~1e-5 at most.
@@ -174,37 +170,13 @@ _PICKLE_GLOBALS = {
     ("__builtin__", "bytes"): _empty_bytes,  # protocol 2: the data of an empty array
 }
 
-_FORGOTTEN = object()
 
-
-class _BlobForgettingMemo(dict):
-    """The unpickler's memo, minus large strings: each holds an array's bytes, used once."""
-
-    def __setitem__(self, key, value):
-        if isinstance(value, str | bytes | bytearray) and len(value) > MEMO_BLOB_BYTES:
-            value = _FORGOTTEN
-        super().__setitem__(key, value)
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        if value is _FORGOTTEN:
-            raise pickle.UnpicklingError("pickle reuses a large string, as no numpy array does")
-        return value
-
-
-class _NumpyOnlyUnpickler(pickle._Unpickler):
-    """Unpickles numpy arrays in tuples and lists, and refuses to import anything else.
-
-    Built on pickle's pure-Python Unpickler (pickle.Unpickler is its C twin) because only
-    that one lets the memo be replaced: a protocol-2 MNIST pickle keeps two extra copies of
-    every array in the C memo until the load ends, over 3x the data at peak. The opcodes
-    are few (a dozen per array), so the pure-Python loop costs nothing measurable.
-    """
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays in tuples and lists, and refuses to import anything else."""
 
     def __init__(self, file, source: str):
         # latin1: Python 2 pickles (the original mnist.pkl.gz) hold array bytes as str.
         super().__init__(file, encoding="latin1")
-        self.memo = _BlobForgettingMemo()
         self._source = source
 
     def find_class(self, module, name):
