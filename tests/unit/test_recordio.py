@@ -7,8 +7,8 @@ import struct
 
 import numpy as np
 import pytest
-from mnist_steps.recordio import write_dense_tensor
 
+from mnist_steps.recordio import write_dense_tensor
 from tests.conftest import DATA_DIR
 
 GOLDEN_DIR = DATA_DIR / "recordio-golden"
