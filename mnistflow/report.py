@@ -41,4 +41,9 @@ def describe_local_run(run: LocalRun) -> str:
         lines.append(f"Endpoint {endpoint['EndpointName']}: {endpoint['EndpointStatus']}")
     else:
         lines.append("Endpoint: none deployed")
+    for event in run.final_events:
+        detail = event["detail"]
+        lines.append(f"Final-state event: {detail['state']}")
+        if detail["failed_step"]:
+            lines.append(f"  failed step {detail['failed_step']}: {detail['error']}")
     return "\n".join(lines)

@@ -70,14 +70,15 @@ def preprocess(dataset_uri: str, run_key: str, region: str) -> NamedTuple(
 
     from mnist_steps import steps
 
-    out = steps.preprocess(
-        boto3.client("s3", region_name=region), dataset_uri=dataset_uri, run_key=run_key
-    )
+    s3 = boto3.client("s3", region_name=region)
+    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="preprocess"):
+        out = steps.preprocess(s3, dataset_uri=dataset_uri, run_key=run_key)
     fields = ["run_uri", "train_uri", "test_uri", "labels_uri", "n_train", "n_test"]
     return namedtuple("PreprocessOutputs", fields)(*(out[name] for name in fields))
 
 
 def train(
+    dataset_uri: str,
     run_key: str,
     region: str,
     role_arn: str,
@@ -98,43 +99,48 @@ def train(
 
     from mnist_steps import images, steps
 
-    image = images.kmeans_image(region, training_image)
-    out = steps.train(
-        boto3.client("sagemaker", region_name=region),
-        run_key=run_key,
-        role_arn=role_arn,
-        image=image,
-        train_uri=train_uri,
-        run_uri=run_uri,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        k=k,
-        feature_dim=feature_dim,
-        mini_batch_size=mini_batch_size,
-        max_runtime_seconds=max_runtime_seconds,
-    )
+    s3 = boto3.client("s3", region_name=region)
+    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="training"):
+        image = images.kmeans_image(region, training_image)
+        out = steps.train(
+            boto3.client("sagemaker", region_name=region),
+            run_key=run_key,
+            role_arn=role_arn,
+            image=image,
+            train_uri=train_uri,
+            run_uri=run_uri,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            k=k,
+            feature_dim=feature_dim,
+            mini_batch_size=mini_batch_size,
+            max_runtime_seconds=max_runtime_seconds,
+        )
     outputs = namedtuple("TrainOutputs", ["job_name", "model_artifacts_uri", "image"])
     return outputs(out["job_name"], out["model_artifacts_uri"], image)
 
 
 def create_model(
-    run_key: str, region: str, role_arn: str, image: str, model_artifacts_uri: str
+    dataset_uri: str, run_key: str, region: str, role_arn: str, image: str, model_artifacts_uri: str
 ) -> str:
     """Create the SageMaker model from the training job's artifacts."""
     import boto3
 
     from mnist_steps import steps
 
-    return steps.create_model(
-        boto3.client("sagemaker", region_name=region),
-        run_key=run_key,
-        role_arn=role_arn,
-        image=image,
-        model_artifacts_uri=model_artifacts_uri,
-    )
+    s3 = boto3.client("s3", region_name=region)
+    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="model"):
+        return steps.create_model(
+            boto3.client("sagemaker", region_name=region),
+            run_key=run_key,
+            role_arn=role_arn,
+            image=image,
+            model_artifacts_uri=model_artifacts_uri,
+        )
 
 
 def batch_transform(
+    dataset_uri: str,
     run_key: str,
     region: str,
     model_name: str,
@@ -148,18 +154,21 @@ def batch_transform(
 
     from mnist_steps import steps
 
-    return steps.batch_transform(
-        boto3.client("sagemaker", region_name=region),
-        run_key=run_key,
-        model_name=model_name,
-        test_uri=test_uri,
-        run_uri=run_uri,
-        instance_type=instance_type,
-        instance_count=instance_count,
-    )
+    s3 = boto3.client("s3", region_name=region)
+    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="transform"):
+        return steps.batch_transform(
+            boto3.client("sagemaker", region_name=region),
+            run_key=run_key,
+            model_name=model_name,
+            test_uri=test_uri,
+            run_uri=run_uri,
+            instance_type=instance_type,
+            instance_count=instance_count,
+        )
 
 
 def deploy(
+    dataset_uri: str,
     run_key: str,
     region: str,
     model_name: str,
@@ -172,17 +181,47 @@ def deploy(
 
     from mnist_steps import steps
 
-    return steps.deploy(
-        boto3.client("sagemaker", region_name=region),
+    s3 = boto3.client("s3", region_name=region)
+    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="endpoint"):
+        return steps.deploy(
+            boto3.client("sagemaker", region_name=region),
+            run_key=run_key,
+            model_name=model_name,
+            endpoint_name=endpoint_name,
+            instance_type=instance_type,
+            instance_count=instance_count,
+        )
+
+
+def report_final_state(
+    dataset_uri: str,
+    run_key: str,
+    region: str,
+    endpoint_name: str,
+    event_bus_name: str,
+    status: dsl.PipelineTaskFinalStatus,
+) -> str:
+    """Exit handler: whatever happened, put one final-state event for the run on EventBridge."""
+    import json
+
+    import boto3
+
+    from mnist_steps import steps
+
+    detail = steps.report_final_state(
+        boto3.client("s3", region_name=region),
+        boto3.client("events", region_name=region),
+        dataset_uri=dataset_uri,
         run_key=run_key,
-        model_name=model_name,
+        state=status.state,
         endpoint_name=endpoint_name,
-        instance_type=instance_type,
-        instance_count=instance_count,
+        kfp_run=status.pipeline_job_resource_name,
+        event_bus_name=event_bus_name,
     )
+    return json.dumps(detail)
 
 
-STEP_FUNCTIONS = (preprocess, train, create_model, batch_transform, deploy)
+STEP_FUNCTIONS = (preprocess, train, create_model, batch_transform, deploy, report_final_state)
 
 
 @functools.cache

@@ -55,9 +55,13 @@ def resource_name(key: str, suffix: str) -> str:
 # The steps of a run, in pipeline order, as the run record names them.
 STEPS = ("preprocess", "training", "model", "transform", "evaluate", "endpoint")
 
-# The pipeline's own final-state event (put on EventBridge by its exit handler).
+# The pipeline's own final-state event (put on EventBridge by its exit handler). Its detail:
+# run_key, state (SUCCEEDED | FAILED | CANCELED ...), failed_step (one of STEPS or ""),
+# error (the step's own message or ""), dataset_uri, endpoint_name, kfp_run.
 PIPELINE_EVENT_SOURCE = "mnistflow.pipeline"
 PIPELINE_EVENT_DETAIL_TYPE = "MNIST Pipeline Run State Change"
+# Where a failing step leaves its error for the exit handler: runs/<key>/status/<step>.json
+STEP_FAILURE_DIR = "status/"
 
 # Notification kinds, carried as the `kind` message attribute.
 KIND_RUN_STARTED = "RUN_STARTED"

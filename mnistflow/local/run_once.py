@@ -17,6 +17,8 @@ from runflow.contracts import (
     ENDPOINT_SUFFIX,
     INCOMING_PREFIX,
     MODEL_SUFFIX,
+    PIPELINE_EVENT_DETAIL_TYPE,
+    PIPELINE_EVENT_SOURCE,
     RUN_KEY_TAG,
     TRAINING_JOB_SUFFIX,
     TRANSFORM_JOB_SUFFIX,
@@ -26,6 +28,8 @@ from runflow.contracts import (
 )
 
 LOCAL_DATA_BUCKET = "mnistflow-local-data"
+LOCAL_PIPELINE_EVENTS_QUEUE = "mnistflow-local-pipeline-events"
+LOCAL_PIPELINE_EVENTS_RULE = "mnistflow-local-pipeline-events"
 LOCAL_EXECUTION_ROLE = "mnistflow-local-sagemaker-execution"
 _SAGEMAKER_TRUST = {
     "Version": "2012-10-17",
@@ -45,6 +49,7 @@ class LocalRun:
     dataset_uri: str
     result: LocalRunResult
     inventory: dict
+    final_events: list[dict]
 
 
 def prepare_account(emulator: AwsEmulator, bucket: str = LOCAL_DATA_BUCKET) -> str:
@@ -55,7 +60,38 @@ def prepare_account(emulator: AwsEmulator, bucket: str = LOCAL_DATA_BUCKET) -> s
     role = emulator.client("iam").create_role(
         RoleName=LOCAL_EXECUTION_ROLE, AssumeRolePolicyDocument=json.dumps(_SAGEMAKER_TRUST)
     )
+    _route_pipeline_events_to_queue(emulator)
     return role["Role"]["Arn"]
+
+
+def _route_pipeline_events_to_queue(emulator: AwsEmulator) -> None:
+    """The pipeline's final-state events land in a queue (moto's rules cannot invoke Lambdas)."""
+    sqs, events = emulator.client("sqs"), emulator.client("events")
+    queue_url = sqs.create_queue(QueueName=LOCAL_PIPELINE_EVENTS_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events.put_rule(
+        Name=LOCAL_PIPELINE_EVENTS_RULE,
+        EventPattern=json.dumps(
+            {"source": [PIPELINE_EVENT_SOURCE], "detail-type": [PIPELINE_EVENT_DETAIL_TYPE]}
+        ),
+    )
+    events.put_targets(Rule=LOCAL_PIPELINE_EVENTS_RULE, Targets=[{"Id": "queue", "Arn": queue_arn}])
+
+
+def received_pipeline_events(emulator: AwsEmulator) -> list[dict]:
+    """The final-state events that reached the queue (each as EventBridge delivered it)."""
+    sqs = emulator.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=LOCAL_PIPELINE_EVENTS_QUEUE)["QueueUrl"]
+    received = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return received
+        for message in batch:
+            received.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def upload_dataset(emulator: AwsEmulator, data_file: Path, bucket: str) -> tuple[str, str]:
@@ -120,4 +156,5 @@ def run_dataset(
         echo=echo,
     )
     endpoint = endpoint_name or resource_name(key, ENDPOINT_SUFFIX)
-    return LocalRun(key, dataset_uri, result, take_stock(emulator, bucket, key, endpoint))
+    stock = take_stock(emulator, bucket, key, endpoint)
+    return LocalRun(key, dataset_uri, result, stock, received_pipeline_events(emulator))

@@ -73,6 +73,19 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     assert endpoint["EndpointName"] == f"{run.run_key}-endpoint"
     assert endpoint["EndpointStatus"] == "InService"
     assert endpoint["RunKeyTag"] == run.run_key
+    # and the exit handler put exactly one final-state event on EventBridge
+    [event] = run.final_events
+    assert event["source"] == "mnistflow.pipeline"
+    assert event["detail-type"] == "MNIST Pipeline Run State Change"
+    assert event["detail"] == {
+        "run_key": run.run_key,
+        "state": "SUCCEEDED",
+        "failed_step": "",
+        "error": "",
+        "dataset_uri": run.dataset_uri,
+        "endpoint_name": f"{run.run_key}-endpoint",
+        "kfp_run": event["detail"]["kfp_run"],
+    }
 
 
 def test_the_keras_npz_layout_runs_too(emulator, tmp_path):
@@ -94,8 +107,13 @@ def _assert_failed_at_preprocess_and_nothing_deployed(run):
     assert run.result.failed_task == "preprocess"
     assert run.result.error.startswith("DatasetError: s3://mnistflow-local-data/incoming/")
     stock = run.inventory
-    assert stock["objects"] == {}
+    # the only thing written for the run is the failure the step left for the exit handler
+    assert list(stock["objects"]) == [f"runs/{run.run_key}/status/preprocess.json"]
     assert (stock["training_job"], stock["model"], stock["endpoint"]) == (None, None, None)
+    [event] = run.final_events
+    assert event["detail"]["state"] == "FAILED"
+    assert event["detail"]["failed_step"] == "preprocess"
+    assert event["detail"]["error"] == run.result.error
 
 
 def test_an_empty_upload_fails_at_preprocess_and_deploys_nothing(emulator, tmp_path):

@@ -20,7 +20,9 @@ def spec(tmp_path_factory):
 
 
 def _tasks(spec):
-    return spec["root"]["dag"]["tasks"]
+    """The steps, which run inside the exit handler's group."""
+    group = spec["root"]["dag"]["tasks"]["exit-handler-1"]["componentRef"]["name"]
+    return spec["components"][group]["dag"]["tasks"]
 
 
 def test_the_five_steps_run_in_the_workshops_order(spec):
@@ -33,6 +35,17 @@ def test_the_five_steps_run_in_the_workshops_order(spec):
         "create-model": {"train"},
         "batch-transform": {"create-model", "preprocess"},
         "deploy": {"create-model", "batch-transform"},
+    }
+
+
+def test_an_exit_handler_reports_the_final_state_whatever_happened(spec):
+    root = spec["root"]["dag"]["tasks"]
+    assert sorted(root) == ["exit-handler-1", "report-final-state"]
+    reporter = root["report-final-state"]
+    assert reporter["dependentTasks"] == ["exit-handler-1"]
+    assert reporter["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert reporter["inputs"]["parameters"]["status"] == {
+        "taskFinalStatus": {"producerTask": "exit-handler-1"}
     }
 
 
@@ -54,12 +67,14 @@ def test_parameters_cover_data_run_key_region_role_instances_endpoint_and_hyperp
         "feature_dim": 784,
         "mini_batch_size": 500,
         "max_runtime_seconds": 3600,
+        "event_bus_name": "default",
     }
 
 
 def test_no_step_is_cached_and_sagemaker_steps_retry(spec):
     tasks = _tasks(spec)
-    assert all(task["cachingOptions"] == {} for task in tasks.values())
+    everything = [*tasks.values(), spec["root"]["dag"]["tasks"]["report-final-state"]]
+    assert all(task["cachingOptions"] == {} for task in everything)
     retried = {name for name, task in tasks.items() if task.get("retryPolicy")}
     assert retried == {"train", "create-model", "batch-transform", "deploy"}
 

@@ -6,10 +6,16 @@ them, never the data itself.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import tempfile
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
 
 from mnist_steps import sagemaker_jobs as jobs
 from mnist_steps.dataset import DatasetError, load_dataset, write_run_inputs
@@ -18,6 +24,9 @@ from runflow.contracts import (
     ENDPOINT_SUFFIX,
     MAX_DATASET_BYTES,
     MODEL_SUFFIX,
+    PIPELINE_EVENT_DETAIL_TYPE,
+    PIPELINE_EVENT_SOURCE,
+    STEP_FAILURE_DIR,
     TRAINING_JOB_SUFFIX,
     TRANSFORM_JOB_SUFFIX,
     resource_name,
@@ -223,3 +232,81 @@ def deploy(
         sleep=sleep,
     )
     return name
+
+
+@contextlib.contextmanager
+def failure_marker(s3, *, dataset_uri: str, run_key: str, step: str) -> Iterator[None]:
+    """Leaves a failing step's error under runs/<key>/status/ for the exit handler, re-raises.
+
+    KFP tells an exit handler only that a task failed, not why; this is how the reason travels.
+    """
+    try:
+        yield
+    except BaseException as error:  # a cancelled step (KeyboardInterrupt) is reported too
+        bucket, _ = split_s3_uri(dataset_uri)
+        marker = {
+            "step": step,
+            "error": f"{type(error).__name__}: {error}",
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=f"{run_prefix(run_key)}{STEP_FAILURE_DIR}{step}.json",
+                Body=json.dumps(marker).encode(),
+                ContentType="application/json",
+            )
+        except ClientError as unwritten:
+            print(f"could not leave the failure of {step} for the exit handler: {unwritten}")
+        raise
+
+
+def first_failure(s3, *, dataset_uri: str, run_key: str) -> dict | None:
+    """The earliest failure a step of this run left behind, if any."""
+    bucket, _ = split_s3_uri(dataset_uri)
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"{run_prefix(run_key)}{STEP_FAILURE_DIR}")
+    markers = [
+        json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        for obj in listing.get("Contents", [])
+    ]
+    return min(markers, key=lambda marker: marker["at"]) if markers else None
+
+
+def report_final_state(
+    s3,
+    events,
+    *,
+    dataset_uri: str,
+    run_key: str,
+    state: str,
+    endpoint_name: str,
+    kfp_run: str,
+    event_bus_name: str,
+) -> dict:
+    """Puts the run's final state on EventBridge, with the failed step and its own error."""
+    failure = first_failure(s3, dataset_uri=dataset_uri, run_key=run_key)
+    if failure and state == "SUCCEEDED":  # a step failed and a retry then succeeded
+        failure = None
+    detail = {
+        "run_key": run_key,
+        "state": state,
+        "failed_step": failure["step"] if failure else "",
+        "error": failure["error"] if failure else "",
+        "dataset_uri": dataset_uri,
+        "endpoint_name": endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX),
+        "kfp_run": kfp_run,
+    }
+    answer = events.put_events(
+        Entries=[
+            {
+                "Source": PIPELINE_EVENT_SOURCE,
+                "DetailType": PIPELINE_EVENT_DETAIL_TYPE,
+                "Detail": json.dumps(detail),
+                "EventBusName": event_bus_name,
+                "Resources": [],
+            }
+        ]
+    )
+    if answer.get("FailedEntryCount"):
+        raise RuntimeError(f"EventBridge refused the final-state event: {answer['Entries']}")
+    return detail

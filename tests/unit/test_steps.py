@@ -1,0 +1,168 @@
+"""The steps around the libraries: size checks before reading, S3 layout, final-state reports."""
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mnist_steps import steps
+from mnist_steps.dataset import DatasetError
+from tests.conftest import SAMPLE_DIR
+
+BUCKET = "data-bucket-for-tests"
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+class _CountingS3:
+    """Passes calls through to moto, and counts downloads."""
+
+    def __init__(self, s3):
+        self._s3 = s3
+        self.downloads = 0
+
+    def __getattr__(self, name):
+        return getattr(self._s3, name)
+
+    def download_file(self, *args, **kwargs):
+        self.downloads += 1
+        return self._s3.download_file(*args, **kwargs)
+
+
+def test_a_file_over_the_limit_is_refused_before_it_is_downloaded(s3):
+    # Given an upload bigger than the limit
+    s3.put_object(Bucket=BUCKET, Key="incoming/big.npz", Body=b"x" * 2048)
+    counting = _CountingS3(s3)
+    # When preprocess looks at it
+    with pytest.raises(DatasetError, match=r"big\.npz: 2048 bytes is over the limit of 1024 bytes"):
+        steps.preprocess(
+            counting,
+            dataset_uri=f"s3://{BUCKET}/incoming/big.npz",
+            run_key="mnist-0",
+            max_bytes=1024,
+        )
+    # Then it never read it, and wrote nothing
+    assert counting.downloads == 0
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/")
+
+
+def test_an_empty_object_is_refused_by_name(s3):
+    s3.put_object(Bucket=BUCKET, Key="incoming/folder/empty.pkl.gz", Body=b"")
+    with pytest.raises(DatasetError, match=r"incoming/folder/empty\.pkl\.gz: the file is empty"):
+        steps.preprocess(s3, dataset_uri=f"s3://{BUCKET}/incoming/folder/empty.pkl.gz", run_key="k")
+
+
+def test_the_runs_inputs_land_under_its_prefix_and_the_step_says_where(s3):
+    s3.upload_file(str(SAMPLE_DIR / "mnist-sample.npz"), BUCKET, "incoming/a b/mnist.npz")
+    out = steps.preprocess(
+        s3, dataset_uri=f"s3://{BUCKET}/incoming/a b/mnist.npz", run_key="mnist-0123456789ab"
+    )
+    base = f"s3://{BUCKET}/runs/mnist-0123456789ab/"
+    assert out == {
+        "run_uri": base,
+        "train_uri": f"{base}train/",
+        "test_uri": f"{base}transform-input/test.csv",
+        "labels_uri": f"{base}labels/",
+        "n_train": 3000,
+        "n_test": 1000,
+    }
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/")["Contents"]}
+    assert "runs/mnist-0123456789ab/train/train.recordio" in keys
+
+
+@pytest.mark.parametrize("uri", ["https://x/y.npz", "s3://bucket-only", "s3:///key.npz"])
+def test_a_dataset_uri_that_is_not_s3_is_refused(s3, uri):
+    with pytest.raises(ValueError, match="is not an s3://bucket/key URI"):
+        steps.preprocess(s3, dataset_uri=uri, run_key="k")
+
+
+DATASET_URI = f"s3://{BUCKET}/incoming/mnist.npz"
+
+
+class _FakeEvents:
+    def __init__(self, failed: int = 0):
+        self.entries: list[dict] = []
+        self.failed = failed
+
+    def put_events(self, Entries):
+        self.entries.extend(Entries)
+        return {"FailedEntryCount": self.failed, "Entries": [{"ErrorCode": "x"}] * self.failed}
+
+
+def _fail(s3, step, message):
+    with pytest.raises(RuntimeError, match=message):
+        with steps.failure_marker(s3, dataset_uri=DATASET_URI, run_key="mnist-0", step=step):
+            raise RuntimeError(message)
+
+
+def test_a_failing_step_leaves_its_error_and_still_fails(s3):
+    # Given a step that fails
+    _fail(s3, "training", "training job mnist-0-train ended Failed: bad data")
+    # Then its error waits for the exit handler under the run's prefix
+    failure = steps.first_failure(s3, dataset_uri=DATASET_URI, run_key="mnist-0")
+    assert failure["step"] == "training"
+    assert failure["error"] == "RuntimeError: training job mnist-0-train ended Failed: bad data"
+
+
+def test_the_final_state_event_names_the_first_step_that_failed(s3):
+    # Given two steps failed, one after the other
+    _fail(s3, "transform", "first")
+    _fail(s3, "endpoint", "second")
+    events = _FakeEvents()
+    # When the exit handler reports a failed run
+    detail = steps.report_final_state(
+        s3,
+        events,
+        dataset_uri=DATASET_URI,
+        run_key="mnist-0",
+        state="FAILED",
+        endpoint_name="",
+        kfp_run="runs/abc",
+        event_bus_name="default",
+    )
+    # Then one event goes out, naming the first failure and the run's endpoint name
+    [entry] = events.entries
+    assert entry["Source"] == "mnistflow.pipeline"
+    assert json.loads(entry["Detail"]) == detail
+    assert (detail["failed_step"], detail["error"]) == ("transform", "RuntimeError: first")
+    assert detail["endpoint_name"] == "mnist-0-endpoint"
+
+
+def test_a_run_that_succeeded_after_a_retried_failure_reports_no_failure(s3):
+    _fail(s3, "training", "transient")
+    detail = steps.report_final_state(
+        s3,
+        _FakeEvents(),
+        dataset_uri=DATASET_URI,
+        run_key="mnist-0",
+        state="SUCCEEDED",
+        endpoint_name="mnist-shared",
+        kfp_run="runs/abc",
+        event_bus_name="default",
+    )
+    assert (detail["failed_step"], detail["error"], detail["endpoint_name"]) == (
+        "",
+        "",
+        "mnist-shared",
+    )
+
+
+def test_an_event_eventbridge_refuses_fails_the_exit_handler(s3):
+    with pytest.raises(RuntimeError, match="EventBridge refused the final-state event"):
+        steps.report_final_state(
+            s3,
+            _FakeEvents(failed=1),
+            dataset_uri=DATASET_URI,
+            run_key="mnist-0",
+            state="FAILED",
+            endpoint_name="",
+            kfp_run="",
+            event_bus_name="default",
+        )
