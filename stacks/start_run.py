@@ -11,21 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from stacks.names import START_RUN_HANDLER
+from stacks.product_function import product_function, suppress_topic_key_finding
 
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
 START_RUN_MEMORY_MB = 256
 # KFP calls are retried with backoff inside one invocation; leave room for that.
 START_RUN_TIMEOUT_SECONDS = 120
@@ -33,32 +31,6 @@ START_RUN_TIMEOUT_SECONDS = 120
 START_RUN_RETRY_ATTEMPTS = 2
 START_RUN_MAX_EVENT_AGE_SECONDS = 6 * 60 * 60
 FAILED_EVENTS_RETENTION_DAYS = 14
-
-
-# The retention periods CloudWatch Logs accepts, in days.
-_RETENTION_BY_DAYS = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    731: logs.RetentionDays.TWO_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-    3653: logs.RetentionDays.TEN_YEARS,
-}
-
-
-def log_retention(days: int) -> logs.RetentionDays:
-    """The shortest CloudWatch retention that keeps logs at least `days` days."""
-    for allowed in sorted(_RETENTION_BY_DAYS):
-        if allowed >= days:
-            return _RETENTION_BY_DAYS[allowed]
-    return _RETENTION_BY_DAYS[max(_RETENTION_BY_DAYS)]
 
 
 class StartRun(Construct):
@@ -99,32 +71,19 @@ class StartRun(Construct):
             ],
         )
 
-        self.log_group = logs.LogGroup(
+        self.function, self.log_group = product_function(
             self,
-            "Logs",
-            retention=log_retention(log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-
-        vpc_placement = _vpc_placement(self, vpc_id, subnet_ids)
-        self.function = lambda_.Function(
-            self,
-            "Function",
             description="Starts one Kubeflow Pipelines run per dataset uploaded under incoming/",
-            runtime=LAMBDA_RUNTIME,
-            architecture=lambda_.Architecture.X86_64,  # the asset's wheels are manylinux x86_64
-            code=lambda_.Code.from_asset(str(code_folder)),
             handler=START_RUN_HANDLER,
-            memory_size=START_RUN_MEMORY_MB,
-            timeout=Duration.seconds(START_RUN_TIMEOUT_SECONDS),
-            tracing=lambda_.Tracing.ACTIVE,
-            logging_format=lambda_.LoggingFormat.JSON,
-            log_group=self.log_group,
-            environment=dict(environment),
+            code_folder=code_folder,
+            memory_mb=START_RUN_MEMORY_MB,
+            timeout_seconds=START_RUN_TIMEOUT_SECONDS,
+            environment=environment,
+            log_retention_days=log_retention_days,
             retry_attempts=START_RUN_RETRY_ATTEMPTS,
             max_event_age=Duration.seconds(START_RUN_MAX_EVENT_AGE_SECONDS),
             on_failure=destinations.SqsDestination(self.failed_events),
-            **vpc_placement,
+            **_vpc_placement(self, vpc_id, subnet_ids),
         )
         role = self.function.role
         assert role is not None  # the Function made it
@@ -137,54 +96,7 @@ class StartRun(Construct):
             )
         )
         topic.grant_publish(role)  # sns:Publish, and kms for the topic's key
-
-        managed = ["service-role/AWSLambdaBasicExecutionRole"]
-        if vpc_placement:
-            managed.append("service-role/AWSLambdaVPCAccessExecutionRole")
-        NagSuppressions.add_resource_suppressions(
-            role,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-IAM4",
-                    reason=(
-                        "AWS-managed Lambda execution policies: CloudWatch Logs (and, in a VPC, "
-                        "network interfaces) for this function; AWS keeps them current."
-                    ),
-                    applies_to=[
-                        f"Policy::arn:<AWS::Partition>:iam::aws:policy/{name}" for name in managed
-                    ],
-                ),
-                NagPackSuppression(
-                    id="AwsSolutions-IAM5",
-                    reason=(
-                        "X-Ray PutTraceSegments/PutTelemetryRecords (active tracing) have no "
-                        "resource type, so they can only be granted on '*'."
-                    ),
-                    applies_to=["Resource::*"],
-                ),
-                NagPackSuppression(
-                    id="AwsSolutions-IAM5",
-                    reason=(
-                        "Publishing to the encrypted topic needs GenerateDataKey* on the topic's "
-                        "own key (the resource is that key's ARN, not a wildcard)."
-                    ),
-                    applies_to=["Action::kms:GenerateDataKey*"],
-                ),
-            ],
-            apply_to_children=True,
-        )
-        NagSuppressions.add_resource_suppressions(
-            self.function,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-L1",
-                    reason=(
-                        "The product targets Python 3.12 (architecture contract): the Lambda "
-                        "dependencies are built and tested for 3.12."
-                    ),
-                )
-            ],
-        )
+        suppress_topic_key_finding(role)
 
 
 def _vpc_placement(scope: Construct, vpc_id: str, subnet_ids: tuple[str, ...]) -> dict:
