@@ -20,6 +20,7 @@ from runflow.dal.secrets import SecretBearerToken
 from runflow.dal.topic import SnsNotifier
 from runflow.logic.ports import KfpCallFailed, PipelineSettings
 from runflow.logic.start_run import StartRun
+from runflow.observability import configure_observability
 
 
 class ClusterDirectory:
@@ -87,6 +88,7 @@ def kfp_api(config: StartRunConfig) -> KfpHttpApi:
 @lru_cache(maxsize=1)
 def start_run_service() -> StartRun:
     config = get_config()
+    configure_observability(config.service_name, config.metrics_namespace)
     settings = PipelineSettings(
         experiment_name=config.kfp_experiment_name,
         region=config.region,

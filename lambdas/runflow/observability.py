@@ -13,3 +13,10 @@ from aws_lambda_powertools import Logger, Metrics
 # POWERTOOLS_METRICS_NAMESPACE (validated by runflow.config at cold start).
 logger = Logger()
 metrics = Metrics()
+
+
+def configure_observability(service_name: str, metrics_namespace: str) -> None:
+    """Applies the validated configuration, whatever the environment was at import time."""
+    metrics.namespace = metrics_namespace
+    metrics.service = service_name
+    logger.append_keys(service=service_name)
