@@ -12,16 +12,19 @@ from stacks import names
 from stacks.data_bucket import DataBucket
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
+from stacks.monitoring import Monitoring, WatchedFunction, WatchedQueue
 from stacks.notifications import Notifications
 from stacks.pipeline_role import PipelinePodRole
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
 from stacks.settings import Settings
 from stacks.start_run import StartRun
+from stacks.tracking import Tracking
 
 
 class MnistFlowStack(Stack):
-    """Data bucket → start-run Lambda → KFP on EKS; runs table, topic, SageMaker and pod roles."""
+    """Data bucket → start-run Lambda → KFP on EKS → SageMaker events → track-progress Lambda;
+    runs table, topics, SageMaker and pod roles, alarms."""
 
     def __init__(
         self,
@@ -79,6 +82,44 @@ class MnistFlowStack(Stack):
         )
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
 
+        tracking = Tracking(
+            self,
+            names.TRACKING_ID,
+            code_folder=lambda_code_folder,
+            environment=track_progress_environment(
+                settings,
+                table_name=runs.table.table_name,
+                topic_arn=notifications.topic.topic_arn,
+            ),
+            table=runs.table,
+            topic=notifications.topic,
+            log_retention_days=settings.log_retention_days,
+        )
+        monitoring = Monitoring(
+            self,
+            names.MONITORING_ID,
+            key=notifications.key,
+            emails=settings.operations_emails,
+            queues=[
+                WatchedQueue(
+                    "StartRunFailuresAlarm",
+                    start_run.failed_events,
+                    "start-run: an upload event was not handled after its retries",
+                ),
+                WatchedQueue(
+                    "TrackingDeadLettersAlarm",
+                    tracking.dead_letters,
+                    "track-progress: a SageMaker or pipeline event never reached its run record",
+                ),
+            ],
+            functions=[
+                WatchedFunction("StartRunErrorsAlarm", start_run.function, "start-run Lambda"),
+                WatchedFunction(
+                    "TrackProgressErrorsAlarm", tracking.function, "track-progress Lambda"
+                ),
+            ],
+        )
+
         self.data_bucket = data
         self.runs_table = runs
         self.notifications = notifications
@@ -87,6 +128,8 @@ class MnistFlowStack(Stack):
         self.start_run = start_run
         self.pipeline_pods = pods
         self.endpoint_invoke = invoke
+        self.tracking = tracking
+        self.monitoring = monitoring
 
         outputs = {
             names.OUTPUT_BUCKET_NAME: (data.bucket.bucket_name, "Data bucket"),
@@ -112,6 +155,18 @@ class MnistFlowStack(Stack):
             names.OUTPUT_START_RUN_FAILURES_QUEUE: (
                 start_run.failed_events.queue_url,
                 "Upload events the start-run Lambda could not handle",
+            ),
+            names.OUTPUT_TRACK_PROGRESS_FUNCTION: (
+                tracking.function.function_name,
+                "track-progress Lambda",
+            ),
+            names.OUTPUT_TRACKING_DEAD_LETTERS_QUEUE: (
+                tracking.dead_letters.queue_url,
+                "SageMaker and pipeline events that never reached a run record",
+            ),
+            names.OUTPUT_OPERATIONS_TOPIC_ARN: (
+                monitoring.topic.topic_arn,
+                "Operations alarms (dead-letter queues, Lambda errors)",
             ),
         }
         for output_id, (value, description) in outputs.items():
@@ -145,5 +200,18 @@ def start_run_environment(
         "ENDPOINT_INSTANCE_COUNT": str(settings.endpoint_instance_count),
         "ENDPOINT_NAME": settings.endpoint_name,
         "POWERTOOLS_SERVICE_NAME": names.POWERTOOLS_SERVICE_NAME,
+        "POWERTOOLS_METRICS_NAMESPACE": names.POWERTOOLS_METRICS_NAMESPACE,
+    }
+
+
+def track_progress_environment(
+    settings: Settings, *, table_name: str, topic_arn: str
+) -> dict[str, str]:
+    """The track-progress Lambda's configuration: exactly the names its settings model reads."""
+    return {
+        "RUNS_TABLE_NAME": table_name,
+        "NOTIFICATION_TOPIC_ARN": topic_arn,
+        "KFP_UI_URL": settings.kfp_ui_url,  # "" when not configured: no KFP links in emails
+        "POWERTOOLS_SERVICE_NAME": names.TRACK_PROGRESS_SERVICE_NAME,
         "POWERTOOLS_METRICS_NAMESPACE": names.POWERTOOLS_METRICS_NAMESPACE,
     }

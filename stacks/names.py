@@ -9,7 +9,10 @@ from __future__ import annotations
 from runflow.contracts import PRODUCT_PREFIX
 
 STACK_ID = "MnistFlow"
-STACK_DESCRIPTION = "MNIST product: S3 upload starts a Kubeflow Pipelines run on EKS (SageMaker)"
+STACK_DESCRIPTION = (
+    "MNIST product: S3 upload starts a Kubeflow Pipelines run on EKS (SageMaker); "
+    "SageMaker's events keep each run's record and announce the endpoint"
+)
 
 # Construct ids, one per capability.
 DATA_BUCKET_ID = "DataBucket"
@@ -20,11 +23,16 @@ ENDPOINT_INVOKE_ID = "EndpointInvoke"
 START_RUN_ID = "StartRun"
 KFP_ACCESS_ID = "KfpAccess"
 PIPELINE_POD_ROLE_ID = "PipelinePods"
+TRACKING_ID = "Tracking"
+MONITORING_ID = "Monitoring"
 
 # The Lambda asset and its handlers (one asset, only the handler string differs).
 START_RUN_HANDLER = "runflow.handlers.start_run.handler"
+TRACK_PROGRESS_HANDLER = "runflow.handlers.track_progress.handler"
 PIPELINE_SPEC_FILE = "mnist_pipeline.yaml"
-POWERTOOLS_SERVICE_NAME = f"{PRODUCT_PREFIX}flow"
+# Powertools: one metric namespace for the product, one service name per function.
+POWERTOOLS_SERVICE_NAME = f"{PRODUCT_PREFIX}flow"  # the start-run Lambda's
+TRACK_PROGRESS_SERVICE_NAME = f"{PRODUCT_PREFIX}flow-track-progress"
 POWERTOOLS_METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
 
 # SageMaker resources this product creates are named `mnist-...` (run key first).
@@ -45,3 +53,6 @@ OUTPUT_INVOKE_POLICY_ARN = "EndpointInvokePolicyArn"
 OUTPUT_PIPELINE_ROLE_ARN = "PipelinePodRoleArn"
 OUTPUT_START_RUN_FUNCTION = "StartRunFunctionName"
 OUTPUT_START_RUN_FAILURES_QUEUE = "StartRunFailuresQueueUrl"
+OUTPUT_TRACK_PROGRESS_FUNCTION = "TrackProgressFunctionName"
+OUTPUT_TRACKING_DEAD_LETTERS_QUEUE = "TrackingDeadLetterQueueUrl"
+OUTPUT_OPERATIONS_TOPIC_ARN = "OperationsTopicArn"

@@ -9,8 +9,8 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from runflow.contracts import RUNS_PREFIX
-from stacks.arns import SAGEMAKER_RESOURCE_TYPES, product_sagemaker_arns
+from runflow.contracts import PIPELINE_EVENT_SOURCE, RUNS_PREFIX
+from stacks.arns import SAGEMAKER_RESOURCE_TYPES, default_event_bus_arn, product_sagemaker_arns
 from stacks.names import SAGEMAKER_NAME_PREFIX
 from stacks.sagemaker_role import SAGEMAKER_SERVICE
 
@@ -34,10 +34,17 @@ PIPELINE_SAGEMAKER_ACTIONS = (
     "sagemaker:AddTags",
     "sagemaker:ListTags",
 )
+# events:source is a PutEvents condition key (service authorization reference). It holds the
+# source of every entry of the request (up to ten), so the grant requires all of them to be the
+# pipeline's (ForAllValues) and the key to be present (a set with no value passes ForAllValues).
+PUT_PIPELINE_EVENTS_CONDITIONS = {
+    "ForAllValues:StringEquals": {"events:source": [PIPELINE_EVENT_SOURCE]},
+    "Null": {"events:source": "false"},
+}
 
 
 class PipelinePodRole(Construct):
-    """Role for the KFP runner's service account: SageMaker on `mnist-*`, PassRole, the bucket."""
+    """Role for the KFP runner's pods: SageMaker on `mnist-*`, PassRole, the bucket, run events."""
 
     def __init__(
         self,
@@ -89,6 +96,14 @@ class PipelinePodRole(Construct):
                     sid="WriteRunFiles",
                     actions=["s3:PutObject", "s3:AbortMultipartUpload"],
                     resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
+                ),
+                # The exit handler reports the run's final state on the default bus, where the
+                # tracking rule listens; no other bus, no other source.
+                iam.PolicyStatement(
+                    sid="ReportRunStateToEventBridge",
+                    actions=["events:PutEvents"],
+                    resources=[default_event_bus_arn(stack)],
+                    conditions=PUT_PIPELINE_EVENTS_CONDITIONS,
                 ),
             ],
         )

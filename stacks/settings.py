@@ -49,6 +49,9 @@ class Settings:
     """Everything the stack needs from the context, already validated."""
 
     notification_emails: tuple[str, ...] = ()
+    # Who gets the operations alarms; when the context does not name them, the
+    # notification_emails addresses do.
+    operations_emails: tuple[str, ...] = ()
     kfp_mode: str = KFP_MODE_CLUSTER
     eks_cluster_name: str = ""
     kfp_namespace: str = "kubeflow"
@@ -108,8 +111,15 @@ class Settings:
                 "kfp_mode", f"must be one of {', '.join(KFP_MODES)} (got {kfp_mode!r})"
             )
 
+        notification_emails = _emails("notification_emails", context.get("notification_emails"))
+        operations_emails = context.get("operations_emails")
         settings = cls(
-            notification_emails=_emails(context.get("notification_emails", ())),
+            notification_emails=notification_emails,
+            operations_emails=(
+                notification_emails
+                if operations_emails is None
+                else _emails("operations_emails", operations_emails)
+            ),
             kfp_mode=kfp_mode,
             eks_cluster_name=text("eks_cluster_name"),
             kfp_namespace=text("kfp_namespace"),
@@ -227,11 +237,11 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in value if item.strip())
 
 
-def _emails(value: Any) -> tuple[str, ...]:
-    emails = _strings("notification_emails", value)
+def _emails(key: str, value: Any) -> tuple[str, ...]:
+    emails = _strings(key, value)
     for email in emails:
         if not _EMAIL.match(email):
-            raise SettingsError("notification_emails", f"not an email address ({email!r})")
+            raise SettingsError(key, f"not an email address ({email!r})")
     if len(set(emails)) != len(emails):
-        raise SettingsError("notification_emails", "lists the same address twice")
+        raise SettingsError(key, "lists the same address twice")
     return emails

@@ -68,7 +68,12 @@ def test_the_asset_ships_the_package_and_the_compiled_pipeline(lambda_asset):
 
 def test_events_it_cannot_handle_are_retried_then_kept_in_an_encrypted_queue(default_synth):
     # Given the function's asynchronous invocation settings
-    (config,) = default_synth.of_type("AWS::Lambda::EventInvokeConfig").values()
+    function_id = default_synth.logical_id(default_synth.stack.start_run.function)
+    (config,) = [
+        c
+        for c in default_synth.of_type("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
     queue_id = default_synth.logical_id(default_synth.stack.start_run.failed_events)
     # Then S3 events are retried twice and then go to the on-failure queue
     assert config["Properties"]["MaximumRetryAttempts"] == 2
@@ -77,7 +82,11 @@ def test_events_it_cannot_handle_are_retried_then_kept_in_an_encrypted_queue(def
     }
     # And that queue is encrypted and refuses requests without TLS
     assert default_synth.resources[queue_id]["Properties"]["SqsManagedSseEnabled"] is True
-    (queue_policy,) = default_synth.of_type("AWS::SQS::QueuePolicy").values()
+    (queue_policy,) = [
+        p
+        for p in default_synth.of_type("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue_id}]
+    ]
     (deny,) = queue_policy["Properties"]["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
