@@ -9,17 +9,25 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
 from runflow import contracts
 from runflow.logic.ports import Claim, Dataset, KfpRun, RunsRepository
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
 
 def _av(value: Any) -> dict[str, Any]:
-    return _serializer.serialize(value)
+    """A DynamoDB attribute value for what the record holds: text, whole numbers, maps, lists."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, dict):
+        return {"M": {str(k): _av(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_av(v) for v in value]}
+    if value is None:
+        return {"NULL": True}
+    raise TypeError(f"the run record does not store {type(value).__name__}")
 
 
 def _entry(now: str, event: str, detail: str) -> dict[str, Any]:
@@ -180,18 +188,24 @@ class DynamoRunsRepository(RunsRepository):
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _number_free(_deserializer.deserialize(value)) for name, value in item.items()}
+    return {name: _value(value) for name, value in item.items()}
 
 
-def _number_free(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal; the record only holds whole numbers."""
-    if isinstance(value, dict):
-        return {k: _number_free(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_number_free(v) for v in value]
-    if type(value).__name__ == "Decimal":
-        return int(value)
-    return value
+def _value(attribute: dict[str, Any]) -> Any:
+    ((kind, raw),) = attribute.items()
+    if kind == "S":
+        return raw
+    if kind == "N":
+        return int(raw) if raw.lstrip("-").isdigit() else float(raw)
+    if kind == "M":
+        return {k: _value(v) for k, v in raw.items()}
+    if kind == "L":
+        return [_value(v) for v in raw]
+    if kind == "BOOL":
+        return raw
+    if kind == "NULL":
+        return None
+    return raw  # sets and binaries: not written by runflow, passed through
 
 
 def _epoch_seconds(iso: str) -> int:
