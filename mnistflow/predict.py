@@ -1,0 +1,127 @@
+"""The workshop's last step as a command: send digits to the endpoint as CSV, read k-means' answer.
+
+SageMaker's k-means takes `text/csv`, one image a line, and answers JSON:
+{"predictions": [{"closest_cluster": 3.0, "distance_to_cluster": 5.2}, ...]}, one per line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_steps.dataset import FEATURE_DIM, DatasetError, format_pixels_csv, load_dataset
+
+SAMPLE_DATASET = Path(__file__).parent / "data" / "mnist-sample.npz"
+MAX_SAMPLE = 100  # one request; far below the endpoint's 6 MB payload limit
+PIXEL_MAX_INT = 255
+
+
+class PredictError(Exception):
+    """Something the user can fix: the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    cluster: int
+    distance: float
+    label: int | None = None
+
+
+def load_images(path: Path) -> np.ndarray:
+    """Images from a .npy array ((28, 28), (784,) or (n, 784)) or a CSV of 784 values a line.
+
+    Pixels are floats in [0, 1] or integers 0-255 (then scaled).
+    """
+    try:
+        if path.suffix == ".npy":
+            raw = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_text().strip()
+            if not text:
+                raise PredictError(f"{path}: the file is empty")
+            raw = np.array([[float(v) for v in line.split(",")] for line in text.splitlines()])
+    except (OSError, UnicodeDecodeError) as error:
+        raise PredictError(f"{path}: cannot read it ({error})") from None
+    except ValueError as error:
+        raise PredictError(f"{path}: not an image of numbers ({error})") from None
+    if raw.dtype.kind not in "iuf":
+        raise PredictError(f"{path}: pixels must be numbers, not {raw.dtype}")
+    if raw.size % FEATURE_DIM or raw.size == 0:
+        raise PredictError(
+            f"{path}: {raw.size} values is not a whole number of {FEATURE_DIM}-pixel images "
+            f"(28 x 28)"
+        )
+    images = raw.reshape(-1, FEATURE_DIM).astype(np.float64)
+    if not np.all(np.isfinite(images)):
+        raise PredictError(f"{path}: pixels must be finite numbers")
+    if raw.dtype.kind in "iu" or images.max() > 1:
+        if images.min() < 0 or images.max() > PIXEL_MAX_INT:
+            raise PredictError(f"{path}: pixels must be in [0, 1] or 0-255")
+        images = images / PIXEL_MAX_INT
+    elif images.min() < 0:
+        raise PredictError(f"{path}: pixels must be in [0, 1] or 0-255")
+    return images.astype(np.float32)
+
+
+def sample_images(count: int, dataset: Path = SAMPLE_DATASET) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` labelled digits of the sample's test split."""
+    if not 1 <= count <= MAX_SAMPLE:
+        raise PredictError(f"--sample must be between 1 and {MAX_SAMPLE}, got {count}")
+    try:
+        test = load_dataset(dataset, source=str(dataset)).splits["test"]
+    except DatasetError as error:
+        raise PredictError(str(error)) from None
+    return test.x[:count], test.y[:count]
+
+
+def parse_kmeans_answer(body: bytes, expected: int) -> list[tuple[int, float]]:
+    try:
+        predictions = json.loads(body)["predictions"]
+        answers = [
+            (int(p["closest_cluster"]), float(p["distance_to_cluster"])) for p in predictions
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise PredictError(f"the endpoint's answer is not k-means JSON: {body[:200]!r}") from error
+    if len(answers) != expected or any(math.isnan(d) for _, d in answers):
+        raise PredictError(f"sent {expected} images, the endpoint answered {len(answers)}")
+    return answers
+
+
+def predict(
+    sagemaker, runtime, endpoint: str, images: np.ndarray, labels: np.ndarray | None = None
+) -> list[Prediction]:
+    """Checks the endpoint is in service, sends the images in one CSV request, pairs answers."""
+    try:
+        status = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"]
+    except sagemaker.exceptions.ClientError as error:
+        raise PredictError(
+            f"endpoint {endpoint!r} was not found in {sagemaker.meta.region_name} "
+            f"({error.response['Error'].get('Message', error)})"
+        ) from None
+    if status != "InService":
+        raise PredictError(f"endpoint {endpoint!r} is {status}, not InService")
+    answer = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        ContentType="text/csv",
+        Accept="application/json",
+        Body=format_pixels_csv(images),
+    )
+    pairs = parse_kmeans_answer(answer["Body"].read(), len(images))
+    return [
+        Prediction(cluster, distance, None if labels is None else int(labels[i]))
+        for i, (cluster, distance) in enumerate(pairs)
+    ]
+
+
+def describe_predictions(predictions: list[Prediction]) -> str:
+    lines = []
+    for i, p in enumerate(predictions, start=1):
+        line = f"image {i}: cluster {p.cluster} (distance {p.distance:.3f})"
+        if p.label is not None:
+            line += f"  true label {p.label}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""`predict`: digits as CSV to the endpoint, k-means' JSON answer read back (moto, in process)."""
+
+import json
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemakerruntime.models import sagemakerruntime_backends
+
+from mnistflow.predict import (
+    PredictError,
+    describe_predictions,
+    load_images,
+    predict,
+    sample_images,
+)
+
+REGION = "us-east-1"
+ENDPOINT = "mnist-0123456789ab-endpoint"
+
+
+@pytest.fixture
+def clients():
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name=REGION)
+        sm.create_model(
+            ModelName="m",
+            PrimaryContainer={"Image": "kmeans:1", "ModelDataUrl": "s3://b/m.tar.gz"},
+            ExecutionRoleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/r",
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName="c",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "m",
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.large",
+                }
+            ],
+        )
+        sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="c")
+        yield sm, boto3.client("sagemaker-runtime", region_name=REGION)
+
+
+def _queue_kmeans_answer(predictions):
+    """What SageMaker's k-means returns for text/csv input, queued in moto."""
+    body = json.dumps({"predictions": predictions})
+    backend = sagemakerruntime_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend.results_queue.append((body, "application/json", "AllTraffic", ""))
+
+
+def test_labelled_samples_get_their_cluster_and_distance_next_to_the_true_label(clients):
+    # Given three labelled digits and the answers k-means gives for them
+    images, labels = sample_images(3)
+    _queue_kmeans_answer(
+        [
+            {"closest_cluster": 7.0, "distance_to_cluster": 5.25},
+            {"closest_cluster": 2.0, "distance_to_cluster": 6.5},
+            {"closest_cluster": 1.0, "distance_to_cluster": 4.0},
+        ]
+    )
+    # When they are sent to the endpoint
+    predictions = predict(*clients, ENDPOINT, images, labels)
+    # Then each answer is paired with its image and label
+    assert [(p.cluster, p.distance) for p in predictions] == [(7, 5.25), (2, 6.5), (1, 4.0)]
+    assert [p.label for p in predictions] == [int(v) for v in labels]
+    assert describe_predictions(predictions).splitlines()[0] == (
+        f"image 1: cluster 7 (distance 5.250)  true label {int(labels[0])}"
+    )
+
+
+def test_an_image_file_in_0_255_is_scaled_and_sent_as_one_csv_line(clients, tmp_path):
+    image = tmp_path / "digit.csv"
+    image.write_text(",".join(["0"] * 783 + ["255"]))
+    x = load_images(image)
+    assert x.shape == (1, 784) and x[0, -1] == 1.0 and x.dtype == np.float32
+    _queue_kmeans_answer([{"closest_cluster": 4, "distance_to_cluster": 1.5}])
+    [prediction] = predict(*clients, ENDPOINT, x)
+    assert (prediction.cluster, prediction.label) == (4, None)
+
+
+def test_an_unknown_endpoint_is_named_in_a_clear_error(clients):
+    with pytest.raises(PredictError, match="endpoint 'mnist-nope' was not found in us-east-1"):
+        predict(*clients, "mnist-nope", sample_images(1)[0])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "the file is empty"),
+        ("1,2,three", "not an image of numbers"),
+        (",".join(["0"] * 700), "700 values is not a whole number of 784-pixel images"),
+        (",".join(["0"] * 783 + ["300"]), r"pixels must be in \[0, 1\] or 0-255"),
+        (",".join(["0"] * 783 + ["-0.5"]), r"pixels must be in \[0, 1\] or 0-255"),
+        (",".join(["0"] * 783 + ["nan"]), "pixels must be finite numbers"),
+    ],
+)
+def test_a_malformed_image_is_refused_with_what_is_wrong(tmp_path, content, problem):
+    image = tmp_path / "bad.csv"
+    image.write_text(content)
+    with pytest.raises(PredictError, match=problem):
+        load_images(image)
+
+
+def test_an_answer_that_is_not_kmeans_json_is_reported(clients):
+    backend = sagemakerruntime_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend.results_queue.append(("<html>oops</html>", "text/html", "AllTraffic", ""))
+    with pytest.raises(PredictError, match="not k-means JSON"):
+        predict(*clients, ENDPOINT, sample_images(1)[0])
+
+
+def test_sample_counts_outside_the_limit_are_refused():
+    with pytest.raises(PredictError, match="--sample must be between 1 and 100"):
+        sample_images(0)
