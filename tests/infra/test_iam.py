@@ -7,6 +7,7 @@ import json
 import pytest
 from cfn_text import actions_of, as_list, render, resources_of, role_statements
 
+from runflow.contracts import PIPELINE_EVENT_SOURCE
 from stacks.names import SAGEMAKER_NAME_PREFIX
 
 
@@ -121,3 +122,22 @@ def test_endpoint_policy_invokes_this_products_endpoints_only(default_synth):
         "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
         f"endpoint/{SAGEMAKER_NAME_PREFIX}*"
     )
+
+
+def test_pipeline_pods_may_put_only_the_pipelines_events_and_only_on_the_default_bus(
+    default_synth,
+):
+    # Given the pods' EventBridge statements
+    _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
+    events = [s for s in statements if any(a.startswith("events:") for a in as_list(s["Action"]))]
+    # Then there is one: PutEvents on the account's default bus in the stack's region
+    (put_events,) = events
+    assert as_list(put_events["Action"]) == ["events:PutEvents"]
+    assert resources_of(put_events) == [
+        "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
+    ]
+    # And every entry of a request must carry the pipeline's source, which must be present
+    assert put_events["Condition"] == {
+        "ForAllValues:StringEquals": {"events:source": [PIPELINE_EVENT_SOURCE]},
+        "Null": {"events:source": "false"},
+    }

@@ -21,6 +21,15 @@ def test_stack_exports_what_users_and_operators_need(default_synth):
         names.OUTPUT_INVOKE_POLICY_ARN: {
             "Ref": default_synth.logical_id(stack.endpoint_invoke.policy)
         },
+        names.OUTPUT_TRACK_PROGRESS_FUNCTION: {
+            "Ref": default_synth.logical_id(stack.tracking.function)
+        },
+        names.OUTPUT_TRACKING_DEAD_LETTERS_QUEUE: {
+            "Ref": default_synth.logical_id(stack.tracking.dead_letters)
+        },
+        names.OUTPUT_OPERATIONS_TOPIC_ARN: {
+            "Ref": default_synth.logical_id(stack.monitoring.topic)
+        },
     }
     for name, value in expected.items():
         assert outputs[name]["Value"] == value, name

@@ -19,6 +19,8 @@ def _settings(**overrides) -> Settings:
         ({"kfp_mode": "proxy"}, "kfp_mode"),
         ({"notification_emails": ["ops@example.com", "not-an-address"]}, "notification_emails"),
         ({"notification_emails": "ops@example.com,@example.com"}, "notification_emails"),
+        ({"operations_emails": ["oncall@example"]}, "operations_emails"),
+        ({"operations_emails": "a@example.com,a@example.com"}, "operations_emails"),
         ({"kfp_mode": "url", "kfp_url": ""}, "kfp_url"),
         ({"kfp_mode": "url", "kfp_url": "kfp.example.com"}, "kfp_url"),
         ({"kfp_mode": "url", "kfp_url": "https://kfp.example.com"}, "kfp_token_secret_name"),
@@ -72,3 +74,18 @@ def test_url_mode_needs_no_cluster_name():
     )
     assert settings.kfp_url == "https://kfp.example.com"
     assert not settings.uses_cluster_api
+
+
+def test_operations_emails_default_to_the_notification_addresses():
+    # Given notification addresses and no operations_emails key, then operators are the same people
+    settings = _settings(notification_emails=["a@example.com", "b@example.com"])
+    assert settings.operations_emails == ("a@example.com", "b@example.com")
+
+
+def test_operations_emails_replace_the_default_when_given_even_empty():
+    # Given operations addresses of their own, then only they get the alarms
+    settings = _settings(notification_emails=["a@example.com"], operations_emails="ops@example.com")
+    assert settings.operations_emails == ("ops@example.com",)
+    # And an explicit empty value (`-c operations_emails=`) means nobody is subscribed
+    settings = _settings(notification_emails=["a@example.com"], operations_emails="")
+    assert settings.operations_emails == ()
