@@ -14,7 +14,7 @@ from pathlib import Path
 # The stacks import the shared contracts from the Lambda package (as pytest's pythonpath does).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lambdas"))
 
-from stacks import create_app  # noqa: E402
+from stacks.app_factory import create_app  # noqa: E402
 
 NAG_PREFIX = "AwsSolutions-"
 

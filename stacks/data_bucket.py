@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -10,6 +10,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from runflow.contracts import DATASET_SUFFIXES, INCOMING_PREFIX, RUNS_PREFIX
+from stacks.names import data_bucket_name
 
 ACCESS_LOGS_PREFIX = "data-bucket/"
 NONCURRENT_VERSION_RETENTION_DAYS = 30
@@ -57,6 +58,7 @@ class DataBucket(Construct):
         self.bucket = s3.Bucket(
             self,
             "Bucket",
+            bucket_name=data_bucket_name(Aws.ACCOUNT_ID, Aws.REGION),
             versioned=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             encryption=s3.BucketEncryption.S3_MANAGED,

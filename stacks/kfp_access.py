@@ -18,6 +18,7 @@ from aws_cdk import aws_eks as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from stacks.lambda_environment import kfp_environment
 from stacks.names import (
     EKS_ACCESS_ENTRY_TYPE,
     EKS_ACCESS_POLICY_NAME,
@@ -48,14 +49,9 @@ class KfpAccess(Construct):
     @property
     def environment(self) -> dict[str, str]:
         """The Lambda's KFP connection variables (empty strings for the other mode's)."""
-        settings = self._settings
-        return {
-            "KFP_MODE": settings.kfp_mode,
-            "EKS_CLUSTER_NAME": settings.eks_cluster_name,
-            "KFP_NAMESPACE": settings.kfp_namespace,
-            "KFP_URL": "" if settings.uses_cluster_api else settings.kfp_url,
-            "KFP_TOKEN_SECRET_ARN": self.token_secret_arn,
-        }
+        return kfp_environment(
+            self._settings, kfp_url=self._settings.kfp_url, token_secret_arn=self.token_secret_arn
+        )
 
     def grant_start_run(self, role: iam.IRole) -> None:
         """Let `role` reach the KFP API in the configured mode, and nothing more."""

@@ -35,6 +35,16 @@ POWERTOOLS_SERVICE_NAME = f"{PRODUCT_PREFIX}flow"  # the start-run Lambda's
 TRACK_PROGRESS_SERVICE_NAME = f"{PRODUCT_PREFIX}flow-track-progress"
 POWERTOOLS_METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
 
+# Physical names the stack gives its data resources; the local stack creates the same ones.
+RUNS_TABLE_NAME = f"{PRODUCT_PREFIX}flow-runs"
+NOTIFICATION_TOPIC_NAME = f"{PRODUCT_PREFIX}flow-notifications"
+
+
+def data_bucket_name(account: str, region: str) -> str:
+    """Bucket names are global: the account and region make this one unique."""
+    return f"{PRODUCT_PREFIX}flow-data-{account}-{region}"
+
+
 # SageMaker resources this product creates are named `mnist-...` (run key first).
 SAGEMAKER_NAME_PREFIX = f"{PRODUCT_PREFIX}-"
 

@@ -12,6 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from runflow.contracts import PRODUCT_PREFIX
+from stacks.names import NOTIFICATION_TOPIC_NAME
 
 # AWS services that will publish to the topic (EventBridge rules, CloudWatch alarms). They can
 # only publish to an encrypted topic whose key lets them use it; the AWS-managed SNS key can't.
@@ -44,6 +45,7 @@ class Notifications(Construct):
         self.topic = sns.Topic(
             self,
             "Topic",
+            topic_name=NOTIFICATION_TOPIC_NAME,
             display_name=f"{PRODUCT_PREFIX} runs",
             master_key=self.key,
             enforce_ssl=True,

@@ -6,6 +6,8 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
+from stacks.names import RUNS_TABLE_NAME
+
 RUN_KEY_ATTRIBUTE = "run_key"
 
 
@@ -17,6 +19,7 @@ class RunsTable(Construct):
         self.table = dynamodb.Table(
             self,
             "Table",
+            table_name=RUNS_TABLE_NAME,
             partition_key=dynamodb.Attribute(
                 name=RUN_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
             ),

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from runflow.contracts import PRODUCT_PREFIX
@@ -245,3 +246,13 @@ def _emails(key: str, value: Any) -> tuple[str, ...]:
     if len(set(emails)) != len(emails):
         raise SettingsError(key, "lists the same address twice")
     return emails
+
+
+CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
+
+
+def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
+    """The "context" object of cdk.json (empty when there is none)."""
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text()).get("context", {}))

@@ -15,7 +15,7 @@ import pytest
 from aws_cdk.assertions import Template
 from variants import EMAILS, URL_MODE_CONTEXT
 
-from stacks import MnistFlowStack, create_app
+from stacks.app_factory import MnistFlowStack, create_app
 from stacks.lambda_asset import build_lambda_asset
 
 INFRA_DIR = Path(__file__).parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_cdk.assertions import Match
 
 from runflow.contracts import DATASET_SUFFIXES, INCOMING_PREFIX, RUNS_PREFIX
-from stacks import cdk_json_context
+from stacks.settings import cdk_json_context
 
 
 def _lambda_notifications(synth) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cfn_text import render
 
-from stacks import cdk_json_context
+from stacks.settings import cdk_json_context
 
 
 def test_start_run_role_gets_an_access_entry_limited_to_the_kfp_namespace(default_synth):

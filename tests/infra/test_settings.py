@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks import SettingsError, cdk_json_context, create_app
+from stacks.app_factory import SettingsError, cdk_json_context, create_app
 from stacks.settings import Settings
 
 

@@ -6,13 +6,13 @@ import pytest
 from cfn_text import actions_of, as_list, resources_of, role_statements
 
 from runflow.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
-from stacks import Settings, cdk_json_context
 from stacks.mnist_flow_stack import track_progress_environment
 from stacks.names import (
     POWERTOOLS_METRICS_NAMESPACE,
     POWERTOOLS_SERVICE_NAME,
     TRACK_PROGRESS_HANDLER,
 )
+from stacks.settings import Settings, cdk_json_context
 
 # The SageMaker events the product follows and the detail field that names the resource,
 # spelled as AWS documents them (a typo here or in the stack would silently match nothing).

@@ -1,0 +1,54 @@
+"""Builds the CDK app: one stack, one construct per capability, cdk-nag on top."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Aspects, Environment
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.lambda_asset import build_lambda_asset
+from stacks.mnist_flow_stack import MnistFlowStack
+from stacks.names import STACK_ID
+from stacks.settings import Settings, SettingsError, cdk_json_context
+
+__all__ = ["MnistFlowStack", "Settings", "SettingsError", "cdk_json_context", "create_app"]
+
+
+def create_app(
+    context: Mapping[str, Any] | None = None,
+    *,
+    outdir: str | None = None,
+    lambda_code_folder: Path | None = None,
+) -> tuple[App, MnistFlowStack]:
+    """Build the app: validate the context, build the Lambda asset, add the stack and cdk-nag.
+
+    cdk.json's context is the base (so `python app.py` works without the CLI), the CLI's
+    context (`-c`) overrides it, and `context` here overrides both.
+    """
+    app = App(context=cdk_json_context(), post_cli_context=dict(context or {}), outdir=outdir)
+    settings = Settings.from_context(_settings_context(app))
+    stack = MnistFlowStack(
+        app,
+        STACK_ID,
+        settings=settings,
+        lambda_code_folder=lambda_code_folder or build_lambda_asset(),
+        env=_environment(),
+    )
+    Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    return app, stack
+
+
+def _settings_context(app: App) -> dict[str, Any]:
+    values = {key: app.node.try_get_context(key) for key in Settings.__dataclass_fields__}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _environment() -> Environment | None:
+    """Pin account/region when the CLI knows them; otherwise synthesize environment-agnostic."""
+    account = os.environ.get("CDK_DEFAULT_ACCOUNT")
+    region = os.environ.get("CDK_DEFAULT_REGION")
+    return Environment(account=account, region=region) if account and region else None
