@@ -1,4 +1,4 @@
-"""The start-run Lambda's environment configuration, validated once at cold start.
+"""The Lambdas' environment configuration (start-run, track-progress), validated at cold start.
 
 A dataclass rather than a pydantic model: pydantic adds ~60 ms to the import and ~5 MB to the
 package (see benchmarks/RESULTS.md); the checks here are few and explicit.
@@ -190,3 +190,41 @@ def get_config() -> StartRunConfig:
 def reset_config() -> None:
     """For tests: forget the cached configuration."""
     get_config.cache_clear()
+
+
+@dataclass(frozen=True)
+class TrackProgressConfig:
+    region: str
+    runs_table_name: str
+    notification_topic_arn: str
+    kfp_ui_url: str  # "" when not configured: emails then carry the record's own KFP link only
+    service_name: str
+    metrics_namespace: str
+
+
+def load_track_progress_config(environ: Mapping[str, str]) -> TrackProgressConfig:
+    """Validates the track-progress environment; raises ConfigError naming the bad variable."""
+    env = _Reader(environ)
+    region = env.required("AWS_REGION", _REGION, "an AWS region such as eu-west-1")
+    kfp_ui_url = env.optional("KFP_UI_URL")
+    return TrackProgressConfig(
+        region=region,
+        runs_table_name=env.required("RUNS_TABLE_NAME", _TABLE_NAME, "a DynamoDB table name"),
+        notification_topic_arn=env.required(
+            "NOTIFICATION_TOPIC_ARN", _TOPIC_ARN, "an SNS topic ARN"
+        ),
+        kfp_ui_url=env.http_url("KFP_UI_URL", kfp_ui_url) if kfp_ui_url else "",
+        service_name=env.required("POWERTOOLS_SERVICE_NAME"),
+        metrics_namespace=env.required("POWERTOOLS_METRICS_NAMESPACE"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_track_progress_config() -> TrackProgressConfig:
+    """The track-progress container's configuration, read from os.environ on first use."""
+    return load_track_progress_config(os.environ)
+
+
+def reset_track_progress_config() -> None:
+    """For tests: forget the cached track-progress configuration."""
+    get_track_progress_config.cache_clear()

@@ -81,3 +81,13 @@ STATUS_FAILED = "FAILED"
 
 # A run record's timeline keeps the most recent entries only.
 TIMELINE_MAX_ENTRIES = 50
+
+# Progress tracking. The pipeline's final-state event counts as a step of its own ("pipeline")
+# unless it names the step that failed. Each (step, status) pair the run went through is one
+# top-level attribute of the run record, `progress:<step>:<status>`; steps and normalized
+# statuses are both fixed sets, which is what bounds the record's timeline.
+PIPELINE_STEP = "pipeline"
+PROGRESS_STEPS = (*STEPS, PIPELINE_STEP)
+PROGRESS_ATTRIBUTE_PREFIX = "progress:"
+# The run's announced outcome (SUCCEEDED or FAILED), claimed once with the announcement.
+OUTCOME_ATTRIBUTE = "outcome"

@@ -1,7 +1,8 @@
-"""In-memory fakes of the start-run ports: they record what happened for tests to assert on."""
+"""In-memory fakes of the runflow ports: they record what happened for tests to assert on."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from runflow.logic.ports import (
     KfpRun,
     KfpRunsApi,
     Notifier,
+    ProgressWrite,
+    RunProgress,
     RunsRepository,
 )
 
@@ -85,10 +88,16 @@ class Published:
 
 
 class RecordingNotifier(Notifier):
-    def __init__(self) -> None:
+    """Records every publish; `fail_next` publishes raise instead (then it works again)."""
+
+    def __init__(self, fail_next: int = 0) -> None:
         self.published: list[Published] = []
+        self.fail_next = fail_next
 
     def publish(self, kind: str, run_key: str, subject: str, message: str) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("SNS Publish: connection reset (injected by the test)")
         self.published.append(Published(kind, run_key, subject, message))
 
     def kinds(self) -> list[str]:
@@ -170,3 +179,39 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+class InMemoryRunProgress(RunProgress):
+    """Same write rules as the DynamoDB adapter, in a dict; `writes` counts calls."""
+
+    def __init__(self, items: dict[str, dict[str, Any]] | None = None) -> None:
+        self.items: dict[str, dict[str, Any]] = items if items is not None else {}
+        self.writes: list[str] = []
+
+    def record_progress(
+        self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
+    ) -> ProgressWrite:
+        self.writes.append("record_progress")
+        old = copy.deepcopy(self.items.get(run_key))
+        stored = (old or {}).get(attribute)
+        if stored is not None and not stored["ord"] < entry["ord"]:
+            return ProgressWrite(applied=False, old_item=old)
+        item = self.items.setdefault(run_key, {"run_key": run_key})
+        item[attribute] = copy.deepcopy(entry)
+        if outcome:
+            item.setdefault(contracts.OUTCOME_ATTRIBUTE, outcome)
+        return ProgressWrite(applied=True, old_item=old)
+
+    def claim_outcome(self, run_key: str, outcome: str) -> bool:
+        self.writes.append("claim_outcome")
+        item = self.items.get(run_key)
+        if item is None or contracts.OUTCOME_ATTRIBUTE in item:
+            return False
+        item[contracts.OUTCOME_ATTRIBUTE] = outcome
+        return True
+
+    def release_outcome(self, run_key: str, outcome: str) -> None:
+        self.writes.append("release_outcome")
+        item = self.items.get(run_key) or {}
+        if item.get(contracts.OUTCOME_ATTRIBUTE) == outcome:
+            del item[contracts.OUTCOME_ATTRIBUTE]

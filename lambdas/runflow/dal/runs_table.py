@@ -1,26 +1,39 @@
 """The runs table (DynamoDB): one plain-map item per run key, written with conditions.
 
-Status only moves forward: each write says which statuses it may follow.
+Status only moves forward: each write says which statuses it may follow. Start-run owns the
+record's own fields; progress tracking only writes `progress:*` attributes and `outcome`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from runflow import contracts
-from runflow.logic.ports import Claim, Dataset, KfpRun, RunsRepository
+from runflow.logic.ports import (
+    Claim,
+    Dataset,
+    KfpRun,
+    ProgressWrite,
+    RunProgress,
+    RunsRepository,
+)
 
 
 def _av(value: Any) -> dict[str, Any]:
-    """A DynamoDB attribute value for what the record holds: text, whole numbers, maps, lists."""
+    """A DynamoDB attribute value for what the record holds: text, numbers, maps, lists."""
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, str):
         return {"S": value}
     if isinstance(value, int):
         return {"N": str(value)}
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"DynamoDB numbers are finite, got {value!r}")
+        return {"N": repr(value)}
     if isinstance(value, dict):
         return {"M": {str(k): _av(v) for k, v in value.items()}}
     if isinstance(value, list | tuple):
@@ -185,6 +198,74 @@ class DynamoRunsRepository(RunsRepository):
             .get("Item")
         )
         return _plain(item) if item else None
+
+
+class DynamoRunProgress(RunProgress):
+    """Progress tracking's writes: each event is one conditional UpdateItem on the run's item."""
+
+    def __init__(self, table_name: str, dynamodb_client: Callable[[], Any]):
+        self._table = table_name
+        self._ddb = dynamodb_client
+
+    def record_progress(
+        self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
+    ) -> ProgressWrite:
+        # A top-level attribute per (step, status): DynamoDB cannot SET a nested path whose
+        # parent map may not exist yet, nor create overlapping paths in one expression.
+        update = "SET #attr = :entry"
+        values = {":entry": _av(entry), ":ord": _av(entry["ord"])}
+        names = {"#attr": attribute, "#ord": "ord"}
+        if outcome:
+            update += ", #outcome = if_not_exists(#outcome, :outcome)"
+            names["#outcome"] = contracts.OUTCOME_ATTRIBUTE
+            values[":outcome"] = _av(outcome)
+        ddb = self._ddb()
+        try:
+            result = ddb.update_item(
+                TableName=self._table,
+                Key={"run_key": _av(run_key)},
+                UpdateExpression=update,
+                ConditionExpression="attribute_not_exists(#attr) OR #attr.#ord < :ord",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                # The record as it was comes back from this same call: no read before writing.
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException as failed:
+            old = failed.response.get("Item")
+            return ProgressWrite(applied=False, old_item=_plain(old) if old else None)
+        old = result.get("Attributes")
+        return ProgressWrite(applied=True, old_item=_plain(old) if old else None)
+
+    def claim_outcome(self, run_key: str, outcome: str) -> bool:
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key={"run_key": _av(run_key)},
+                UpdateExpression="SET #outcome = :outcome",
+                ConditionExpression="attribute_exists(run_key) AND attribute_not_exists(#outcome)",
+                ExpressionAttributeNames={"#outcome": contracts.OUTCOME_ATTRIBUTE},
+                ExpressionAttributeValues={":outcome": _av(outcome)},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_outcome(self, run_key: str, outcome: str) -> None:
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key={"run_key": _av(run_key)},
+                UpdateExpression="REMOVE #outcome",
+                ConditionExpression="#outcome = :outcome",
+                ExpressionAttributeNames={"#outcome": contracts.OUTCOME_ATTRIBUTE},
+                ExpressionAttributeValues={":outcome": _av(outcome)},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return  # not ours to remove any more (another value, or already gone)
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:

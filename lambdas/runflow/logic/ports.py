@@ -1,4 +1,5 @@
-"""What the start-run domain needs from the outside, as small interfaces and value types."""
+"""What the runflow domain (start-run, track-progress) needs from the outside: small
+interfaces and value types."""
 
 from __future__ import annotations
 
@@ -136,3 +137,30 @@ class PipelineSettings:
     max_dataset_bytes: int
     ui_url: str = ""
     connection_hint: str = ""  # what to check when KFP cannot be reached, for the email
+
+
+@dataclass(frozen=True)
+class ProgressWrite:
+    """What one progress write did, and the record as it was just before it."""
+
+    applied: bool  # False: the record already held this entry or a newer one for its attribute
+    old_item: dict[str, Any] | None  # None: there was no record
+
+
+class RunProgress(ABC):
+    """Progress tracking's view of the runs table: one conditional write per event."""
+
+    @abstractmethod
+    def record_progress(
+        self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
+    ) -> ProgressWrite:
+        """Set `attribute` to `entry` unless it holds an entry with an equal or greater `ord`;
+        with an `outcome`, also set the record's outcome when it has none. One write."""
+
+    @abstractmethod
+    def claim_outcome(self, run_key: str, outcome: str) -> bool:
+        """Set the outcome if the record has none; False when it already has one."""
+
+    @abstractmethod
+    def release_outcome(self, run_key: str, outcome: str) -> None:
+        """Remove the outcome if it still is `outcome` (undoes a claim whose email failed)."""

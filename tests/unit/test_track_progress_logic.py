@@ -1,0 +1,183 @@
+"""Track-progress rules with in-memory ports: records, announcements, orphans, failed emails,
+and the views derived from the record."""
+
+from __future__ import annotations
+
+import pytest
+
+from runflow import contracts
+from runflow.logic import run_record as rr
+from runflow.logic.track_progress import (
+    ANNOUNCED,
+    APPLIED,
+    IGNORED,
+    ORPHAN,
+    STALE,
+    TrackProgress,
+)
+from tests.conftest import load_event
+from tests.fakes import InMemoryRunProgress, RecordingNotifier
+from tests.fakes.progress import RUN_KEY, SUCCESSFUL_RUN, event, resent, start_run_record
+
+
+class World:
+    def __init__(self, record: dict | None = None, fail_publishes: int = 0):
+        items = {RUN_KEY: record} if record is not None else {}
+        self.runs = InMemoryRunProgress(items)
+        self.notifier = RecordingNotifier(fail_next=fail_publishes)
+        self.service = TrackProgress(self.runs, self.notifier, "https://kfp.example.com")
+
+    def send(self, name_or_event) -> str:
+        payload = load_event(name_or_event) if isinstance(name_or_event, str) else name_or_event
+        return self.service.handle(payload)["outcome"]
+
+    @property
+    def item(self) -> dict:
+        return self.runs.items[RUN_KEY]
+
+
+def test_each_event_writes_its_step_and_status_and_leaves_start_runs_fields():
+    # Given a run start-run has recorded
+    world = World(start_run_record())
+    before = start_run_record()
+    # When the training job reports progress and completion
+    outcomes = [
+        world.send("sagemaker_training_in_progress"),
+        world.send("sagemaker_training_completed"),
+    ]
+    # Then each is applied as one write, under its own attribute
+    assert outcomes == [APPLIED, APPLIED]
+    assert world.runs.writes == ["record_progress", "record_progress"]
+    completed = world.item["progress:training:COMPLETED"]
+    assert completed["billable_seconds"] == 810
+    assert completed["metrics"]["test:msd"] == 0.0612
+    # And start-run's own fields are untouched
+    assert {k: world.item[k] for k in before} == before
+    assert rr.step_statuses(world.item) == {"training": ("COMPLETED", "2026-11-28T12:20:00Z")}
+    assert rr.overall_status(world.item) == contracts.STATUS_RUNNING
+
+
+def test_a_late_in_progress_never_moves_the_step_back():
+    world = World(start_run_record())
+    world.send("sagemaker_training_completed")
+    world.send("sagemaker_training_in_progress")
+    assert rr.step_statuses(world.item)["training"][0] == rr.COMPLETED
+
+
+def test_the_endpoint_is_announced_once_and_the_outcome_claimed():
+    world = World(start_run_record())
+    # When the endpoint is in service, SageMaker says so twice, and the pipeline then succeeds
+    outcomes = [
+        world.send("sagemaker_endpoint_in_service"),
+        world.send(resent("sagemaker_endpoint_in_service", "another-id")),
+        world.send("sagemaker_endpoint_in_service"),
+        world.send("pipeline_succeeded"),
+    ]
+    # Then exactly one ENDPOINT_READY went out
+    assert outcomes == [ANNOUNCED, APPLIED, STALE, APPLIED]
+    assert world.notifier.kinds() == [contracts.KIND_ENDPOINT_READY]
+    assert world.item[contracts.OUTCOME_ATTRIBUTE] == contracts.STATUS_SUCCEEDED
+    assert rr.overall_status(world.item) == contracts.STATUS_SUCCEEDED
+
+
+def test_a_failure_after_success_is_recorded_but_not_announced_again():
+    world = World(start_run_record())
+    world.send("sagemaker_endpoint_in_service")
+    assert world.send("sagemaker_endpoint_failed") == APPLIED
+    assert world.notifier.kinds() == [contracts.KIND_ENDPOINT_READY]
+
+
+def test_an_event_without_a_run_record_is_an_orphan_and_announces_nothing():
+    world = World(record=None)
+    assert world.send("sagemaker_training_in_progress") == ORPHAN
+    assert world.send("sagemaker_endpoint_in_service") == ORPHAN
+    assert world.notifier.published == []
+    assert "progress:endpoint:IN_SERVICE" in world.item
+
+
+def test_bad_input_writes_nothing():
+    world = World(start_run_record())
+    for name in (
+        "sagemaker_unknown_detail_type",
+        "sagemaker_training_without_name",
+        "sagemaker_training_unknown_status",
+        "sagemaker_endpoint_outside_product",
+    ):
+        assert world.send(name) == IGNORED
+    assert world.runs.writes == []
+
+
+def test_a_failed_publish_gives_the_claim_back_and_a_redelivery_announces():
+    # Given SNS fails the first publish
+    world = World(start_run_record(), fail_publishes=1)
+    # When the endpoint event arrives, the email fails and the error goes back to EventBridge
+    with pytest.raises(ConnectionError):
+        world.send("sagemaker_endpoint_in_service")
+    # Then the progress is kept but the outcome is not claimed any more
+    assert "progress:endpoint:IN_SERVICE" in world.item
+    assert contracts.OUTCOME_ATTRIBUTE not in world.item
+    assert world.runs.writes == ["record_progress", "release_outcome"]
+    # When EventBridge delivers it again
+    assert world.send("sagemaker_endpoint_in_service") == ANNOUNCED
+    # Then it is announced once, and further copies are stale
+    assert world.send("sagemaker_endpoint_in_service") == STALE
+    assert world.notifier.kinds() == [contracts.KIND_ENDPOINT_READY]
+    assert world.item[contracts.OUTCOME_ATTRIBUTE] == contracts.STATUS_SUCCEEDED
+
+
+def test_run_failed_is_announced_once_for_the_first_failure():
+    world = World(start_run_record())
+    world.send("sagemaker_training_failed")
+    world.send("pipeline_failed")
+    assert world.notifier.kinds() == [contracts.KIND_RUN_FAILED]
+    assert rr.overall_status(world.item) == contracts.STATUS_FAILED
+
+
+# -- views -----------------------------------------------------------------------------------
+
+
+def test_views_of_a_whole_run():
+    world = World(start_run_record())
+    for name in reversed(SUCCESSFUL_RUN):
+        world.send(name)
+    statuses = rr.step_statuses(world.item)
+    assert statuses == {
+        "training": ("COMPLETED", "2026-11-28T12:20:00Z"),
+        "transform": ("COMPLETED", "2026-11-28T12:30:00Z"),
+        "endpoint": ("IN_SERVICE", "2026-11-28T12:40:00Z"),
+        "pipeline": ("SUCCEEDED", "2026-11-28T12:41:00Z"),
+    }
+    times = [e["at"] for e in rr.timeline(world.item)]
+    assert times == sorted(times) and len(times) == len(SUCCESSFUL_RUN)
+    assert len(rr.progress_entries(world.item)) <= rr.PROGRESS_MAX_ATTRIBUTES
+
+
+def test_overall_status_before_any_progress_is_start_runs():
+    assert rr.overall_status(start_run_record()) == contracts.STATUS_RUN_STARTED
+
+
+def test_step_status_ties_are_broken_by_order():
+    item = {
+        "progress:endpoint:COMPLETED": {"ord": "2026-01-01T00:00:00Z|a", "at": "x"},
+        "progress:endpoint:IN_SERVICE": {"ord": "2026-01-01T00:00:01Z|b", "at": "y"},
+    }
+    assert rr.step_statuses(item) == {"endpoint": ("IN_SERVICE", "y")}
+
+
+def test_the_progress_bound_is_steps_times_statuses():
+    assert rr.PROGRESS_MAX_ATTRIBUTES == len(contracts.PROGRESS_STEPS) * len(rr.STATUS_RANK)
+    assert contracts.PIPELINE_STEP in contracts.PROGRESS_STEPS
+
+
+def test_orphan_detection_needs_the_dataset():
+    assert rr.is_run_record(start_run_record())
+    assert not rr.is_run_record({"run_key": RUN_KEY, "progress:training:FAILED": {}})
+    assert not rr.is_run_record(None)
+
+
+def test_a_pipeline_event_for_a_foreign_run_key_is_not_ours():
+    payload = event("pipeline_succeeded")
+    payload["detail"]["run_key"] = "someone-else"
+    world = World(start_run_record())
+    assert world.send(payload) == IGNORED
+    assert world.runs.writes == []
