@@ -97,3 +97,34 @@ def run_compiled_pipeline(
             )
     outputs = dict(task.outputs) if task.outputs else {}
     return LocalRunResult(succeeded=True, outputs=outputs, logs=tee.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One run in a process of its own (the local KFP API starts these); writes a result file."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m mnistflow.local.pipeline_runner")
+    parser.add_argument("--spec", type=Path, required=True)
+    parser.add_argument("--arguments", required=True, help="the run's parameters, as JSON")
+    parser.add_argument("--pipeline-root", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = run_compiled_pipeline(
+        args.spec,
+        json.loads(args.arguments),
+        pipeline_root=args.pipeline_root,
+        environment={},
+        echo=True,
+    )
+    summary = {
+        "succeeded": result.succeeded,
+        "failed_task": result.failed_task,
+        "error": result.error,
+    }
+    args.result.write_text(json.dumps(summary))
+    return 0 if result.succeeded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
