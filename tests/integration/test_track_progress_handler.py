@@ -1,0 +1,485 @@
+"""The track-progress handler end to end on moto: the record per step, the emails as SNS
+delivered them, orphans, bad input, the cost of each event, concurrency and failed emails."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+import boto3
+import pytest
+
+from runflow import contracts
+from tests.conftest import load_event
+from tests.fakes.progress import (
+    CREATED_AT,
+    DATASET,
+    KFP_RUN_URL,
+    RUN_KEY,
+    event,
+    resent,
+    start_run_record,
+)
+from tests.integration.conftest import TABLE, AwsWorld, LambdaContext
+
+pytestmark = pytest.mark.integration
+
+ENDPOINT = f"{RUN_KEY}-endpoint"
+
+
+@pytest.fixture
+def track_env(monkeypatch, aws):
+    """The environment the CDK stack gives track-progress, and fresh caches."""
+    values = {
+        "RUNS_TABLE_NAME": TABLE,
+        "NOTIFICATION_TOPIC_ARN": aws.topic_arn,
+        "KFP_UI_URL": "https://kfp.example.com",
+        "POWERTOOLS_SERVICE_NAME": "mnistflow-track-progress",
+        "POWERTOOLS_METRICS_NAMESPACE": "MNISTFlow",
+        "AWS_REGION": "us-east-1",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    from runflow import track_progress_composition
+    from runflow.config import reset_track_progress_config
+    from runflow.dal.aws_clients import reset_aws_clients
+    from runflow.observability import metrics
+
+    def reset() -> None:
+        reset_track_progress_config()
+        reset_aws_clients()
+        track_progress_composition.reset_track_progress_service()
+        metrics.clear_metrics()
+
+    reset()
+    yield monkeypatch
+    reset()
+
+
+def handler():
+    from runflow.handlers import track_progress
+
+    return track_progress.handler
+
+
+def context() -> LambdaContext:
+    return LambdaContext(function_name="mnistflow-track-progress")
+
+
+def seed_record(**changes: Any) -> None:
+    from runflow.dal.runs_table import _av
+
+    item = {name: _av(value) for name, value in start_run_record(**changes).items()}
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
+
+
+def send(name_or_event: str | dict) -> dict:
+    payload = load_event(name_or_event) if isinstance(name_or_event, str) else name_or_event
+    return handler()(payload, context())
+
+
+@pytest.fixture
+def json_log():
+    """The function's log lines as it writes them (Powertools' JSON formatter), parsed back."""
+    from runflow.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger.removeHandler(handler)
+
+
+# -- the record, step by step --------------------------------------------------------------
+
+
+def test_each_step_lands_in_the_record_as_it_happens(track_env, aws: AwsWorld):
+    # Given a run start-run recorded
+    seed_record()
+    # When SageMaker reports the training job, the transform and the endpoint
+    for name in (
+        "sagemaker_training_in_progress",
+        "sagemaker_training_completed",
+        "sagemaker_transform_in_progress",
+        "sagemaker_transform_completed",
+        "sagemaker_endpoint_creating",
+    ):
+        assert send(name)["outcome"] == "applied"
+    # Then the record holds one entry per step and status, with what each event said
+    from runflow.logic import run_record as rr
+
+    item = aws.item(RUN_KEY)
+    assert item is not None
+    completed = item["progress:training:COMPLETED"]
+    assert completed["job_name"] == f"{RUN_KEY}-train"
+    assert completed["billable_seconds"] == 810
+    assert completed["metrics"] == {"test:msd": 0.0612, "train:progress": 100.0}
+    assert completed["ord"] == "2026-11-28T12:20:00Z|5b1d8e22-07c4-3f9e-aa10-9e4c1b2d3f02"
+    assert item["progress:endpoint:IN_PROGRESS"]["event_status"] == "CREATING"
+    assert rr.step_statuses(item) == {
+        "training": ("COMPLETED", "2026-11-28T12:20:00Z"),
+        "transform": ("COMPLETED", "2026-11-28T12:30:00Z"),
+        "endpoint": ("IN_PROGRESS", "2026-11-28T12:31:05Z"),
+    }
+    assert rr.overall_status(item) == contracts.STATUS_RUNNING
+    # And start-run's fields are as it left them; nothing was announced
+    assert {k: item[k] for k in start_run_record()} == start_run_record()
+    assert contracts.OUTCOME_ATTRIBUTE not in item
+    assert aws.messages() == []
+
+
+def test_a_failed_training_job_keeps_its_reason(track_env, aws: AwsWorld):
+    seed_record()
+    send("sagemaker_training_failed")
+    entry = aws.item(RUN_KEY)["progress:training:FAILED"]  # type: ignore[index]
+    assert entry["failure_reason"].startswith("AlgorithmError: Customer Error")
+    assert entry["billable_seconds"] == 525
+
+
+# -- the emails, as SNS delivered them -----------------------------------------------------
+
+
+def test_endpoint_ready_email(track_env, aws: AwsWorld):
+    # Given a run whose training completed, with the evaluation's accuracy in the record
+    seed_record(metrics={"accuracy": 0.9312})
+    send("sagemaker_training_completed")
+    # When the endpoint is in service
+    result = send("sagemaker_endpoint_in_service")
+    # Then one ENDPOINT_READY went to the topic, filterable by kind and run key
+    assert result == {"outcome": "announced", "run_key": RUN_KEY}
+    [message] = aws.messages()
+    assert message["kind"] == contracts.KIND_ENDPOINT_READY
+    assert message["run_key"] == RUN_KEY
+    assert message["subject"] == f"MNIST endpoint ready: {ENDPOINT} ({RUN_KEY})"
+    assert len(message["subject"]) < 100
+    lines = message["message"].splitlines()
+    arn = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}"
+    assert f"Endpoint:  {ENDPOINT}" in lines
+    assert f"ARN:       {arn}" in lines
+    assert "Region:    us-east-1" in lines
+    assert (
+        f"Dataset:   s3://{DATASET['bucket']}/{DATASET['key']} (version {DATASET['version']})"
+        in lines
+    )
+    assert "Accuracy:  0.9312 (evaluation on the held-out test split)" in lines
+    assert "Training:  test:msd=0.0612, train:progress=100.0000" in lines
+    # 12:00:01.250 (accepted) to 12:40:00 (in service)
+    assert "Took:      39 min 58 s (upload accepted to endpoint in service)" in lines
+    assert f"KFP run:   {KFP_RUN_URL}" in lines
+    assert (
+        f"  aws sagemaker-runtime invoke-endpoint --region us-east-1 --endpoint-name {ENDPOINT}"
+        " --content-type text/csv --body fileb://digit.csv /dev/stdout"
+    ) in lines
+    assert any("784 comma-separated pixel values" in line for line in lines)
+    assert f"  mnistflow predict --endpoint {ENDPOINT} --sample 5" in lines
+    # And the record says the run succeeded
+    from runflow.logic import run_record as rr
+
+    assert rr.overall_status(aws.item(RUN_KEY)) == contracts.STATUS_SUCCEEDED  # type: ignore[arg-type]
+
+
+def test_endpoint_ready_from_the_pipelines_success_builds_the_arn(track_env, aws: AwsWorld):
+    # Given no evaluation accuracy in the record and no endpoint event yet
+    seed_record()
+    # When the pipeline reports success first
+    assert send("pipeline_succeeded")["outcome"] == "announced"
+    # Then the endpoint's ARN comes from the region, account and endpoint name
+    [message] = aws.messages()
+    lines = message["message"].splitlines()
+    assert f"ARN:       arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}" in lines
+    assert "Accuracy:  not measured (the run recorded no evaluation accuracy)" in lines
+    assert "Took:      40 min 58 s (upload accepted to endpoint in service)" in lines
+    # And the endpoint's own IN_SERVICE event later announces nothing more
+    assert send("sagemaker_endpoint_in_service")["outcome"] == "applied"
+    assert len(aws.messages()) == 1
+
+
+def test_run_failed_email_for_a_sagemaker_job(track_env, aws: AwsWorld):
+    seed_record()
+    send("sagemaker_training_failed")
+    [message] = aws.messages()
+    assert message["kind"] == contracts.KIND_RUN_FAILED
+    assert message["run_key"] == RUN_KEY
+    assert message["subject"].startswith(
+        f"MNIST run failed at training ({RUN_KEY}): AlgorithmError"
+    )
+    assert len(message["subject"]) < 100
+    lines = message["message"].splitlines()
+    assert "Step:      training (Failed)" in lines
+    assert any(line.startswith("Reason:    AlgorithmError: Customer Error") for line in lines)
+    assert f"  SageMaker resource: {RUN_KEY}-train" in lines
+    assert (
+        "  CloudWatch logs:    log group /aws/sagemaker/TrainingJobs,"
+        f" streams starting {RUN_KEY}-train/" in lines
+    )
+    assert f"  KFP link:           {KFP_RUN_URL}" in lines
+
+
+def test_run_failed_email_for_the_endpoint_points_at_its_log_group(track_env, aws: AwsWorld):
+    seed_record()
+    send("sagemaker_endpoint_failed")
+    [message] = aws.messages()
+    lines = message["message"].splitlines()
+    assert f"  CloudWatch logs:    log group /aws/sagemaker/Endpoints/{ENDPOINT}" in lines
+    assert any("did not pass the ping health check" in line for line in lines)
+
+
+def test_run_failed_email_for_a_pipeline_step(track_env, aws: AwsWorld):
+    # Given a record without its KFP link (start-run's link is built from the UI address)
+    seed_record(kfp_run_url="")
+    # When the pipeline reports that preprocess failed
+    send("pipeline_failed")
+    [message] = aws.messages()
+    assert message["kind"] == contracts.KIND_RUN_FAILED
+    assert message["subject"].startswith(f"MNIST run failed at preprocess ({RUN_KEY}): s3://")
+    lines = message["message"].splitlines()
+    assert "Step:      preprocess (FAILED)" in lines
+    assert any("not an MNIST dataset" in line for line in lines)
+    assert "  KFP step logs:      the preprocess step of the KFP run (link below)" in lines
+    assert (
+        "  KFP link:           https://kfp.example.com/#/runs/details/"
+        "5e8f2c1a-1b2c-4d5e-8f90-0a1b2c3d4e5f"
+    ) in lines
+    assert aws.item(RUN_KEY)["progress:preprocess:FAILED"]["error"]  # type: ignore[index]
+
+
+# -- orphans and bad input -----------------------------------------------------------------
+
+
+def test_an_event_for_a_run_without_a_record_is_an_orphan(track_env, aws: AwsWorld, json_log):
+    # Given no record for the run key
+    # When the endpoint of that run is in service
+    result = send("sagemaker_endpoint_in_service")
+    # Then the progress is kept as an orphan record, logged, and nobody is emailed
+    assert result["outcome"] == "orphan"
+    item = aws.item(RUN_KEY)
+    assert item is not None and "dataset" not in item
+    assert "progress:endpoint:IN_SERVICE" in item
+    assert aws.messages() == []
+    [line] = [x for x in json_log() if x["message"].startswith("Orphan progress")]
+    assert line["level"] == "WARNING"
+    assert line["run_key"] == RUN_KEY
+    assert line["resource"] == ENDPOINT
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("sagemaker_unknown_detail_type", "unknown event type"),
+        ("sagemaker_training_without_name", "has no TrainingJobName"),
+        ("sagemaker_training_unknown_status", "unknown TrainingJobStatus 'Exploding'"),
+        ("sagemaker_endpoint_outside_product", "mnist-demo-endpoint is not one of"),
+    ],
+)
+def test_bad_input_leaves_a_log_line_and_no_write(track_env, aws: AwsWorld, json_log, name, words):
+    # Given a run's record
+    seed_record()
+    # When an event the function cannot or should not use arrives
+    result = send(name)
+    # Then it returns normally (no retry loop), writes nothing, emails nobody
+    assert result["outcome"] == "ignored"
+    assert aws.item(RUN_KEY) == start_run_record()
+    assert aws.messages() == []
+    # And leaves one log line saying what was wrong and what was received
+    [line] = [x for x in json_log() if x["message"].startswith("Event ignored")]
+    assert words in line["message"]
+    assert line["received"]["id"] == load_event(name)["id"]
+
+
+def test_a_missing_variable_fails_the_cold_start_naming_it(track_env):
+    from runflow.config import ConfigError, load_track_progress_config
+
+    with pytest.raises(ConfigError, match="RUNS_TABLE_NAME"):
+        load_track_progress_config({"AWS_REGION": "us-east-1"})
+    with pytest.raises(ConfigError, match="KFP_UI_URL"):
+        load_track_progress_config(
+            {
+                "AWS_REGION": "us-east-1",
+                "RUNS_TABLE_NAME": TABLE,
+                "NOTIFICATION_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t",
+                "KFP_UI_URL": "kfp.example.com",
+                "POWERTOOLS_SERVICE_NAME": "s",
+                "POWERTOOLS_METRICS_NAMESPACE": "n",
+            }
+        )
+
+
+# -- what each event costs -----------------------------------------------------------------
+
+
+class CallCounter:
+    """Counts the API calls made through the function's own (cached) botocore clients."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def attach(self, service: str) -> None:
+        from runflow.dal.aws_clients import aws_client
+
+        client = aws_client(service, "us-east-1")
+        client.meta.events.register(f"before-call.{client.meta.service_model.service_name}", self)
+
+    def __call__(self, model, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+
+def test_each_event_costs_one_dynamodb_call_and_a_publish_only_when_it_announces(
+    track_env, aws: AwsWorld
+):
+    # Given a run's record and a counter on the function's DynamoDB and SNS clients
+    seed_record()
+    counter = CallCounter()
+    counter.attach("dynamodb")
+    counter.attach("sns")
+    costs = []
+    # When a whole run's events arrive, some twice
+    for payload in (
+        "sagemaker_training_in_progress",
+        "sagemaker_training_completed",
+        "sagemaker_training_completed",
+        "sagemaker_transform_completed",
+        "sagemaker_endpoint_in_service",
+        resent("sagemaker_endpoint_in_service", "ffffffff-resent"),
+        "pipeline_succeeded",
+        "sagemaker_endpoint_in_service",
+    ):
+        counter.calls.clear()
+        outcome = send(payload)["outcome"]
+        costs.append((outcome, dict(counter.calls)))
+    # Then each costs exactly one UpdateItem; only the announcing one publishes
+    one_write = {"UpdateItem": 1}
+    assert costs == [
+        ("applied", one_write),
+        ("applied", one_write),
+        ("stale", one_write),
+        ("applied", one_write),
+        ("announced", {"UpdateItem": 1, "Publish": 1}),
+        ("applied", one_write),
+        ("applied", one_write),
+        ("stale", one_write),
+    ]
+
+
+def test_bad_input_costs_no_aws_call(track_env, aws: AwsWorld):
+    counter = CallCounter()
+    counter.attach("dynamodb")
+    counter.attach("sns")
+    send("sagemaker_endpoint_outside_product")
+    send("sagemaker_training_unknown_status")
+    assert counter.calls == Counter()
+
+
+# -- the same event twice at the same moment -----------------------------------------------
+
+
+@pytest.fixture
+def atomic_item_writes(monkeypatch):
+    """DynamoDB applies each write to an item atomically; moto does not lock. Serialize moto's
+    UpdateItem the way DynamoDB does, so the test sees the service's semantics."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.Lock()
+    original = DynamoDBBackend.update_item
+
+    def update_item(self, *args, **kwargs):
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "update_item", update_item)
+
+
+def test_in_service_delivered_twice_at_once_announces_once(
+    track_env, aws: AwsWorld, atomic_item_writes
+):
+    from runflow.track_progress_composition import track_progress_service
+
+    seed_record()
+    service = track_progress_service()
+    payload = load_event("sagemaker_endpoint_in_service")
+    service.handle(load_event("sagemaker_training_in_progress"))  # clients made, warm
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def deliver() -> None:
+        start.wait()
+        outcomes.append(service.handle(payload)["outcome"])
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["announced", "stale"]
+    assert [m["kind"] for m in aws.messages()] == [contracts.KIND_ENDPOINT_READY]
+
+
+# -- the email fails -----------------------------------------------------------------------
+
+
+def test_a_failed_publish_releases_the_claim_and_the_redelivery_announces_once(
+    track_env, aws: AwsWorld
+):
+    from runflow.dal.topic import SnsNotifier
+
+    seed_record()
+    real_publish = SnsNotifier.publish
+    attempts = []
+
+    def flaky_publish(self, *args, **kwargs):
+        attempts.append(args[0])
+        if len(attempts) == 1:
+            raise ConnectionError("SNS endpoint unreachable (injected)")
+        return real_publish(self, *args, **kwargs)
+
+    track_env.setattr(SnsNotifier, "publish", flaky_publish)
+    # When the first delivery's email fails
+    with pytest.raises(ConnectionError):
+        send("sagemaker_endpoint_in_service")
+    # Then the error goes back to EventBridge, the progress is kept and the claim released
+    item = aws.item(RUN_KEY)
+    assert "progress:endpoint:IN_SERVICE" in item  # type: ignore[operator]
+    assert contracts.OUTCOME_ATTRIBUTE not in item  # type: ignore[operator]
+    assert aws.messages() == []
+    # When EventBridge retries, and then a duplicate arrives
+    assert send("sagemaker_endpoint_in_service")["outcome"] == "announced"
+    assert send("sagemaker_endpoint_in_service")["outcome"] == "stale"
+    # Then exactly one email went out
+    assert [m["kind"] for m in aws.messages()] == [contracts.KIND_ENDPOINT_READY]
+    assert aws.item(RUN_KEY)[contracts.OUTCOME_ATTRIBUTE] == "SUCCEEDED"  # type: ignore[index]
+
+
+def test_throttling_goes_back_to_eventbridge(track_env, aws: AwsWorld):
+    from botocore.exceptions import ClientError
+
+    from runflow.dal.aws_clients import aws_client
+
+    seed_record()
+
+    def throttle(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+            "UpdateItem",
+        )
+
+    aws_client("dynamodb", "us-east-1").meta.events.register("before-call.dynamodb", throttle)
+    with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
+        send("sagemaker_training_in_progress")
+
+
+def test_timestamps_come_from_events_not_the_clock(track_env, aws: AwsWorld):
+    # Given the same events applied to two records
+    seed_record()
+    send("sagemaker_training_completed")
+    first = aws.item(RUN_KEY)
+    aws_item_key = {"run_key": {"S": RUN_KEY}}
+    boto3.client("dynamodb", region_name="us-east-1").delete_item(TableName=TABLE, Key=aws_item_key)
+    seed_record()
+    send(event("sagemaker_training_completed"))
+    # Then the records are identical (nothing depends on when the function ran)
+    assert aws.item(RUN_KEY) == first
+    assert first["created_at"] == CREATED_AT  # type: ignore[index]
