@@ -1,35 +1,98 @@
-"""The user's commands: `demo` (the whole flow on this machine) and `compile`."""
+"""mnistflow: drop MNIST data in S3, get a SageMaker endpoint. The user's commands.
+
+AWS commands (status, predict, rerun) use the usual AWS configuration (profile, region);
+point them at the local stack with --endpoint-url (or AWS_ENDPOINT_URL).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "mnist-sample.pkl.gz"
 DEFAULT_SPEC_PATH = Path("build") / "mnist_pipeline.yaml"
+EXIT_USAGE = 2
+
+
+def _client(args: argparse.Namespace, service: str):
+    import boto3
+
+    return boto3.client(service, region_name=args.region, endpoint_url=args.endpoint_url)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mnistflow.local.emulator import AwsEmulator, EmulatorError
-    from mnistflow.local.run_once import run_dataset
-    from mnistflow.report import describe_local_run
+    from mnistflow.demo import DemoError, run_demo
 
-    data: Path = args.data
-    if not data.is_file():
-        print(f"demo: {data}: no such file", file=sys.stderr)
-        return 2
     try:
-        emulator = AwsEmulator(port=args.port)
-    except EmulatorError as error:
+        outcome = run_demo(args.data, port=args.port, keep_running=args.keep_running)
+    except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
-        return 2
-    with emulator, tempfile.TemporaryDirectory(prefix="mnistflow-demo-") as work:
-        print(f"AWS emulator on {emulator.endpoint_url}; uploading {data.name} ...", flush=True)
-        run = run_dataset(emulator, data, Path(work), echo=args.verbose)
-        print(describe_local_run(run))
-    return 0 if run.result.succeeded else 1
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ndemo: stopped; the local stack is down.", file=sys.stderr)
+        return 130
+    if outcome.announced:
+        return 0
+    print(f"\ndemo: no endpoint: {outcome.reason}", file=sys.stderr)
+    return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mnistflow.status import UnknownRun, describe_run, describe_runs, read_run, read_runs
+
+    dynamodb = _client(args, "dynamodb")
+    if args.run_key:
+        try:
+            print(describe_run(read_run(dynamodb, args.table, args.run_key)))
+        except UnknownRun as error:
+            print(f"status: {error}", file=sys.stderr)
+            return 1
+        return 0
+    print(describe_runs(read_runs(dynamodb, args.table)))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from mnistflow.predict import (
+        PredictError,
+        describe_predictions,
+        load_images,
+        predict,
+        sample_images,
+    )
+
+    try:
+        if args.image:
+            images, labels = load_images(args.image), None
+        else:
+            images, labels = sample_images(args.sample)
+        answers = predict(
+            _client(args, "sagemaker"),
+            _client(args, "sagemaker-runtime"),
+            args.endpoint,
+            images,
+            labels,
+        )
+    except PredictError as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return 1
+    print(describe_predictions(answers))
+    return 0
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    from mnistflow.rerun import RerunError, rerun
+
+    try:
+        bucket, key, version = rerun(
+            _client(args, "dynamodb"), _client(args, "s3"), args.table, args.run_key
+        )
+    except RerunError as error:
+        print(f"rerun: {error}", file=sys.stderr)
+        return 1
+    print(f"uploaded s3://{bucket}/{key} again as version {version}: a new run starts from it")
+    return 0
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -39,20 +102,72 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aws_options(parser: argparse.ArgumentParser) -> None:
+    from stacks.names import RUNS_TABLE_NAME
+
+    parser.add_argument("--region", default=None, help="AWS region (default: your AWS config)")
+    parser.add_argument(
+        "--endpoint-url", default=None, help="an AWS emulator, e.g. the local stack's"
+    )
+    if parser.prog.split()[-1] in ("status", "rerun"):
+        parser.add_argument(
+            "--table", default=RUNS_TABLE_NAME, help=f"runs table (default {RUNS_TABLE_NAME})"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnistflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
         "demo",
-        help="run the pipeline once on this machine (AWS emulator + KFP local runner)",
-        description="Upload a dataset to an emulated bucket, run the compiled pipeline on it "
-        "with KFP's local runner, and show what it created.",
+        help="the whole flow on this machine: upload, run, email (AWS emulator + KFP local)",
+        description="Start the local stack, upload the dataset under incoming/, show the "
+        "run's progress, then print the run record, the emails and how to call the endpoint. "
+        "Exit 0 when the endpoint was announced, 1 otherwise, 2 when it cannot start.",
     )
     demo.add_argument("--data", type=Path, default=SAMPLE_DATASET, help="a .pkl.gz or .npz")
     demo.add_argument("--port", type=int, default=0, help="emulator port (default: a free one)")
-    demo.add_argument("--verbose", action="store_true", help="show the steps' own output")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="leave the local stack up until Ctrl-C"
+    )
     demo.set_defaults(func=_demo)
+
+    status = commands.add_parser(
+        "status",
+        help="the runs, newest first, or one run's timeline",
+        description="Read the runs table: every run with its steps, or one run in detail.",
+    )
+    status.add_argument("run_key", nargs="?", help="a run key (mnist-...)")
+    _aws_options(status)
+    status.set_defaults(func=_status)
+
+    pred = commands.add_parser(
+        "predict",
+        help="send digits to an endpoint and print k-means' answers",
+        description="Send images as text/csv (one image a line) to the endpoint and print "
+        "the closest cluster and its distance for each.",
+    )
+    pred.add_argument("--endpoint", required=True, help="endpoint name (mnist-...)")
+    source = pred.add_mutually_exclusive_group()
+    source.add_argument(
+        "--image", type=Path, help=".npy or CSV: 784 pixels a line, in [0, 1] or 0-255"
+    )
+    source.add_argument(
+        "--sample", type=int, default=5, help="send N labelled test digits (default 5)"
+    )
+    _aws_options(pred)
+    pred.set_defaults(func=_predict)
+
+    again = commands.add_parser(
+        "rerun",
+        help="start a new run on the dataset of an earlier run",
+        description="Copy the run's dataset version onto its key as a new version; the "
+        "upload trigger starts a new run for it, exactly as for a fresh upload.",
+    )
+    again.add_argument("run_key", help="the earlier run's key")
+    _aws_options(again)
+    again.set_defaults(func=_rerun)
 
     comp = commands.add_parser("compile", help="write the pipeline's IR YAML")
     comp.add_argument("--output", type=Path, default=DEFAULT_SPEC_PATH)

@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 from mnistflow.local.emulator import AwsEmulator
-from mnistflow.local.run_once import LOCAL_DATA_BUCKET, run_dataset
+from tests.integration.pipeline_harness import LOCAL_DATA_BUCKET, run_dataset
 from runflow.contracts import RUN_KEY_TAG
 from tests.conftest import SAMPLE_DIR
 

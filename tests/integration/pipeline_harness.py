@@ -1,4 +1,4 @@
-"""One dataset through the compiled pipeline on this machine: upload, run, and take stock.
+"""Test harness: one dataset through the compiled pipeline alone (no handlers), and take stock.
 
 The pipeline runs under KFP's local runner against the AWS emulator; what it created there is
 read back so a person (or a test) can see it.

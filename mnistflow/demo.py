@@ -1,0 +1,199 @@
+"""`demo`: the whole flow on this machine, from the upload to the endpoint's email.
+
+Starts the local stack, uploads the dataset under incoming/, shows the run's progress as the
+handlers record it, then prints the run record, the emails that would have gone out, and the
+command that calls the endpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from mnistflow.local.emulator import EmulatorError
+from mnistflow.local.stack import Email, LocalStack
+from mnistflow.status import describe_run
+from runflow.contracts import (
+    DATASET_SUFFIXES,
+    KIND_DATA_REJECTED,
+    KIND_ENDPOINT_READY,
+    KIND_RUN_FAILED,
+    STEPS,
+    run_key,
+)
+from runflow.logic.run_record import overall_status, step_statuses
+
+DEMO_TIMEOUT_SECONDS = 300
+LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
+_FINAL_KINDS = (KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED)
+
+
+class DemoError(Exception):
+    """Why the demo could not run at all (exit code 2)."""
+
+
+@dataclass
+class DemoOutcome:
+    run_key: str
+    record: dict | None
+    emails: list[Email]
+    seconds: float
+    timed_out: bool
+
+    @property
+    def announced(self) -> bool:
+        return any(e.kind == KIND_ENDPOINT_READY for e in self.emails)
+
+    @property
+    def reason(self) -> str:
+        for email in self.emails:
+            if email.kind in (KIND_RUN_FAILED, KIND_DATA_REJECTED):
+                return email.subject
+        if self.timed_out:
+            return f"no announcement within {DEMO_TIMEOUT_SECONDS} s"
+        return "the run ended without an announcement"
+
+
+class DemoLock:
+    """One demo at a time on a machine: a second one says who holds the lock."""
+
+    def __init__(self, path: Path = LOCK_FILE) -> None:
+        self._path = path
+        self._file = None
+
+    def __enter__(self) -> DemoLock:
+        self._file = open(self._path, "a+")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise DemoError(
+                f"another demo is running (pid {holder}); wait for it or stop it"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+class ProgressView:
+    """One updating line in a terminal; a plain line per change otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._last = ""
+        self._started = time.monotonic()
+
+    def show(self, record: dict | None) -> None:
+        if record is None:
+            text = "waiting for start-run"
+        else:
+            steps = step_statuses(record)
+            parts = [f"{s}={steps[s][0].lower()}" for s in STEPS if s in steps]
+            text = f"{overall_status(record).lower()} {' '.join(parts)}".strip()
+        if text == self._last:
+            return
+        self._last = text
+        elapsed = time.monotonic() - self._started
+        if self._tty:
+            self._out.write(f"\r\033[K[{elapsed:5.1f} s] {text}")
+        else:
+            self._out.write(f"[{elapsed:5.1f} s] {text}\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._tty and self._last:
+            self._out.write("\n")
+
+
+def _finished(stack: LocalStack, key: str, emails: list[Email]) -> bool:
+    emails.extend(stack.inbox())
+    return any(e.run_key == key and e.kind in _FINAL_KINDS for e in emails)
+
+
+def run_demo(
+    data: Path, *, port: int = 0, out: TextIO = sys.stdout, keep_running: bool = False
+) -> DemoOutcome:
+    """Raises DemoError when it cannot start; otherwise returns what happened."""
+    if not data.is_file():
+        raise DemoError(f"{data}: no such file")
+    if not os.access(data, os.R_OK):
+        raise DemoError(f"{data}: not readable")
+    if not data.name.endswith(DATASET_SUFFIXES):
+        raise DemoError(
+            f"{data}: not a dataset ({' or '.join(DATASET_SUFFIXES)}); "
+            "S3 starts no run for other files"
+        )
+    with DemoLock(), tempfile.TemporaryDirectory(prefix="mnistflow-demo-") as work:
+        try:
+            stack = LocalStack(Path(work), port=port)
+        except EmulatorError as error:
+            raise DemoError(str(error)) from None
+        with stack:
+            print(
+                f"Local stack up: AWS emulator {stack.emulator.endpoint_url}, "
+                f"KFP API {stack.kfp.url}",
+                file=out,
+            )
+            started = time.monotonic()
+            key, version = stack.upload(data)
+            bucket = stack.names.data_bucket
+            this_run = run_key(bucket, key, version)
+            print(f"Uploaded s3://{bucket}/{key} -> run {this_run}", file=out, flush=True)
+            emails: list[Email] = []
+            view = ProgressView(out)
+            done = stack.run_until(
+                lambda: _finished(stack, this_run, emails),
+                DEMO_TIMEOUT_SECONDS,
+                on_round=lambda: view.show(stack.record(this_run)),
+            )
+            view.close()
+            outcome = DemoOutcome(
+                this_run, stack.record(this_run), emails, time.monotonic() - started, not done
+            )
+            _report(outcome, stack, out)
+            if keep_running:
+                _serve_until_interrupted(stack, out)
+    return outcome
+
+
+def _report(outcome: DemoOutcome, stack: LocalStack, out: TextIO) -> None:
+    print(f"\nFinished in {outcome.seconds:.1f} s.\n", file=out)
+    if outcome.record:
+        print(describe_run(outcome.record), file=out)
+    for email in outcome.emails:
+        print(
+            f"\n--- email ({email.kind}) ---\nSubject: {email.subject}\n\n{email.message}", file=out
+        )
+    failed = [i for i in stack.invocations if i.error]
+    for call in failed:
+        print(f"\n{call.function} raised: {call.error}", file=out)
+
+
+def _serve_until_interrupted(stack: LocalStack, out: TextIO) -> None:
+    print(
+        f"\nThe local stack keeps running; in another shell:\n"
+        f"  export AWS_ENDPOINT_URL={stack.emulator.endpoint_url} AWS_DEFAULT_REGION="
+        f"{stack.emulator.region} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\n"
+        f"  mnistflow status\n"
+        f"Ctrl-C stops it.",
+        file=out,
+        flush=True,
+    )
+    while True:
+        stack.pump()
+        time.sleep(1)

@@ -1,0 +1,41 @@
+"""`rerun`: a new run on a dataset that already ran, through the same trigger as an upload.
+
+The dataset's version is copied onto its own key: S3 makes a new version, the upload
+notification fires, and start-run starts a run under the new version's run key.
+"""
+
+from __future__ import annotations
+
+from mnistflow.status import UnknownRun, read_run
+
+
+class RerunError(Exception):
+    pass
+
+
+def rerun(dynamodb, s3, table: str, run_key: str) -> tuple[str, str, str]:
+    """Returns (bucket, key, new version id)."""
+    try:
+        record = read_run(dynamodb, table, run_key)
+    except UnknownRun as error:
+        raise RerunError(str(error)) from None
+    dataset = record.get("dataset")
+    if not dataset:
+        raise RerunError(f"run {run_key} has no dataset on record (an orphan): nothing to rerun")
+    source = {"Bucket": dataset["bucket"], "Key": dataset["key"]}
+    if dataset.get("version"):
+        source["VersionId"] = dataset["version"]
+    try:
+        copy = s3.copy_object(
+            Bucket=dataset["bucket"],
+            Key=dataset["key"],
+            CopySource=source,
+            MetadataDirective="REPLACE",
+            Metadata={"rerun-of": run_key},
+        )
+    except s3.exceptions.ClientError as error:
+        raise RerunError(
+            f"cannot copy s3://{dataset['bucket']}/{dataset['key']}: "
+            f"{error.response['Error'].get('Message', error)}"
+        ) from None
+    return dataset["bucket"], dataset["key"], copy.get("VersionId", "")

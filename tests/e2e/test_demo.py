@@ -1,0 +1,197 @@
+"""End to end: the CLI and the local stack, from an upload to the email, on 127.0.0.1 only."""
+
+import gzip
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnistflow.local.stack import LocalStack
+from runflow.contracts import KIND_DATA_REJECTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, run_key
+from tests.conftest import SAMPLE_DIR
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+DEMO_DEADLINE_SECONDS = 240
+LEFTOVER_MARKERS = ("mnistflow.local.pipeline_runner", "kfp.dsl.executor_main")
+
+
+def _cli(*args, timeout=DEMO_DEADLINE_SECONDS, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "mnistflow", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def _leftover_processes() -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and any(marker in cmdline for marker in LEFTOVER_MARKERS):
+            found.append(cmdline)
+    return found
+
+
+def _port_is_closed(url: str) -> bool:
+    host, port = re.search(r"http://([\d.]+):(\d+)", url).groups()
+    with socket.socket() as probe:
+        return probe.connect_ex((host, int(port))) != 0
+
+
+def test_the_sample_ends_in_one_endpoint_email_and_leaves_nothing_behind():
+    # Given a fresh machine state, when the README's demo runs on the sample
+    done = _cli("demo")
+    # Then it says the endpoint is ready, exactly once, and exits 0
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("--- email (ENDPOINT_READY) ---") == 1
+    assert "Run mnist-" in done.stdout and ": SUCCEEDED" in done.stdout
+    for step in ("training", "transform", "endpoint"):
+        assert re.search(rf"^    {step}\s+(COMPLETED|IN_SERVICE)", done.stdout, re.M), step
+    assert "mnistflow predict --endpoint mnist-" in done.stdout
+    # and the stack is gone: no step process, no listening port
+    assert _leftover_processes() == []
+    urls = re.findall(r"http://127\.0\.0\.1:\d+", done.stdout.splitlines()[0])
+    assert len(urls) == 2 and all(_port_is_closed(url) for url in urls)
+
+
+def test_the_same_upload_delivered_twice_gives_one_run(tmp_path):
+    with LocalStack(tmp_path) as stack:
+        # Given one upload whose notification S3 delivers twice
+        key, version = stack.upload(SAMPLE_DIR / "mnist-sample.npz")
+        sqs = stack.emulator.client("sqs")
+        queue = sqs.get_queue_url(QueueName=stack.names.uploads_queue)["QueueUrl"]
+        deadline = time.monotonic() + 10
+        messages = []
+        while not messages and time.monotonic() < deadline:
+            messages = [
+                m
+                for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+                    "Messages", []
+                )
+                if "Records" in m["Body"]
+            ]
+        assert messages, "S3 never notified the queue"
+        for _ in range(2):
+            sqs.send_message(QueueUrl=queue, MessageBody=messages[0]["Body"])
+        # When the stack runs until the endpoint is announced
+        this_run = run_key(stack.names.data_bucket, key, version)
+        emails = []
+        assert stack.run_until(
+            lambda: emails.extend(stack.inbox())
+            or any(e.kind == KIND_ENDPOINT_READY for e in emails),
+            DEMO_DEADLINE_SECONDS,
+        )
+        # Then there was one KFP run, one record, one announcement
+        assert [r["display_name"] for r in stack.kfp.runs.values()] == [this_run]
+        assert [r["run_key"] for r in stack.records()] == [this_run]
+        assert [e.kind for e in emails].count(KIND_ENDPOINT_READY) == 1
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_a_pickle_that_runs_code_ends_in_a_run_failed_email_not_a_traceback(tmp_path):
+    data = tmp_path / "evil.pkl.gz"
+    data.write_bytes(gzip.compress(pickle.dumps(_RunsCode())))
+    done = _cli("demo", "--data", str(data))
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert f"--- email ({KIND_RUN_FAILED}) ---" in done.stdout
+    assert "preprocess" in done.stdout and "evil.pkl.gz" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (REPO / "PWNED").exists() and not (tmp_path / "PWNED").exists()
+    assert "demo: no endpoint:" in done.stderr
+
+
+def test_an_empty_dataset_is_rejected_with_an_email(tmp_path):
+    data = tmp_path / "empty.npz"
+    data.write_bytes(b"")
+    done = _cli("demo", "--data", str(data))
+    assert done.returncode == 1
+    assert f"--- email ({KIND_DATA_REJECTED}) ---" in done.stdout
+    assert "REJECTED" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--data", "/nonexistent/mnist.npz"), "/nonexistent/mnist.npz: no such file"),
+        (("--data", "README.md"), "README.md: not a dataset (.pkl.gz or .npz)"),
+    ],
+)
+def test_a_bad_data_argument_is_refused_before_anything_starts(args, message):
+    done = _cli("demo", *args, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_a_port_already_in_use_is_refused_clearly():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _cli("demo", "--port", str(port), timeout=60)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_a_second_demo_while_one_runs_is_refused_and_ctrl_c_stops_the_first_cleanly():
+    # Given a demo that is running
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mnistflow", "demo"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        header = first.stdout.readline()
+        assert "Local stack up" in header, header + first.stderr.read()
+        # When a second one starts
+        second = _cli("demo", timeout=60)
+        # Then it is refused, naming the first
+        assert second.returncode == 2
+        assert f"another demo is running (pid {first.pid})" in second.stderr
+        # When the first gets Ctrl-C in the middle of its run
+        first.stdout.readline()  # the upload
+        first.send_signal(signal.SIGINT)
+        out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # Then it stops cleanly, with no step process or port left behind
+    assert first.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert _leftover_processes() == []
+    assert all(_port_is_closed(url) for url in re.findall(r"http://127\.0\.0\.1:\d+", header))
+
+
+def test_status_of_an_unknown_run_key_says_so(tmp_path):
+    with LocalStack(tmp_path) as stack:
+        done = _cli(
+            "status",
+            "mnist-000000000000",
+            "--endpoint-url",
+            stack.emulator.endpoint_url,
+            "--region",
+            stack.emulator.region,
+            timeout=60,
+            env={**os.environ, **stack.emulator.environment()},
+        )
+    assert done.returncode == 1
+    assert "no run 'mnist-000000000000' in table mnistflow-runs" in done.stderr
