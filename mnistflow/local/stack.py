@@ -109,6 +109,7 @@ class Invocation:
     event: dict
     result: Any = None
     error: str | None = None
+    seconds: float = 0.0
 
 
 class LocalStack:
@@ -342,10 +343,13 @@ class LocalStack:
     def _invoke(self, function: str, handler: Callable, event: dict) -> None:
         call = Invocation(function, event)
         self.invocations.append(call)
+        started = time.perf_counter()
         try:
             call.result = handler(event, LambdaContext(function_name=function))
         except Exception as error:  # noqa: BLE001 - Lambda would retry; the record says why
             call.error = f"{type(error).__name__}: {error}"
+        finally:
+            call.seconds = time.perf_counter() - started
 
     def _drain(self, queue_name: str) -> Iterator[dict]:
         sqs = self.emulator.client("sqs")

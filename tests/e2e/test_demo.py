@@ -195,3 +195,38 @@ def test_status_of_an_unknown_run_key_says_so(tmp_path):
         )
     assert done.returncode == 1
     assert "no run 'mnist-000000000000' in table mnistflow-runs" in done.stderr
+
+
+def test_rerun_starts_a_new_run_on_the_same_dataset_and_status_lists_both(tmp_path):
+    from mnistflow.rerun import rerun
+    from mnistflow.status import describe_run, describe_runs, read_runs
+
+    with LocalStack(tmp_path) as stack:
+        # Given a dataset that already ran to its endpoint
+        key, version = stack.upload(SAMPLE_DIR / "mnist-sample.npz")
+        first = run_key(stack.names.data_bucket, key, version)
+        emails = []
+
+        def announced(n):
+            return (
+                lambda: emails.extend(stack.inbox())
+                or [e.kind for e in emails].count(KIND_ENDPOINT_READY) >= n
+            )
+
+        assert stack.run_until(announced(1), DEMO_DEADLINE_SECONDS)
+        dynamodb = stack.emulator.client("dynamodb")
+        # When it is rerun
+        bucket, same_key, new_version = rerun(
+            dynamodb, stack.emulator.client("s3"), stack.names.runs_table, first
+        )
+        assert (bucket, same_key) == (stack.names.data_bucket, key) and new_version != version
+        # Then a second run, with its own key, goes all the way too
+        assert stack.run_until(announced(2), DEMO_DEADLINE_SECONDS)
+        second = run_key(bucket, key, new_version)
+        assert sorted(r["display_name"] for r in stack.kfp.runs.values()) == sorted([first, second])
+        # and status lists both, newest first, and shows one run's timeline
+        listing = describe_runs(read_runs(dynamodb, stack.names.runs_table)).splitlines()
+        assert [line.split()[0] for line in listing] == [second, first]
+        assert all("SUCCEEDED" in line for line in listing)
+        detail = describe_run(stack.record(second))
+        assert "endpoint    IN_SERVICE" in detail and "RUN_STARTED" in detail
