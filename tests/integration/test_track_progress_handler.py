@@ -483,3 +483,16 @@ def test_timestamps_come_from_events_not_the_clock(track_env, aws: AwsWorld):
     # Then the records are identical (nothing depends on when the function ran)
     assert aws.item(RUN_KEY) == first
     assert first["created_at"] == CREATED_AT  # type: ignore[index]
+
+
+def test_run_failed_email_says_how_to_try_again(track_env, aws: AwsWorld):
+    seed_record()
+    send("sagemaker_transform_failed")
+    [message] = aws.messages()
+    lines = message["message"].splitlines()
+    assert "Step:      transform (Failed)" in lines
+    assert f"To try again after fixing the cause: mnistflow rerun {RUN_KEY}" in lines
+    assert (
+        "  CloudWatch logs:    log group /aws/sagemaker/TransformJobs,"
+        f" streams starting {RUN_KEY}-transform/"
+    ) in lines

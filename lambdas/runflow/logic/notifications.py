@@ -106,7 +106,7 @@ _STEP_SUFFIXES = {
     "transform": contracts.TRANSFORM_JOB_SUFFIX,
     "endpoint": contracts.ENDPOINT_SUFFIX,
 }
-DIGIT_SAMPLE = 5  # the test-set image the `mnistflow predict` example sends
+DIGIT_SAMPLE = 5  # how many test digits the `mnistflow predict` example sends
 
 
 def endpoint_ready(event: ProgressEvent, record: Mapping[str, Any], kfp_link: str) -> Notification:
@@ -144,7 +144,7 @@ def endpoint_ready(event: ProgressEvent, record: Mapping[str, Any], kfp_link: st
         f"  aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {name}"
         " --content-type text/csv --body fileb://digit.csv /dev/stdout",
         "",
-        "or let the CLI pick a test image and send it:",
+        f"or send {DIGIT_SAMPLE} labelled digits from the MNIST test set with the CLI:",
         "",
         f"  mnistflow predict --endpoint {name} --sample {DIGIT_SAMPLE}",
         "",
@@ -189,8 +189,8 @@ def run_failed(event: ProgressEvent, record: Mapping[str, Any], kfp_link: str) -
     lines += [
         f"  KFP link:           {kfp_link or '(not known: KFP UI address not configured)'}",
         "",
-        "To try again after fixing the cause, upload the dataset again under incoming/:",
-        "each new object version is a new run.",
+        "To try again after fixing the cause: mnistflow rerun " + event.run_key,
+        "(a new run on the same dataset), or upload a corrected dataset under incoming/.",
     ]
     return Notification(
         contracts.KIND_RUN_FAILED,
