@@ -6,9 +6,9 @@ import pickle
 import pytest
 
 from mnistflow.local.emulator import AwsEmulator
-from tests.integration.pipeline_harness import LOCAL_DATA_BUCKET, run_dataset
 from runflow.contracts import RUN_KEY_TAG
 from tests.conftest import SAMPLE_DIR
+from tests.integration.pipeline_harness import LOCAL_DATA_BUCKET, run_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ from tests.conftest import load_event
 from tests.fakes.progress import (
     CREATED_AT,
     DATASET,
+    KFP_RUN_ID,
     KFP_RUN_URL,
     RUN_KEY,
     event,
@@ -241,6 +242,8 @@ def test_run_failed_email_for_a_pipeline_step(track_env, aws: AwsWorld):
     assert "Step:      preprocess (FAILED)" in lines
     assert any("not an MNIST dataset" in line for line in lines)
     assert "  KFP step logs:      the preprocess step of the KFP run (link below)" in lines
+    # the run is named by the id start-run recorded, not the pipeline's job resource name
+    assert f"  KFP run:            {KFP_RUN_ID}" in lines
     assert (
         "  KFP link:           https://kfp.example.com/#/runs/details/"
         "5e8f2c1a-1b2c-4d5e-8f90-0a1b2c3d4e5f"

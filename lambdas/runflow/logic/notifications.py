@@ -184,8 +184,11 @@ def run_failed(event: ProgressEvent, record: Mapping[str, Any], kfp_link: str) -
         lines.append(f"  CloudWatch logs:    log group /aws/sagemaker/Endpoints/{resource}")
     else:
         lines.append(f"  KFP step logs:      the {step} step of the KFP run (link below)")
-    if event.kfp_run:
-        lines.append(f"  KFP run:            {event.kfp_run}")
+    # The run id start-run recorded names the run in KFP's UI and API; the pipeline's own
+    # event only knows its job resource name (on kfp.local, a placeholder).
+    kfp_run = record.get("kfp_run_id") or event.kfp_run
+    if kfp_run:
+        lines.append(f"  KFP run:            {kfp_run}")
     lines += [
         f"  KFP link:           {kfp_link or '(not known: KFP UI address not configured)'}",
         "",
