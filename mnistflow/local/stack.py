@@ -48,7 +48,7 @@ from stacks.settings import Settings, cdk_json_context
 POLL_INTERVAL_SECONDS = 0.2
 LAMBDA_TIMEOUT_SECONDS = 60
 LOCAL_KFP_TOKEN = "local-kfp-token"  # noqa: S105 (the local KFP API only checks one is sent)
-_SAGEMAKER_TRUST = {
+SAGEMAKER_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
         {
@@ -234,7 +234,8 @@ class LocalStack:
             Targets=[{"Id": "queue", "Arn": self._queue(names.pipeline_events_queue)}],
         )
         role = emu.client("iam").create_role(
-            RoleName=names.sagemaker_role, AssumeRolePolicyDocument=json.dumps(_SAGEMAKER_TRUST)
+            RoleName=names.sagemaker_role,
+            AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST_POLICY),
         )
         secret = emu.client("secretsmanager").create_secret(
             Name=names.kfp_token_secret, SecretString=LOCAL_KFP_TOKEN

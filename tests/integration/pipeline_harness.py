@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mnistflow.local.emulator import AwsEmulator
 from mnistflow.local.pipeline_runner import LocalRunResult, run_compiled_pipeline
+from mnistflow.local.stack import SAGEMAKER_TRUST_POLICY
 from pipeline.compile import compile_pipeline
 from runflow.contracts import (
     ENDPOINT_SUFFIX,
@@ -31,16 +32,6 @@ LOCAL_DATA_BUCKET = "mnistflow-local-data"
 LOCAL_PIPELINE_EVENTS_QUEUE = "mnistflow-local-pipeline-events"
 LOCAL_PIPELINE_EVENTS_RULE = "mnistflow-local-pipeline-events"
 LOCAL_EXECUTION_ROLE = "mnistflow-local-sagemaker-execution"
-_SAGEMAKER_TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "sagemaker.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +49,7 @@ def prepare_account(emulator: AwsEmulator, bucket: str = LOCAL_DATA_BUCKET) -> s
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     role = emulator.client("iam").create_role(
-        RoleName=LOCAL_EXECUTION_ROLE, AssumeRolePolicyDocument=json.dumps(_SAGEMAKER_TRUST)
+        RoleName=LOCAL_EXECUTION_ROLE, AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST_POLICY)
     )
     _route_pipeline_events_to_queue(emulator)
     return role["Role"]["Arn"]

@@ -97,30 +97,60 @@ def stop_on_cancel(stop: Callable[[], Any]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def ensure_training_job(
-    sm, request: dict, *, timeout_seconds: float, poll_seconds: float, sleep: Sleep = time.sleep
+class _JobKind:
+    """How to find, create, wait on and stop one kind of SageMaker job."""
+
+    def __init__(self, what: str, noun: str, done: set[str], failed: set[str]) -> None:
+        self.what = what  # "training" -> TrainingJobName, describe_training_job, ...
+        self.noun = noun  # "Training" -> TrainingJobName, TrainingJobStatus
+        self.done = done
+        self.failed = failed
+
+
+_TRAINING = _JobKind("training", "Training", TRAINING_DONE, TRAINING_FAILED)
+_TRANSFORM = _JobKind("transform", "Transform", TRANSFORM_DONE, TRANSFORM_FAILED)
+
+
+def _ensure_job(
+    sm, kind: _JobKind, request: dict, *, timeout_seconds: float, poll_seconds: float, sleep: Sleep
 ) -> dict:
-    """Creates the training job named in `request` unless it exists, then waits for it."""
-    name = request["TrainingJobName"]
-    existing = describe_or_none(sm.describe_training_job, TrainingJobName=name)
-    if existing is not None and existing["TrainingJobStatus"] in TRAINING_FAILED:
+    """Creates the job named in `request` unless it exists, then waits for it to finish."""
+    name_field, status_field = f"{kind.noun}JobName", f"{kind.noun}JobStatus"
+    name = request[name_field]
+    describe = getattr(sm, f"describe_{kind.what}_job")
+    existing = describe_or_none(describe, **{name_field: name})
+    if existing is not None and existing[status_field] in kind.failed:
         raise StepFailed(
-            f"training job {name} ended {existing['TrainingJobStatus']}: "
+            f"{kind.what} job {name} ended {existing[status_field]}: "
             f"{existing.get('FailureReason') or 'no reason given'}"
         )
     if existing is None:
-        sm.create_training_job(**request)
-    with stop_on_cancel(lambda: sm.stop_training_job(TrainingJobName=name)):
+        getattr(sm, f"create_{kind.what}_job")(**request)
+    stop = getattr(sm, f"stop_{kind.what}_job")
+    with stop_on_cancel(lambda: stop(**{name_field: name})):
         return wait_for(
-            lambda: sm.describe_training_job(TrainingJobName=name),
-            "TrainingJobStatus",
-            done=TRAINING_DONE,
-            failed=TRAINING_FAILED,
-            what=f"training job {name}",
+            lambda: describe(**{name_field: name}),
+            status_field,
+            done=kind.done,
+            failed=kind.failed,
+            what=f"{kind.what} job {name}",
             timeout_seconds=timeout_seconds,
             poll_seconds=poll_seconds,
             sleep=sleep,
         )
+
+
+def ensure_training_job(
+    sm, request: dict, *, timeout_seconds: float, poll_seconds: float, sleep: Sleep = time.sleep
+) -> dict:
+    return _ensure_job(
+        sm,
+        _TRAINING,
+        request,
+        timeout_seconds=timeout_seconds,
+        poll_seconds=poll_seconds,
+        sleep=sleep,
+    )
 
 
 def ensure_model(sm, request: dict) -> dict:
@@ -136,27 +166,14 @@ def ensure_model(sm, request: dict) -> dict:
 def ensure_transform_job(
     sm, request: dict, *, timeout_seconds: float, poll_seconds: float, sleep: Sleep = time.sleep
 ) -> dict:
-    """Creates the batch transform job named in `request` unless it exists, then waits for it."""
-    name = request["TransformJobName"]
-    existing = describe_or_none(sm.describe_transform_job, TransformJobName=name)
-    if existing is not None and existing["TransformJobStatus"] in TRANSFORM_FAILED:
-        raise StepFailed(
-            f"transform job {name} ended {existing['TransformJobStatus']}: "
-            f"{existing.get('FailureReason') or 'no reason given'}"
-        )
-    if existing is None:
-        sm.create_transform_job(**request)
-    with stop_on_cancel(lambda: sm.stop_transform_job(TransformJobName=name)):
-        return wait_for(
-            lambda: sm.describe_transform_job(TransformJobName=name),
-            "TransformJobStatus",
-            done=TRANSFORM_DONE,
-            failed=TRANSFORM_FAILED,
-            what=f"transform job {name}",
-            timeout_seconds=timeout_seconds,
-            poll_seconds=poll_seconds,
-            sleep=sleep,
-        )
+    return _ensure_job(
+        sm,
+        _TRANSFORM,
+        request,
+        timeout_seconds=timeout_seconds,
+        poll_seconds=poll_seconds,
+        sleep=sleep,
+    )
 
 
 def ensure_endpoint(
