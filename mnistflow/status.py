@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from runflow.contracts import STEPS
+from runflow.contracts import RUN_KEY_ATTRIBUTE, STEPS
 from runflow.logic.run_record import overall_status, step_statuses, timeline
 
 _SHORT_STEPS = {"preprocess": "prep", "training": "train", "transform": "xform"}
@@ -27,7 +27,7 @@ def read_runs(dynamodb, table: str) -> list[dict]:
 
 
 def read_run(dynamodb, table: str, run_key: str) -> dict:
-    answer = dynamodb.get_item(TableName=table, Key={"run_key": {"S": run_key}})
+    answer = dynamodb.get_item(TableName=table, Key={RUN_KEY_ATTRIBUTE: {"S": run_key}})
     if "Item" not in answer:
         raise UnknownRun(f"no run {run_key!r} in table {table}")
     deserializer = TypeDeserializer()

@@ -6,9 +6,8 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
+from runflow.contracts import RUN_KEY_ATTRIBUTE
 from stacks.names import RUNS_TABLE_NAME
-
-RUN_KEY_ATTRIBUTE = "run_key"
 
 
 class RunsTable(Construct):

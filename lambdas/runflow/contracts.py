@@ -91,3 +91,6 @@ PROGRESS_STEPS = (*STEPS, PIPELINE_STEP)
 PROGRESS_ATTRIBUTE_PREFIX = "progress:"
 # The run's announced outcome (SUCCEEDED or FAILED), claimed once with the announcement.
 OUTCOME_ATTRIBUTE = "outcome"
+
+# The runs table's partition key: one item per run key.
+RUN_KEY_ATTRIBUTE = "run_key"

@@ -36,6 +36,7 @@ from runflow.contracts import (
     INCOMING_PREFIX,
     PIPELINE_EVENT_DETAIL_TYPE,
     PIPELINE_EVENT_SOURCE,
+    RUN_KEY_ATTRIBUTE,
 )
 from stacks import names as stack_names
 from stacks.lambda_environment import (
@@ -213,8 +214,8 @@ class LocalStack:
         )
         emu.client("dynamodb").create_table(
             TableName=names.runs_table,
-            KeySchema=[{"AttributeName": "run_key", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "run_key", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": RUN_KEY_ATTRIBUTE, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": RUN_KEY_ATTRIBUTE, "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
         sns = emu.client("sns")
@@ -288,7 +289,9 @@ class LocalStack:
 
     def record(self, run_key: str) -> dict | None:
         item = self.emulator.client("dynamodb").get_item(
-            TableName=self.names.runs_table, Key={"run_key": {"S": run_key}}, ConsistentRead=True
+            TableName=self.names.runs_table,
+            Key={RUN_KEY_ATTRIBUTE: {"S": run_key}},
+            ConsistentRead=True,
         )
         return _plain(item["Item"]) if "Item" in item else None
 

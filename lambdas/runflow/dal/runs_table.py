@@ -63,7 +63,7 @@ class DynamoRunsRepository(RunsRepository):
         try:
             result = ddb.update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression=(
                     "SET #status = :accepted, dataset = :dataset, updated_at = :now,"
                     " created_at = if_not_exists(created_at, :now),"
@@ -126,7 +126,7 @@ class DynamoRunsRepository(RunsRepository):
             # Progress tracking got there first: keep its status, still save the run's ids.
             self._ddb().update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression="SET kfp_run_id = :id, kfp_run_url = :url, experiment_id = :exp",
                 ExpressionAttributeValues={
                     ":id": _av(run.run_id),
@@ -161,7 +161,7 @@ class DynamoRunsRepository(RunsRepository):
         try:
             result = ddb.update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression="SET " + ", ".join(sets) + " REMOVE claim_expires_at",
                 ConditionExpression="#status = :accepted",
                 ExpressionAttributeNames=names,
@@ -183,7 +183,7 @@ class DynamoRunsRepository(RunsRepository):
         try:
             ddb.update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression="REMOVE " + ", ".join(f"timeline[{i}]" for i in range(excess)),
                 ConditionExpression="size(timeline) = :length",
                 ExpressionAttributeValues={":length": _av(length)},
@@ -194,7 +194,11 @@ class DynamoRunsRepository(RunsRepository):
     def get(self, run_key: str) -> dict[str, Any] | None:
         item = (
             self._ddb()
-            .get_item(TableName=self._table, Key={"run_key": _av(run_key)}, ConsistentRead=True)
+            .get_item(
+                TableName=self._table,
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
+                ConsistentRead=True,
+            )
             .get("Item")
         )
         return _plain(item) if item else None
@@ -223,7 +227,7 @@ class DynamoRunProgress(RunProgress):
         try:
             result = ddb.update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression=update,
                 ConditionExpression="attribute_not_exists(#attr) OR #attr.#ord < :ord",
                 ExpressionAttributeNames=names,
@@ -243,7 +247,7 @@ class DynamoRunProgress(RunProgress):
         try:
             ddb.update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression="SET #outcome = :outcome",
                 ConditionExpression="attribute_exists(run_key) AND attribute_not_exists(#outcome)",
                 ExpressionAttributeNames={"#outcome": contracts.OUTCOME_ATTRIBUTE},
@@ -258,7 +262,7 @@ class DynamoRunProgress(RunProgress):
         try:
             ddb.update_item(
                 TableName=self._table,
-                Key={"run_key": _av(run_key)},
+                Key={contracts.RUN_KEY_ATTRIBUTE: _av(run_key)},
                 UpdateExpression="REMOVE #outcome",
                 ConditionExpression="#outcome = :outcome",
                 ExpressionAttributeNames={"#outcome": contracts.OUTCOME_ATTRIBUTE},
