@@ -20,7 +20,6 @@ from mnistflow.local.emulator import EmulatorError
 from mnistflow.local.stack import Email, LocalStack
 from mnistflow.status import describe_run
 from runflow.contracts import (
-    DATASET_SUFFIXES,
     KIND_DATA_REJECTED,
     KIND_ENDPOINT_READY,
     KIND_RUN_FAILED,
@@ -133,11 +132,6 @@ def run_demo(
         raise DemoError(f"{data}: no such file")
     if not os.access(data, os.R_OK):
         raise DemoError(f"{data}: not readable")
-    if not data.name.endswith(DATASET_SUFFIXES):
-        raise DemoError(
-            f"{data}: not a dataset ({' or '.join(DATASET_SUFFIXES)}); "
-            "S3 starts no run for other files"
-        )
     with DemoLock(), tempfile.TemporaryDirectory(prefix="mnistflow-demo-") as work:
         try:
             stack = LocalStack(Path(work), port=port)

@@ -9,7 +9,7 @@ from aws_cdk import aws_s3_notifications as s3n
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from runflow.contracts import DATASET_SUFFIXES, INCOMING_PREFIX, RUNS_PREFIX
+from runflow.contracts import INCOMING_PREFIX, RUNS_PREFIX
 from stacks.names import data_bucket_name
 
 ACCESS_LOGS_PREFIX = "data-bucket/"
@@ -86,18 +86,19 @@ class DataBucket(Construct):
         )
 
     def start_on_upload(self, function: lambda_.IFunction) -> None:
-        """Invoke `function` for each dataset created under `incoming/`, one filter per suffix.
+        """Invoke `function` for every object created under `incoming/`, whatever its suffix.
 
-        The pipeline writes only under `runs/`, which no filter covers: its outputs never
-        start another run.
+        No suffix filter on purpose: the Lambda checks the suffix against
+        DATASET_SUFFIXES, so an upload of the wrong kind of file is recorded as REJECTED
+        and answered with a DATA_REJECTED email instead of vanishing without a trace.
+        The pipeline writes only under `runs/`, which the filter does not cover: its
+        outputs never start another run.
         """
-        destination = s3n.LambdaDestination(function)
-        for suffix in DATASET_SUFFIXES:
-            self.bucket.add_event_notification(
-                s3.EventType.OBJECT_CREATED,
-                destination,
-                s3.NotificationKeyFilter(prefix=INCOMING_PREFIX, suffix=suffix),
-            )
+        self.bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(function),
+            s3.NotificationKeyFilter(prefix=INCOMING_PREFIX),
+        )
         _suppress_notifications_handler_findings(Stack.of(self))
 
 

@@ -32,7 +32,6 @@ from mnistflow.local.pipeline_runner import process_environment
 from mnistflow.local.watcher import SageMakerWatcher
 from pipeline.compile import compile_pipeline
 from runflow.contracts import (
-    DATASET_SUFFIXES,
     INCOMING_PREFIX,
     PIPELINE_EVENT_DETAIL_TYPE,
     PIPELINE_EVENT_SOURCE,
@@ -199,16 +198,11 @@ class LocalStack:
                     {
                         "QueueArn": uploads,
                         "Events": ["s3:ObjectCreated:*"],
+                        # As the stack's trigger: everything under incoming/, the Lambda checks
                         "Filter": {
-                            "Key": {
-                                "FilterRules": [
-                                    {"Name": "prefix", "Value": INCOMING_PREFIX},
-                                    {"Name": "suffix", "Value": suffix},
-                                ]
-                            }
+                            "Key": {"FilterRules": [{"Name": "prefix", "Value": INCOMING_PREFIX}]}
                         },
                     }
-                    for suffix in DATASET_SUFFIXES
                 ]
             },
         )

@@ -118,6 +118,13 @@ def test_a_pickle_that_runs_code_ends_in_a_run_failed_email_not_a_traceback(tmp_
     assert "demo: no endpoint:" in done.stderr
 
 
+def test_a_file_that_is_not_a_dataset_is_rejected_with_an_email():
+    done = _cli("demo", "--data", "README.md")
+    assert done.returncode == 1
+    assert f"--- email ({KIND_DATA_REJECTED}) ---" in done.stdout
+    assert "unsupported file type" in done.stdout
+
+
 def test_an_empty_dataset_is_rejected_with_an_email(tmp_path):
     data = tmp_path / "empty.npz"
     data.write_bytes(b"")
@@ -131,7 +138,6 @@ def test_an_empty_dataset_is_rejected_with_an_email(tmp_path):
     ("args", "message"),
     [
         (("--data", "/nonexistent/mnist.npz"), "/nonexistent/mnist.npz: no such file"),
-        (("--data", "README.md"), "README.md: not a dataset (.pkl.gz or .npz)"),
     ],
 )
 def test_a_bad_data_argument_is_refused_before_anything_starts(args, message):

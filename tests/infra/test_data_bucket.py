@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from runflow.contracts import DATASET_SUFFIXES, INCOMING_PREFIX, RUNS_PREFIX
+from runflow.contracts import INCOMING_PREFIX, RUNS_PREFIX
 from stacks.settings import cdk_json_context
 
 
@@ -18,18 +18,16 @@ def _filter_rules(configuration: dict) -> dict[str, str]:
     return {rule["Name"].lower(): rule["Value"] for rule in rules}
 
 
-def test_uploads_of_each_dataset_suffix_under_incoming_start_a_run(default_synth):
+def test_every_upload_under_incoming_reaches_start_run_which_checks_the_suffix(default_synth):
     # Given the synthesized stack
     start_run_id = default_synth.logical_id(default_synth.stack.start_run.function)
     # When reading the bucket's Lambda notifications
-    configurations = _lambda_notifications(default_synth)
-    # Then there is one per dataset suffix, all under incoming/, all to the start-run Lambda
-    filters = [_filter_rules(configuration) for configuration in configurations]
-    assert sorted(f["suffix"] for f in filters) == sorted(DATASET_SUFFIXES)
-    assert {f["prefix"] for f in filters} == {INCOMING_PREFIX}
-    for configuration in configurations:
-        assert configuration["Events"] == ["s3:ObjectCreated:*"]
-        assert configuration["LambdaFunctionArn"] == {"Fn::GetAtt": [start_run_id, "Arn"]}
+    (configuration,) = _lambda_notifications(default_synth)
+    # Then one covers everything created under incoming/, with no suffix filter: the Lambda
+    # checks the suffix, so a wrong file gets a DATA_REJECTED email instead of silence
+    assert _filter_rules(configuration) == {"prefix": INCOMING_PREFIX}
+    assert configuration["Events"] == ["s3:ObjectCreated:*"]
+    assert configuration["LambdaFunctionArn"] == {"Fn::GetAtt": [start_run_id, "Arn"]}
 
 
 def test_nothing_the_pipeline_writes_under_runs_can_start_a_run(default_synth):
