@@ -138,6 +138,9 @@ class LocalStack:
                     }
                 )
             )
+            from runflow.container import start_new_container
+
+            start_new_container()  # a process may host several stacks, one after another
             self._start_run = _handler("runflow.handlers.start_run")
             self._track_progress = _handler("runflow.handlers.track_progress")
             self.watcher = SageMakerWatcher(

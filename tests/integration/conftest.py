@@ -185,8 +185,7 @@ def lambda_env(monkeypatch, aws, pipeline_spec_file, clock):
     # Imported after the environment is set: Powertools reads its service name and metric
     # namespace when runflow.observability is first imported, as in Lambda's init phase.
     from runflow import composition
-    from runflow.config import reset_config
-    from runflow.dal.aws_clients import reset_aws_clients
+    from runflow.container import start_new_container
     from runflow.dal.kfp_api import KfpHttpApi
     from runflow.logic.start_run import StartRun
 
@@ -199,9 +198,7 @@ def lambda_env(monkeypatch, aws, pipeline_spec_file, clock):
     )
 
     def reset() -> None:
-        reset_config()
-        reset_aws_clients()
-        composition.reset_start_run_service()
+        start_new_container()
 
     reset()
     yield monkeypatch

@@ -45,15 +45,11 @@ def track_env(monkeypatch, aws):
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    from runflow import track_progress_composition
-    from runflow.config import reset_track_progress_config
-    from runflow.dal.aws_clients import reset_aws_clients
+    from runflow.container import start_new_container
     from runflow.observability import metrics
 
     def reset() -> None:
-        reset_track_progress_config()
-        reset_aws_clients()
-        track_progress_composition.reset_track_progress_service()
+        start_new_container()
         metrics.clear_metrics()
 
     reset()
