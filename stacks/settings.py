@@ -12,25 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runflow import contracts
 from runflow.contracts import PRODUCT_PREFIX
 
-KFP_MODE_CLUSTER = "cluster"
-KFP_MODE_URL = "url"
-KFP_MODES = (KFP_MODE_CLUSTER, KFP_MODE_URL)
+KFP_MODE_CLUSTER, KFP_MODE_URL, KFP_MODES = (
+    contracts.KFP_MODE_CLUSTER,
+    contracts.KFP_MODE_URL,
+    contracts.KFP_MODES,
+)
 
 SAGEMAKER_NAME_MAX_CHARS = 63
 MAX_INSTANCE_COUNT = 10  # far above what MNIST needs; guards against a typo like 100
 
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
-_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-_K8S_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_CLUSTER_NAME = contracts.EKS_CLUSTER_NAME_PATTERN
+_K8S_LABEL = contracts.K8S_NAME_PATTERN
 _K8S_SUBDOMAIN = re.compile(r"^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$")
-_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_INSTANCE_TYPE = contracts.INSTANCE_TYPE_PATTERN
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
-_SECRET_ARN = re.compile(
-    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
-)
+_SECRET_ARN = contracts.SECRET_ARN_PATTERN
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")

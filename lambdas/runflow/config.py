@@ -16,18 +16,20 @@ from urllib.parse import urlsplit
 
 from runflow import contracts
 
-KFP_MODE_CLUSTER = "cluster"
-KFP_MODE_URL = "url"
-KFP_MODES = (KFP_MODE_CLUSTER, KFP_MODE_URL)
+KFP_MODE_CLUSTER, KFP_MODE_URL, KFP_MODES = (
+    contracts.KFP_MODE_CLUSTER,
+    contracts.KFP_MODE_URL,
+    contracts.KFP_MODES,
+)
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+$")
+_SECRET_ARN = contracts.SECRET_ARN_PATTERN
 _TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}$")
-_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_INSTANCE_TYPE = contracts.INSTANCE_TYPE_PATTERN
 # SageMaker endpoint names: 63 characters at most, alphanumerics and hyphens.
 _ENDPOINT_NAME = re.compile(rf"^{contracts.PRODUCT_PREFIX}-[a-zA-Z0-9-]{{1,58}}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_EKS_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+_K8S_NAME = contracts.K8S_NAME_PATTERN
+_EKS_CLUSTER_NAME = contracts.EKS_CLUSTER_NAME_PATTERN
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")

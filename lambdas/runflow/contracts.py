@@ -94,3 +94,15 @@ OUTCOME_ATTRIBUTE = "outcome"
 
 # The runs table's partition key: one item per run key.
 RUN_KEY_ATTRIBUTE = "run_key"
+
+# Values both the CDK context (stacks.settings) and the Lambdas' environment (runflow.config)
+# validate: one definition each.
+KFP_MODE_CLUSTER = "cluster"
+KFP_MODE_URL = "url"
+KFP_MODES = (KFP_MODE_CLUSTER, KFP_MODE_URL)
+INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+EKS_CLUSTER_NAME_PATTERN = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+K8S_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+SECRET_ARN_PATTERN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+)
