@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
@@ -83,6 +86,21 @@ def product_function(
     )
     _suppress_function_findings(function, in_vpc="vpc" in function_props)
     return function, log_group
+
+
+def grant_runs_and_notifications(
+    role: iam.IRole, *, sid: str, table: dynamodb.ITable, topic: sns.ITopic
+) -> None:
+    """What both functions need: read and write run records, publish notifications."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid=sid,
+            actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+            resources=[table.table_arn],
+        )
+    )
+    topic.grant_publish(role)  # sns:Publish, and kms for the topic's key
+    suppress_topic_key_finding(role)
 
 
 def suppress_topic_key_finding(scope: Construct) -> None:

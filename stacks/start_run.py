@@ -14,7 +14,6 @@ from pathlib import Path
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -22,7 +21,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from stacks.names import START_RUN_HANDLER
-from stacks.product_function import product_function, suppress_topic_key_finding
+from stacks.product_function import grant_runs_and_notifications, product_function
 
 START_RUN_MEMORY_MB = 256
 # KFP calls are retried with backoff inside one invocation; leave room for that.
@@ -88,15 +87,7 @@ class StartRun(Construct):
         role = self.function.role
         assert role is not None  # the Function made it
 
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="ClaimAndRecordRuns",
-                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
-                resources=[table.table_arn],
-            )
-        )
-        topic.grant_publish(role)  # sns:Publish, and kms for the topic's key
-        suppress_topic_key_finding(role)
+        grant_runs_and_notifications(role, sid="ClaimAndRecordRuns", table=table, topic=topic)
 
 
 def _vpc_placement(scope: Construct, vpc_id: str, subnet_ids: tuple[str, ...]) -> dict:

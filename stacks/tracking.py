@@ -19,7 +19,6 @@ from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -28,7 +27,7 @@ from constructs import Construct
 
 from runflow.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
 from stacks.names import SAGEMAKER_NAME_PREFIX, TRACK_PROGRESS_HANDLER
-from stacks.product_function import product_function, suppress_topic_key_finding
+from stacks.product_function import grant_runs_and_notifications, product_function
 
 SAGEMAKER_EVENT_SOURCE = "aws.sagemaker"
 
@@ -128,15 +127,7 @@ class Tracking(Construct):
         )
         role = self.function.role
         assert role is not None  # the Function made it
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="RecordRunProgress",
-                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
-                resources=[table.table_arn],
-            )
-        )
-        topic.grant_publish(role)  # sns:Publish, and kms for the topic's key
-        suppress_topic_key_finding(role)
+        grant_runs_and_notifications(role, sid="RecordRunProgress", table=table, topic=topic)
 
         target = targets.LambdaFunction(
             self.function,
