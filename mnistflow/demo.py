@@ -26,7 +26,7 @@ from runflow.contracts import (
     STEPS,
     run_key,
 )
-from runflow.logic.run_record import overall_status, step_statuses
+from runflow.logic.run_record import overall_status, progress_entries, step_statuses
 
 DEMO_TIMEOUT_SECONDS = 300
 LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
@@ -172,6 +172,17 @@ def _report(outcome: DemoOutcome, stack: LocalStack, out: TextIO) -> None:
     for email in outcome.emails:
         print(
             f"\n--- email ({email.kind}) ---\nSubject: {email.subject}\n\n{email.message}", file=out
+        )
+    endpoints = [
+        e["job_name"]
+        for e in progress_entries(outcome.record or {})
+        if e["step"] == "endpoint" and e.get("job_name")
+    ]
+    if outcome.announced and endpoints:
+        print(
+            f"\nCall the endpoint (on AWS; the emulator's endpoint takes calls but serves no "
+            f"model):\n  mnistflow predict --endpoint {endpoints[0]} --sample 5",
+            file=out,
         )
     failed = [i for i in stack.invocations if i.error]
     for call in failed:
