@@ -3,6 +3,7 @@
 import gzip
 import pickle
 
+import numpy as np
 import pytest
 
 from mnistflow.local.emulator import AwsEmulator
@@ -135,3 +136,51 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(emulator, tmp_pat
     _assert_failed_at_preprocess_and_nothing_deployed(run)
     assert "evil.pkl.gz" in run.result.error
     assert not (tmp_path / "PWNED").exists()
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _keras_arrays(n_train=200, n_test=20):
+    rng = np.random.default_rng(7)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+
+
+def _bad_file(folder, case):
+    arrays = _keras_arrays()
+    if case == "truncated.pkl.gz":
+        sample = (SAMPLE_DIR / "mnist-sample.pkl.gz").read_bytes()
+        (folder / case).write_bytes(sample[: len(sample) // 2])
+        return folder / case
+    if case == "shape.npz":
+        arrays["x_train"] = arrays["x_train"].reshape(200, 784)[:, :700]
+    elif case == "labels.npz":
+        arrays["y_test"][3] = 11
+    elif case == "few.npz":
+        arrays = _keras_arrays(n_train=5)
+    elif case == "missing.npz":
+        del arrays["y_train"]
+    return _npz(folder / case, **arrays)
+
+
+@pytest.mark.parametrize(
+    "name", ["truncated.pkl.gz", "shape.npz", "labels.npz", "few.npz", "missing.npz"]
+)
+def test_each_kind_of_bad_file_fails_at_preprocess_naming_the_file(emulator, tmp_path, name):
+    # Given a truncated gzip, a wrong shape, a label of 11, too few images, or a missing array
+    data = _bad_file(tmp_path, name)
+    # When it goes through the compiled pipeline
+    run = run_dataset(emulator, data, tmp_path / "work")
+    # Then preprocess refuses it with an error naming the file, and nothing is deployed
+    assert run.result.failed_task == "preprocess", run.result.error
+    assert f"incoming/{name}: " in run.result.error, run.result.error
+    assert (run.inventory["training_job"], run.inventory["endpoint"]) == (None, None)
+    [event] = run.final_events
+    assert (event["detail"]["state"], event["detail"]["failed_step"]) == ("FAILED", "preprocess")
