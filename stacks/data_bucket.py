@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -124,3 +125,24 @@ def _suppress_notifications_handler_findings(stack: Stack) -> None:
         ],
         apply_to_children=True,
     )
+
+
+def run_data_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
+    """What the pipeline's pods and SageMaker both need: read the bucket, write only runs/."""
+    return [
+        iam.PolicyStatement(
+            sid="ReadTheDataBucket",
+            actions=["s3:GetObject", "s3:GetObjectVersion"],
+            resources=[bucket.arn_for_objects("*")],
+        ),
+        iam.PolicyStatement(
+            sid="ListTheDataBucket",
+            actions=["s3:ListBucket", "s3:GetBucketLocation"],
+            resources=[bucket.bucket_arn],
+        ),
+        iam.PolicyStatement(
+            sid="WriteRunFiles",
+            actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+            resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
+        ),
+    ]

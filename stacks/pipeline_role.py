@@ -11,6 +11,7 @@ from constructs import Construct
 
 from runflow.contracts import PIPELINE_EVENT_SOURCE, RUNS_PREFIX
 from stacks.arns import SAGEMAKER_RESOURCE_TYPES, default_event_bus_arn, product_sagemaker_arns
+from stacks.data_bucket import run_data_statements
 from stacks.names import SAGEMAKER_NAME_PREFIX
 from stacks.sagemaker_role import SAGEMAKER_SERVICE
 
@@ -82,21 +83,7 @@ class PipelinePodRole(Construct):
                     resources=[execution_role.role_arn],
                     conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_SERVICE}},
                 ),
-                iam.PolicyStatement(
-                    sid="ReadTheDataBucket",
-                    actions=["s3:GetObject", "s3:GetObjectVersion"],
-                    resources=[bucket.arn_for_objects("*")],
-                ),
-                iam.PolicyStatement(
-                    sid="ListTheDataBucket",
-                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
-                    resources=[bucket.bucket_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="WriteRunFiles",
-                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                    resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
-                ),
+                *run_data_statements(bucket),
                 # The exit handler reports the run's final state on the default bus, where the
                 # tracking rule listens; no other bus, no other source.
                 iam.PolicyStatement(

@@ -10,6 +10,7 @@ from constructs import Construct
 
 from runflow.contracts import RUNS_PREFIX
 from stacks.arns import log_group_arn
+from stacks.data_bucket import run_data_statements
 
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 SAGEMAKER_LOG_GROUPS = "/aws/sagemaker/*"
@@ -34,21 +35,7 @@ class SageMakerExecutionRole(Construct):
             description="Execution role the MNIST pipeline passes to SageMaker jobs and endpoints",
         )
         statements = [
-            iam.PolicyStatement(
-                sid="ReadTheDataBucket",
-                actions=["s3:GetObject", "s3:GetObjectVersion"],
-                resources=[bucket.arn_for_objects("*")],
-            ),
-            iam.PolicyStatement(
-                sid="ListTheDataBucket",
-                actions=["s3:ListBucket", "s3:GetBucketLocation"],
-                resources=[bucket.bucket_arn],
-            ),
-            iam.PolicyStatement(
-                sid="WriteRunOutputs",
-                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
-            ),
+            *run_data_statements(bucket),
             iam.PolicyStatement(
                 sid="PullBuiltInAlgorithmImages",
                 actions=[
