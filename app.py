@@ -1,26 +1,29 @@
 #!/usr/bin/env python3
 """Entry point of `cdk synth` / `cdk deploy`: the MNIST product's stack, checked by cdk-nag.
 
-Run directly (`python app.py`) it writes ./cdk.out and exits non-zero when cdk-nag reports an
-unsuppressed finding, so CI does not need the CDK CLI to catch one.
+Run directly (`.venv/bin/python app.py`) it writes ./cdk.out and exits non-zero when cdk-nag
+reports an unsuppressed finding, so CI does not need the CDK CLI to catch one. A bad context
+value exits 2 with one line naming the key.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-# The stacks import the shared contracts from the Lambda package (as pytest's pythonpath does).
-sys.path.insert(0, str(Path(__file__).resolve().parent / "lambdas"))
-
-from stacks.app_factory import create_app  # noqa: E402
+from core.settings import SettingError
+from stacks.app_factory import create_app
 
 NAG_PREFIX = "AwsSolutions-"
+EXIT_BAD_CONTEXT = 2
 
 
 def main() -> int:
-    app, _ = create_app(outdir=None if "CDK_OUTDIR" in os.environ else "cdk.out")
+    try:
+        app, _ = create_app(outdir=None if "CDK_OUTDIR" in os.environ else "cdk.out")
+    except SettingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_CONTEXT
     assembly = app.synth()
     findings = [
         f"[{message.level.value}] {message.id}: {message.entry.data}"

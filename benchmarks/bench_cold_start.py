@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = REPO / "lambdas"
+# What the Lambda asset ships (stacks.lambda_asset.PACKAGES; not imported: it loads the CDK).
+PACKAGES = ("core", "lambdas")
 BENCH = REPO / "benchmarks"
 TARGET_IMPORT_RATIO = 0.40
 TARGET_PACKAGE_BYTES = 10 * 1024 * 1024
@@ -37,45 +39,42 @@ KFP_CLIENT_ROOT_DISTRIBUTION = "kfp"
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
 
 VARIANTS = {
-    "runflow (this Lambda)": "import runflow.handlers.start_run",
+    "start-run (this Lambda)": "import lambdas.handlers.start_run",
     "kfp.Client version": "import kfp_client_handler",
-    "runflow + Powertools Tracer": (
-        "import runflow.handlers.start_run\nfrom aws_lambda_powertools import Tracer\nTracer()"
+    "start-run + Powertools Tracer": (
+        "import lambdas.handlers.start_run\nfrom aws_lambda_powertools import Tracer\nTracer()"
     ),
     "boto3 alone": "import boto3",
 }
 
 
 def lambda_environment(spec_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(LAMBDAS), str(BENCH)]),
-        PYTHONDONTWRITEBYTECODE="",
-        AWS_REGION="eu-west-1",
-        AWS_DEFAULT_REGION="eu-west-1",
-        RUNS_TABLE_NAME="mnistflow-runs",
-        NOTIFICATION_TOPIC_ARN="arn:aws:sns:eu-west-1:123456789012:mnistflow-notifications",
-        DATA_BUCKET_NAME="mnistflow-data-123456789012",
-        KFP_MODE="cluster",
-        EKS_CLUSTER_NAME="mnist-cluster",
-        KFP_NAMESPACE="kubeflow",
-        KFP_URL="https://kfp.example.com",
-        KFP_TOKEN_SECRET_ARN="arn:aws:secretsmanager:eu-west-1:123456789012:secret:kfp-AbCdEf",  # noqa: S106
-        KFP_EXPERIMENT_NAME="mnist-uploads",
-        PIPELINE_SPEC_PATH=str(spec_path),
-        SAGEMAKER_ROLE_ARN="arn:aws:iam::123456789012:role/mnistflow-sagemaker",
-        TRAIN_INSTANCE_TYPE="ml.m5.xlarge",
-        TRAIN_INSTANCE_COUNT="1",
-        TRANSFORM_INSTANCE_TYPE="ml.m5.large",
-        TRANSFORM_INSTANCE_COUNT="1",
-        ENDPOINT_INSTANCE_TYPE="ml.t2.medium",
-        ENDPOINT_INSTANCE_COUNT="1",
-        ENDPOINT_NAME="",
-        POWERTOOLS_SERVICE_NAME="start-run",
-        POWERTOOLS_METRICS_NAMESPACE="MnistFlow",
-        POWERTOOLS_TRACE_DISABLED="true",
-    )
-    return env
+    """start-run's environment as the stack sets it (cluster mode), from the settings schema."""
+    from core import contracts
+    from core.settings import environment, read_context
+
+    settings = read_context({"eks_cluster_name": "mnist-cluster"})
+    values = {
+        **settings,
+        "runs_table_name": "mnistflow-runs",
+        "notification_topic_arn": "arn:aws:sns:eu-west-1:123456789012:mnistflow-notifications",
+        "data_bucket_name": "mnistflow-data-123456789012",
+        "kfp_token_secret_arn": "",
+        "pipeline_spec_path": str(spec_path),
+        "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
+        "event_bus_name": contracts.DEFAULT_EVENT_BUS,
+    }
+    return {
+        **os.environ,
+        **environment(contracts.START_RUN, values),
+        "PYTHONDONTWRITEBYTECODE": "",
+        "AWS_REGION": "eu-west-1",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        # the kfp.Client version reads these
+        "KFP_URL": "https://kfp.example.com",
+        "KFP_EXPERIMENT_NAME": "mnist-uploads",
+    }
 
 
 def import_seconds(statement: str, env: dict[str, str], runs: int) -> list[float]:
@@ -83,11 +82,19 @@ def import_seconds(statement: str, env: dict[str, str], runs: int) -> list[float
     code = (
         "import time\n_t = time.perf_counter()\n" + statement + "\nprint(time.perf_counter() - _t)"
     )
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    # Run from this folder, so `import kfp_client_handler` finds the comparison module.
+    subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=BENCH, check=True, capture_output=True
+    )
     samples = []
     for _ in range(runs):
         done = subprocess.run(
-            [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=BENCH,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         samples.append(float(done.stdout.strip().splitlines()[-1]))
     return samples
@@ -191,20 +198,20 @@ def main() -> int:
                 f"  {label:30s} {medians[label]:.3f} s  (min {min(samples):.3f}, "
                 f"max {max(samples):.3f})"
             )
-        ratio = medians["runflow (this Lambda)"] / medians["kfp.Client version"]
+        ratio = medians["start-run (this Lambda)"] / medians["kfp.Client version"]
         print(
-            f"  ratio runflow / kfp.Client      {ratio:.0%}  (target <= "
+            f"  ratio start-run / kfp.Client      {ratio:.0%}  (target <= "
             f"{TARGET_IMPORT_RATIO:.0%}: {'met' if ratio <= TARGET_IMPORT_RATIO else 'MISSED'})"
         )
-        tracer_ratio = medians["runflow + Powertools Tracer"] / medians["kfp.Client version"]
+        tracer_ratio = medians["start-run + Powertools Tracer"] / medians["kfp.Client version"]
         print(f"  ratio with Powertools Tracer    {tracer_ratio:.0%}")
 
         if args.skip_size:
             return 0
         print("Unzipped package size (pip --platform manylinux2014_x86_64, no boto3):")
-        ours = scratch_path / "runflow-package"
-        build(ours, ["-r", str(LAMBDAS / "requirements.txt")], [LAMBDAS / "runflow"])
-        sizes = {"runflow (this Lambda)": (tree_bytes(ours, False), tree_bytes(ours, True))}
+        ours = scratch_path / "start-run-package"
+        build(ours, ["-r", str(LAMBDAS / "requirements.txt")], [REPO / p for p in PACKAGES])
+        sizes = {"start-run (this Lambda)": (tree_bytes(ours, False), tree_bytes(ours, True))}
         kfp_sources, closure = installed_closure_bytes(KFP_CLIENT_ROOT_DISTRIBUTION, False)
         kfp_all, _ = installed_closure_bytes(KFP_CLIENT_ROOT_DISTRIBUTION, True)
         sizes["kfp.Client version"] = (kfp_sources, kfp_all)
@@ -217,9 +224,9 @@ def main() -> int:
                 f"  {label:30s} {mib(sizes[label][0])} sources; "
                 f"{mib(sizes[label][1])} with pip's __pycache__"
             )
-        size = sizes["runflow (this Lambda)"][0]
+        size = sizes["start-run (this Lambda)"][0]
         print(
-            f"  ratio runflow / kfp.Client      "
+            f"  ratio start-run / kfp.Client      "
             f"{size / sizes['kfp.Client version'][0]:.0%}  (target < "
             f"{mib(TARGET_PACKAGE_BYTES)}: {'met' if size < TARGET_PACKAGE_BYTES else 'MISSED'})"
         )

@@ -24,11 +24,10 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "lambdas"), str(REPO / "pipeline" / "runtime")]
+from core.contracts import KIND_ENDPOINT_READY, run_key
+from mnistflow.local.stack import LocalStack
 
-from mnistflow.local.stack import LocalStack  # noqa: E402
-from runflow.contracts import KIND_ENDPOINT_READY, run_key  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = REPO / "mnistflow" / "data" / "mnist-sample.pkl.gz"
 DEMO_TIMEOUT_SECONDS = 300
@@ -58,9 +57,8 @@ def time_demo() -> tuple[float, float]:
 def time_pipeline_alone() -> float:
     """The baseline: the compiled pipeline by kfp.local, in a fresh process, nothing else."""
     script = f"""
-import sys, tempfile, time
+import tempfile, time
 from pathlib import Path
-sys.path[:0] = {[str(REPO)]!r}
 from tests.integration.pipeline_harness import run_dataset
 from mnistflow.local.emulator import AwsEmulator
 started = time.perf_counter()

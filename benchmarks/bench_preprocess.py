@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import pickle
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ END_TO_END_CHILD = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import numpy as np
-    from mnist_steps.dataset import load_dataset, write_run_inputs
+    from pipeline.steps.dataset import load_dataset, write_run_inputs
 
     def rss():
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -92,11 +91,6 @@ def ensure_sdk_venv() -> Path:
     return python
 
 
-def child_env() -> dict[str, str]:
-    paths = [str(REPO / "pipeline" / "runtime"), str(REPO / "lambdas")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 def make_inputs(work: Path) -> tuple[Path, Path, Path]:
     rng = np.random.default_rng(0)
     x = rng.random((N_ROWS, FEATURE_DIM), dtype=np.float32)
@@ -121,15 +115,13 @@ def run_end_to_end(pkl_path: Path, work: Path) -> list[dict]:
             capture_output=True,
             text=True,
             check=True,
-            env=child_env(),
         )
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
 
 
 def time_our_writer(x_path: Path, y_path: Path, out: Path) -> float:
-    sys.path[:0] = [str(REPO / "pipeline" / "runtime"), str(REPO / "lambdas")]
-    from mnist_steps.recordio import write_dense_tensor
+    from pipeline.steps.recordio import write_dense_tensor
 
     x, y = np.load(x_path), np.load(y_path).astype(np.float32)
     timings = []

@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 import boto3
 import kfp
 
-from runflow import contracts
+from core import contracts
 
 
 def handler(event, context):

@@ -38,18 +38,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 1
 
 
-def _status(args: argparse.Namespace) -> int:
-    from mnistflow.status import UnknownRun, describe_run, describe_runs, read_run, read_runs
+def _runs(args: argparse.Namespace):
+    from lambdas.dal.runs_table import RunsTableReader
 
     dynamodb = _client(args, "dynamodb")
+    return RunsTableReader(args.table, lambda: dynamodb)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mnistflow.status import UnknownRun, describe_run, describe_runs, read_run
+
+    runs = _runs(args)
     if args.run_key:
         try:
-            print(describe_run(read_run(dynamodb, args.table, args.run_key)))
+            print(describe_run(read_run(runs, args.run_key)))
         except UnknownRun as error:
             print(f"status: {error}", file=sys.stderr)
             return 1
         return 0
-    print(describe_runs(read_runs(dynamodb, args.table)))
+    print(describe_runs(runs.scan()))
     return 0
 
 
@@ -85,9 +92,7 @@ def _rerun(args: argparse.Namespace) -> int:
     from mnistflow.rerun import RerunError, rerun
 
     try:
-        bucket, key, version = rerun(
-            _client(args, "dynamodb"), _client(args, "s3"), args.table, args.run_key
-        )
+        bucket, key, version = rerun(_runs(args), _client(args, "s3"), args.run_key)
     except RerunError as error:
         print(f"rerun: {error}", file=sys.stderr)
         return 1
@@ -103,7 +108,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _aws_options(parser: argparse.ArgumentParser) -> None:
-    from stacks.names import RUNS_TABLE_NAME
+    from core.contracts import RUNS_TABLE_NAME
 
     parser.add_argument("--region", default=None, help="AWS region (default: your AWS config)")
     parser.add_argument(

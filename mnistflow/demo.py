@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mnistflow.local.emulator import EmulatorError
-from mnistflow.local.stack import Email, LocalStack
-from mnistflow.status import describe_run
-from runflow.contracts import (
+from core.contracts import (
     KIND_DATA_REJECTED,
     KIND_ENDPOINT_READY,
     KIND_RUN_FAILED,
     STEPS,
     run_key,
 )
-from runflow.logic.run_record import overall_status, progress_entries, step_statuses
+from core.run_record import RunRecord
+from mnistflow.local.emulator import EmulatorError
+from mnistflow.local.provision import Email
+from mnistflow.local.stack import LocalStack
+from mnistflow.status import describe_run
 
 DEMO_TIMEOUT_SECONDS = 300
 LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
@@ -40,7 +41,7 @@ class DemoError(Exception):
 @dataclass
 class DemoOutcome:
     run_key: str
-    record: dict | None
+    record: RunRecord | None
     emails: list[Email]
     seconds: float
     timed_out: bool
@@ -97,13 +98,13 @@ class ProgressView:
         self._last = ""
         self._started = time.monotonic()
 
-    def show(self, record: dict | None) -> None:
+    def show(self, record: RunRecord | None) -> None:
         if record is None:
             text = "waiting for start-run"
         else:
-            steps = step_statuses(record)
+            steps = record.steps()
             parts = [f"{s}={steps[s][0].lower()}" for s in STEPS if s in steps]
-            text = f"{overall_status(record).lower()} {' '.join(parts)}".strip()
+            text = f"{record.overall_status.lower()} {' '.join(parts)}".strip()
         if text == self._last:
             return
         self._last = text
@@ -153,11 +154,11 @@ def run_demo(
             done = stack.run_until(
                 lambda: _finished(stack, this_run, emails),
                 DEMO_TIMEOUT_SECONDS,
-                on_round=lambda: view.show(stack.record(this_run)),
+                on_round=lambda: view.show(stack.runs.get(this_run)),
             )
             view.close()
             outcome = DemoOutcome(
-                this_run, stack.record(this_run), emails, time.monotonic() - started, not done
+                this_run, stack.runs.get(this_run), emails, time.monotonic() - started, not done
             )
             _report(outcome, stack, out)
             if keep_running:
@@ -173,11 +174,7 @@ def _report(outcome: DemoOutcome, stack: LocalStack, out: TextIO) -> None:
         print(
             f"\n--- email ({email.kind}) ---\nSubject: {email.subject}\n\n{email.message}", file=out
         )
-    endpoints = [
-        e["job_name"]
-        for e in progress_entries(outcome.record or {})
-        if e["step"] == "endpoint" and e.get("job_name")
-    ]
+    endpoints = outcome.record.endpoint_names() if outcome.record else []
     if outcome.announced and endpoints:
         print(
             f"\nCall the endpoint (on AWS; the emulator's endpoint takes calls but serves no "

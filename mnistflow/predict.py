@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_steps.dataset import FEATURE_DIM, DatasetError, format_pixels_csv, load_dataset
+from core.contracts import FEATURE_DIM
+from pipeline.steps.dataset import DatasetError, format_pixels_csv, load_dataset
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "mnist-sample.npz"
 MAX_SAMPLE = 100  # one request; far below the endpoint's 6 MB payload limit

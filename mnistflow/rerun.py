@@ -6,6 +6,7 @@ notification fires, and start-run starts a run under the new version's run key.
 
 from __future__ import annotations
 
+from lambdas.dal.runs_table import RunsTableReader
 from mnistflow.status import UnknownRun, read_run
 
 
@@ -13,29 +14,28 @@ class RerunError(Exception):
     pass
 
 
-def rerun(dynamodb, s3, table: str, run_key: str) -> tuple[str, str, str]:
+def rerun(reader: RunsTableReader, s3, run_key: str) -> tuple[str, str, str]:
     """Returns (bucket, key, new version id)."""
     try:
-        record = read_run(dynamodb, table, run_key)
+        record = read_run(reader, run_key)
     except UnknownRun as error:
         raise RerunError(str(error)) from None
-    dataset = record.get("dataset")
-    if not dataset:
+    dataset = record.dataset
+    if dataset is None:
         raise RerunError(f"run {run_key} has no dataset on record (an orphan): nothing to rerun")
-    source = {"Bucket": dataset["bucket"], "Key": dataset["key"]}
-    if dataset.get("version"):
-        source["VersionId"] = dataset["version"]
+    source = {"Bucket": dataset.bucket, "Key": dataset.key}
+    if dataset.version:
+        source["VersionId"] = dataset.version
     try:
         copy = s3.copy_object(
-            Bucket=dataset["bucket"],
-            Key=dataset["key"],
+            Bucket=dataset.bucket,
+            Key=dataset.key,
             CopySource=source,
             MetadataDirective="REPLACE",
             Metadata={"rerun-of": run_key},
         )
     except s3.exceptions.ClientError as error:
         raise RerunError(
-            f"cannot copy s3://{dataset['bucket']}/{dataset['key']}: "
-            f"{error.response['Error'].get('Message', error)}"
+            f"cannot copy {dataset.uri}: {error.response['Error'].get('Message', error)}"
         ) from None
-    return dataset["bucket"], dataset["key"], copy.get("VersionId", "")
+    return dataset.bucket, dataset.key, copy.get("VersionId", "")

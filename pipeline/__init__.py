@@ -1,0 +1,1 @@
+"""The KFP pipeline (`mnist_pipeline`), its components and compiler; `steps/` is what they run."""

@@ -1,8 +1,10 @@
-"""The pipeline's KFP v2 components: thin shells that build AWS clients and call `mnist_steps`.
+"""The pipeline's KFP v2 components: thin shells that build AWS clients and call
+`pipeline.steps`.
 
-Each component is a lightweight Python component with the `mnist_steps` package and the shared
-contracts embedded (KFP's `embedded_artifact_path`), so the same code runs on the cluster and
-under `kfp.local`. AWS clients honour AWS_ENDPOINT_URL, which is how the local stack reaches its
+Each component is a lightweight Python component with the steps' package (`pipeline.steps`) and
+the shared core (`core`) embedded as they are in the repository (KFP's `embedded_artifact_path`,
+which puts them first on the step's sys.path), so the same code runs on the cluster and under
+`kfp.local`. AWS clients honour AWS_ENDPOINT_URL, which is how the local stack reaches its
 emulator.
 
 No `from __future__ import annotations` here: KFP reads the annotations as real types.
@@ -18,8 +20,9 @@ from typing import NamedTuple
 from kfp import dsl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STEPS_PACKAGE_DIR = REPO_ROOT / "pipeline" / "runtime" / "mnist_steps"
-CONTRACTS_FILE = REPO_ROOT / "lambdas" / "runflow" / "contracts.py"
+# What the steps import, as paths relative to the repository root: the packages are copied as
+# they are (their parent package's __init__ included, so `pipeline.steps` resolves).
+EMBEDDED_PACKAGES = ("core", "pipeline/steps")
 
 BASE_IMAGE = "python:3.11-slim"
 # The steps' own dependencies, pinned like requirements.txt (the image brings Python only).
@@ -28,15 +31,17 @@ STEP_PACKAGES = ["boto3==1.43.11", "numpy==2.4.6"]
 
 @functools.cache
 def embedded_runtime_dir() -> str:
-    """A clean copy of what the steps import (no caches, no tests), embedded in each component."""
+    """The packages the steps import, copied as they are (sources only), for embedding."""
     staged = Path(tempfile.mkdtemp(prefix="mnist-steps-"))
     atexit.register(shutil.rmtree, staged, ignore_errors=True)
-    (staged / "mnist_steps").mkdir()
-    for source in sorted(STEPS_PACKAGE_DIR.glob("*.py")):
-        shutil.copyfile(source, staged / "mnist_steps" / source.name)
-    (staged / "runflow").mkdir()
-    (staged / "runflow" / "__init__.py").write_text("")
-    shutil.copyfile(CONTRACTS_FILE, staged / "runflow" / "contracts.py")
+    for package in EMBEDDED_PACKAGES:
+        for source in sorted((REPO_ROOT / package).glob("*.py")):
+            target = staged / package / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        parent = Path(package).parent
+        if parent != Path("."):
+            shutil.copyfile(REPO_ROOT / parent / "__init__.py", staged / parent / "__init__.py")
     return str(staged)
 
 
@@ -52,7 +57,7 @@ def _component(func):
 # The functions below run inside the step's container: everything they use is imported inside.
 
 
-def preprocess(dataset_uri: str, run_key: str, region: str) -> NamedTuple(
+def preprocess(dataset_uri: str, run_key: str, region: str, max_bytes: int) -> NamedTuple(
     "PreprocessOutputs",
     [
         ("run_uri", str),
@@ -68,11 +73,11 @@ def preprocess(dataset_uri: str, run_key: str, region: str) -> NamedTuple(
 
     import boto3
 
-    from mnist_steps import steps
+    from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="preprocess"):
-        out = steps.preprocess(s3, dataset_uri=dataset_uri, run_key=run_key)
+        out = steps.preprocess(s3, dataset_uri=dataset_uri, run_key=run_key, max_bytes=max_bytes)
     fields = ["run_uri", "train_uri", "test_uri", "labels_uri", "n_train", "n_test"]
     return namedtuple("PreprocessOutputs", fields)(*(out[name] for name in fields))
 
@@ -88,7 +93,6 @@ def train(
     instance_type: str,
     instance_count: int,
     k: int,
-    feature_dim: int,
     mini_batch_size: int,
     max_runtime_seconds: int,
 ) -> NamedTuple("TrainOutputs", [("job_name", str), ("model_artifacts_uri", str), ("image", str)]):
@@ -97,7 +101,7 @@ def train(
 
     import boto3
 
-    from mnist_steps import images, steps
+    from pipeline.steps import images, steps
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="training"):
@@ -112,7 +116,6 @@ def train(
             instance_type=instance_type,
             instance_count=instance_count,
             k=k,
-            feature_dim=feature_dim,
             mini_batch_size=mini_batch_size,
             max_runtime_seconds=max_runtime_seconds,
         )
@@ -126,7 +129,7 @@ def create_model(
     """Create the SageMaker model from the training job's artifacts."""
     import boto3
 
-    from mnist_steps import steps
+    from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="model"):
@@ -152,7 +155,7 @@ def batch_transform(
     """Score the test split with a batch transform (text/csv, split by line)."""
     import boto3
 
-    from mnist_steps import steps
+    from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="transform"):
@@ -179,7 +182,7 @@ def deploy(
     """Create or update the endpoint config and the endpoint; wait until it is in service."""
     import boto3
 
-    from mnist_steps import steps
+    from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="endpoint"):
@@ -206,7 +209,7 @@ def report_final_state(
 
     import boto3
 
-    from mnist_steps import steps
+    from pipeline.steps import steps
 
     detail = steps.report_final_state(
         boto3.client("s3", region_name=region),

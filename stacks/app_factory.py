@@ -1,4 +1,4 @@
-"""Builds the CDK app: one stack, one construct per capability, cdk-nag on top."""
+"""Builds the CDK app: the context read through the settings schema, one stack, cdk-nag on top."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from typing import Any
 from aws_cdk import App, Aspects, Environment
 from cdk_nag import AwsSolutionsChecks
 
+from core.settings import cdk_json_context, read_context
 from stacks.lambda_asset import build_lambda_asset
 from stacks.mnist_flow_stack import MnistFlowStack
 from stacks.names import STACK_ID
-from stacks.settings import Settings, SettingsError, cdk_json_context
-
-__all__ = ["MnistFlowStack", "Settings", "SettingsError", "cdk_json_context", "create_app"]
 
 
 def create_app(
@@ -27,10 +25,11 @@ def create_app(
     """Build the app: validate the context, build the Lambda asset, add the stack and cdk-nag.
 
     cdk.json's context is the base (so `python app.py` works without the CLI), the CLI's
-    context (`-c`) overrides it, and `context` here overrides both.
+    context (`-c`) overrides it, and `context` here overrides both. Raises
+    core.settings.SettingError, naming the key, before anything is built.
     """
     app = App(context=cdk_json_context(), post_cli_context=dict(context or {}), outdir=outdir)
-    settings = Settings.from_context(_settings_context(app))
+    settings = read_context(app.node.get_all_context())
     stack = MnistFlowStack(
         app,
         STACK_ID,
@@ -40,11 +39,6 @@ def create_app(
     )
     Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, stack
-
-
-def _settings_context(app: App) -> dict[str, Any]:
-    values = {key: app.node.try_get_context(key) for key in Settings.__dataclass_fields__}
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def _environment() -> Environment | None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from aws_cdk import ArnFormat, Stack
 
-from stacks.names import SAGEMAKER_NAME_PREFIX
+from core.contracts import DEFAULT_EVENT_BUS, SAGEMAKER_NAME_PREFIX
 
 # SageMaker resource types a run creates (the ARN's resource part before the name).
 SAGEMAKER_RESOURCE_TYPES = ("training-job", "model", "transform-job", "endpoint-config", "endpoint")
-DEFAULT_EVENT_BUS_NAME = "default"
 
 
 def sagemaker_arn(stack: Stack, resource_type: str, name: str = f"{SAGEMAKER_NAME_PREFIX}*") -> str:
@@ -32,6 +31,4 @@ def log_group_arn(stack: Stack, name_pattern: str) -> str:
 
 def default_event_bus_arn(stack: Stack) -> str:
     """The account's default EventBridge bus in the stack's region."""
-    return stack.format_arn(
-        service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS_NAME
-    )
+    return stack.format_arn(service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS)

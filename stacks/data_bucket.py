@@ -10,8 +10,7 @@ from aws_cdk import aws_s3_notifications as s3n
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from runflow.contracts import INCOMING_PREFIX, RUNS_PREFIX
-from stacks.names import data_bucket_name
+from core.contracts import INCOMING_PREFIX, RUNS_PREFIX, data_bucket_name
 
 ACCESS_LOGS_PREFIX = "data-bucket/"
 NONCURRENT_VERSION_RETENTION_DAYS = 30

@@ -7,8 +7,8 @@ from aws_cdk import aws_iam as iam
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from core.contracts import SAGEMAKER_NAME_PREFIX
 from stacks.arns import sagemaker_arn
-from stacks.names import SAGEMAKER_NAME_PREFIX
 
 
 class EndpointInvokePolicy(Construct):

@@ -18,13 +18,13 @@ from aws_cdk import aws_eks as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.lambda_environment import kfp_environment
+from core.contracts import KFP_MODE_CLUSTER
+from core.settings import Settings
 from stacks.names import (
     EKS_ACCESS_ENTRY_TYPE,
     EKS_ACCESS_POLICY_NAME,
     EKS_ACCESS_SCOPE_NAMESPACE,
 )
-from stacks.settings import Settings
 
 SECRET_ARN_RANDOM_SUFFIX = "-??????"  # noqa: S105 (not a password) - Secrets Manager appends six random characters
 
@@ -46,16 +46,9 @@ class KfpAccess(Construct):
         self.token_secret_arn, self._token_secret_resource = _token_secret(stack, settings)
         self.access_entry: eks.CfnAccessEntry | None = None
 
-    @property
-    def environment(self) -> dict[str, str]:
-        """The Lambda's KFP connection variables (empty strings for the other mode's)."""
-        return kfp_environment(
-            self._settings, kfp_url=self._settings.kfp_url, token_secret_arn=self.token_secret_arn
-        )
-
     def grant_start_run(self, role: iam.IRole) -> None:
         """Let `role` reach the KFP API in the configured mode, and nothing more."""
-        if self._settings.uses_cluster_api:
+        if self._settings.kfp_mode == KFP_MODE_CLUSTER:
             role.add_to_principal_policy(
                 iam.PolicyStatement(
                     sid="ReadClusterEndpoint",
@@ -102,7 +95,7 @@ def _token_secret(stack: Stack, settings: Settings) -> tuple[str, str]:
     IAM resource adds the random suffix's six characters.
     """
     secret = settings.kfp_token_secret_name
-    if settings.uses_cluster_api or not secret:
+    if settings.kfp_mode == KFP_MODE_CLUSTER or not secret:
         return "", ""
     if secret.startswith("arn:"):
         return secret, secret

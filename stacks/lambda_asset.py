@@ -1,8 +1,9 @@
 """Builds the one Lambda asset folder every function ships, without Docker.
 
-The folder holds the `runflow` package, its runtime dependencies installed for the Lambda
-platform (cached by a hash of `lambdas/requirements.txt`, so repeated synths never re-run pip)
-and the compiled pipeline spec the start-run Lambda submits.
+The folder holds the `lambdas` and `core` packages as they are in the repository, their runtime
+dependencies installed for the Lambda platform (cached by a hash of `lambdas/requirements.txt`,
+so repeated synths never re-run pip) and the compiled pipeline spec the start-run Lambda
+submits.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stacks.names import PIPELINE_SPEC_FILE
+from core.contracts import PIPELINE_SPEC_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
-PACKAGE_NAME = "runflow"
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache")
+# The packages the functions import, copied as they are (one import root: the asset's root).
+PACKAGES = ("core", "lambdas")
+_IGNORED = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "requirements.txt"
+)
 _COMPLETE_MARKER = ".complete"
 
 
@@ -34,7 +38,8 @@ def build_lambda_asset(repo_root: Path = REPO_ROOT, build_dir: Path | None = Non
     if asset.exists():
         shutil.rmtree(asset)
     shutil.copytree(dependencies, asset, ignore=shutil.ignore_patterns(_COMPLETE_MARKER))
-    shutil.copytree(repo_root / "lambdas" / PACKAGE_NAME, asset / PACKAGE_NAME, ignore=_IGNORED)
+    for package in PACKAGES:
+        shutil.copytree(repo_root / package, asset / package, ignore=_IGNORED)
     compile_pipeline_spec(asset / PIPELINE_SPEC_FILE)
     return asset
 

@@ -5,22 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from runflow.contracts import INCOMING_PREFIX
+from core import contracts
+from core.contracts import INCOMING_PREFIX
+from core.settings import Settings
 from stacks import names
 from stacks.data_bucket import DataBucket
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
-from stacks.lambda_environment import start_run_environment, track_progress_environment
-from stacks.monitoring import Monitoring, WatchedFunction, WatchedQueue
 from stacks.notifications import Notifications
+from stacks.operations_topic import OperationsTopic
 from stacks.pipeline_role import PipelinePodRole
+from stacks.product_function import ProductFunction
+from stacks.progress_rules import ProgressRules
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
-from stacks.settings import Settings
-from stacks.start_run import StartRun
-from stacks.tracking import Tracking
+
+START_RUN_MEMORY_MB = 256
+# KFP calls are retried with backoff inside one invocation; leave room for that.
+START_RUN_TIMEOUT_SECONDS = 120
+TRACK_PROGRESS_MEMORY_MB = 256
+# One conditional DynamoDB write and at most one SNS publish per event.
+TRACK_PROGRESS_TIMEOUT_SECONDS = 30
 
 
 class MnistFlowStack(Stack):
@@ -48,29 +56,60 @@ class MnistFlowStack(Stack):
         notifications = Notifications(
             self, names.NOTIFICATIONS_ID, emails=settings.notification_emails
         )
+        operations = OperationsTopic(
+            self,
+            names.OPERATIONS_TOPIC_ID,
+            key=notifications.key,
+            emails=settings.operations_emails,
+        )
         execution = SageMakerExecutionRole(self, names.SAGEMAKER_ROLE_ID, bucket=data.bucket)
         kfp = KfpAccess(self, names.KFP_ACCESS_ID, settings=settings)
+        shared = {
+            **settings,
+            "runs_table_name": runs.table.table_name,
+            "notification_topic_arn": notifications.topic.topic_arn,
+        }
 
-        start_run = StartRun(
+        start_run = ProductFunction(
             self,
-            names.START_RUN_ID,
+            contracts.START_RUN,
+            description="Starts one Kubeflow Pipelines run per dataset uploaded under incoming/",
             code_folder=lambda_code_folder,
-            environment=start_run_environment(
-                settings,
-                kfp_environment=kfp.environment,
-                table_name=runs.table.table_name,
-                topic_arn=notifications.topic.topic_arn,
-                bucket_name=data.bucket.bucket_name,
-                sagemaker_role_arn=execution.role.role_arn,
-            ),
-            table=runs.table,
-            topic=notifications.topic,
+            memory_mb=START_RUN_MEMORY_MB,
+            timeout_seconds=START_RUN_TIMEOUT_SECONDS,
+            values={
+                **shared,
+                "data_bucket_name": data.bucket.bucket_name,
+                "kfp_token_secret_arn": kfp.token_secret_arn,
+                "pipeline_spec_path": contracts.PIPELINE_SPEC_FILE,
+                "sagemaker_role_arn": execution.role.role_arn,
+                "event_bus_name": contracts.DEFAULT_EVENT_BUS,  # the exit handler reports there
+            },
             log_retention_days=settings.log_retention_days,
-            vpc_id=settings.vpc_id,
-            subnet_ids=settings.subnet_ids,
+            operations_topic=operations.topic,
+            failures_mean="an upload event was not handled after its retries",
+            **_vpc_placement(self, settings),
         )
-        kfp.grant_start_run(start_run.function.role)
+        start_run.grant_runs_and_notifications(runs.table, notifications.topic)
+        kfp.grant_start_run(start_run.role)
         data.start_on_upload(start_run.function)
+
+        track_progress = ProductFunction(
+            self,
+            contracts.TRACK_PROGRESS,
+            description=(
+                "Moves run records on from SageMaker and pipeline events; emails the endpoint"
+            ),
+            code_folder=lambda_code_folder,
+            memory_mb=TRACK_PROGRESS_MEMORY_MB,
+            timeout_seconds=TRACK_PROGRESS_TIMEOUT_SECONDS,
+            values=shared,
+            log_retention_days=settings.log_retention_days,
+            operations_topic=operations.topic,
+            failures_mean="a SageMaker or pipeline event never reached its run record",
+        )
+        track_progress.grant_runs_and_notifications(runs.table, notifications.topic)
+        rules = ProgressRules(self, names.PROGRESS_RULES_ID, target=track_progress)
 
         pods = PipelinePodRole(
             self,
@@ -83,54 +122,17 @@ class MnistFlowStack(Stack):
         )
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
 
-        tracking = Tracking(
-            self,
-            names.TRACKING_ID,
-            code_folder=lambda_code_folder,
-            environment=track_progress_environment(
-                settings,
-                table_name=runs.table.table_name,
-                topic_arn=notifications.topic.topic_arn,
-            ),
-            table=runs.table,
-            topic=notifications.topic,
-            log_retention_days=settings.log_retention_days,
-        )
-        monitoring = Monitoring(
-            self,
-            names.MONITORING_ID,
-            key=notifications.key,
-            emails=settings.operations_emails,
-            queues=[
-                WatchedQueue(
-                    "StartRunFailuresAlarm",
-                    start_run.failed_events,
-                    "start-run: an upload event was not handled after its retries",
-                ),
-                WatchedQueue(
-                    "TrackingDeadLettersAlarm",
-                    tracking.dead_letters,
-                    "track-progress: a SageMaker or pipeline event never reached its run record",
-                ),
-            ],
-            functions=[
-                WatchedFunction("StartRunErrorsAlarm", start_run.function, "start-run Lambda"),
-                WatchedFunction(
-                    "TrackProgressErrorsAlarm", tracking.function, "track-progress Lambda"
-                ),
-            ],
-        )
-
         self.data_bucket = data
         self.runs_table = runs
         self.notifications = notifications
+        self.operations = operations
         self.sagemaker_execution = execution
         self.kfp_access = kfp
         self.start_run = start_run
+        self.track_progress = track_progress
+        self.progress_rules = rules
         self.pipeline_pods = pods
         self.endpoint_invoke = invoke
-        self.tracking = tracking
-        self.monitoring = monitoring
 
         outputs = {
             names.OUTPUT_BUCKET_NAME: (data.bucket.bucket_name, "Data bucket"),
@@ -158,17 +160,45 @@ class MnistFlowStack(Stack):
                 "Upload events the start-run Lambda could not handle",
             ),
             names.OUTPUT_TRACK_PROGRESS_FUNCTION: (
-                tracking.function.function_name,
+                track_progress.function.function_name,
                 "track-progress Lambda",
             ),
-            names.OUTPUT_TRACKING_DEAD_LETTERS_QUEUE: (
-                tracking.dead_letters.queue_url,
+            names.OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE: (
+                track_progress.failed_events.queue_url,
                 "SageMaker and pipeline events that never reached a run record",
             ),
             names.OUTPUT_OPERATIONS_TOPIC_ARN: (
-                monitoring.topic.topic_arn,
-                "Operations alarms (dead-letter queues, Lambda errors)",
+                operations.topic.topic_arn,
+                "Operations alarms (failure queues, Lambda errors)",
             ),
         }
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
+
+
+def _vpc_placement(scope: Construct, settings: Settings) -> dict:
+    """Function props that put start-run in the given subnets (for a KFP URL only there)."""
+    if not settings.vpc_id:
+        return {}
+    vpc = ec2.Vpc.from_vpc_attributes(
+        scope,
+        "Vpc",
+        vpc_id=settings.vpc_id,
+        availability_zones=Stack.of(scope).availability_zones,
+    )
+    subnets = [
+        ec2.Subnet.from_subnet_id(scope, f"Subnet{index}", subnet_id)
+        for index, subnet_id in enumerate(settings.subnet_ids)
+    ]
+    security_group = ec2.SecurityGroup(
+        scope,
+        "StartRunSecurityGroup",
+        vpc=vpc,
+        description="start-run Lambda: outbound only (KFP URL, AWS APIs)",
+        allow_all_outbound=True,
+    )
+    return {
+        "vpc": vpc,
+        "vpc_subnets": ec2.SubnetSelection(subnets=subnets),
+        "security_groups": [security_group],
+    }

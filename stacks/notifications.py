@@ -11,8 +11,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from runflow.contracts import PRODUCT_PREFIX
-from stacks.names import NOTIFICATION_TOPIC_NAME
+from core.contracts import NOTIFICATION_TOPIC_NAME, PRODUCT_PREFIX
 
 # AWS services that will publish to the topic (EventBridge rules, CloudWatch alarms). They can
 # only publish to an encrypted topic whose key lets them use it; the AWS-managed SNS key can't.

@@ -9,10 +9,9 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from runflow.contracts import PIPELINE_EVENT_SOURCE, RUNS_PREFIX
+from core.contracts import PIPELINE_EVENT_SOURCE, RUNS_PREFIX, SAGEMAKER_NAME_PREFIX
 from stacks.arns import SAGEMAKER_RESOURCE_TYPES, default_event_bus_arn, product_sagemaker_arns
 from stacks.data_bucket import run_data_statements
-from stacks.names import SAGEMAKER_NAME_PREFIX
 from stacks.sagemaker_role import SAGEMAKER_SERVICE
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"

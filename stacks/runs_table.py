@@ -6,8 +6,8 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
-from runflow.contracts import RUN_KEY_ATTRIBUTE
-from stacks.names import RUNS_TABLE_NAME
+from core.contracts import RUNS_TABLE_NAME
+from core.run_record import ATTR
 
 
 class RunsTable(Construct):
@@ -19,9 +19,7 @@ class RunsTable(Construct):
             self,
             "Table",
             table_name=RUNS_TABLE_NAME,
-            partition_key=dynamodb.Attribute(
-                name=RUN_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
-            ),
+            partition_key=dynamodb.Attribute(name=ATTR.run_key, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True

@@ -8,7 +8,7 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from runflow.contracts import RUNS_PREFIX
+from core.contracts import RUNS_PREFIX
 from stacks.arns import log_group_arn
 from stacks.data_bucket import run_data_statements
 

@@ -30,6 +30,16 @@ def _network_policy(request):
     pytest_socket.enable_socket()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_jsii():
+    """jsii (the CDK's Node runtime) prints a banner on Node 20, which is past its end of life;
+    `./dev` sets these too. The variables are jsii's documented way to silence it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
+        patch.setenv("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fake_aws_environment(monkeypatch):
     """No test may find real credentials or a real endpoint."""

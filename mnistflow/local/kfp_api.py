@@ -1,52 +1,45 @@
-"""A local KFP API on 127.0.0.1: the v2beta1 calls start-run makes, runs executed by kfp.local.
+"""A local KFP v2beta1 API on 127.0.0.1: the calls start-run makes (and the SDK's basics), with
+runs handed to an executor (the local stack's runs them with kfp.local).
 
-Experiments and runs live in memory. A created run is queued and executed, one at a time, by
-`python -m mnistflow.local.pipeline_runner` in its own process (KFP's local runner keeps global
-state and prints to stdout, so each run gets a process of its own, which also makes a clean
-stop possible).
+The one KFP emulator of the product: the local stack serves it, and the tests use it too. It can
+be served under a path prefix (the EKS API server's service-proxy path) and over TLS, check the
+bearer token, and record every request. Its fault hooks are off unless a test turns them on:
+a status code per call, delays, dropped connections, hangs, an answer lost after the work was
+done, a run committed only after the client gave up, and malformed bodies.
+
+Facts about the real server it follows (kubeflow/pipelines, backend/api/v2beta1/*.proto and
+the API server at 2.17.0): JSON field names are snake_case; a filter's predicate operation may
+be given by name or number (protojson); an error body is {"code", "message", "details"}.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import queue
-import signal
-import subprocess
-import sys
-import tempfile
+import ssl
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
-
-import yaml
 
 from mnistflow.local.emulator import LOOPBACK, EmulatorError
 
 API_PREFIX = "/apis/v2beta1"
-RUN_STOP_TIMEOUT_SECONDS = 10.0
 STATE_PENDING, STATE_RUNNING = "PENDING", "RUNNING"
 STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELED = "SUCCEEDED", "FAILED", "CANCELED"
+# filter.proto's Predicate.Operation: the SDK sends the number, the UI the name.
+OPERATION_EQUALS = ("EQUALS", 1)
+# google.rpc.Code values the API server answers with.
+GRPC_NOT_FOUND, GRPC_ALREADY_EXISTS, GRPC_INVALID_ARGUMENT, GRPC_UNAUTHENTICATED = 5, 6, 3, 16
+_HTTP_TO_GRPC = {400: GRPC_INVALID_ARGUMENT, 401: GRPC_UNAUTHENTICATED, 404: GRPC_NOT_FOUND,
+                 409: GRPC_ALREADY_EXISTS, 500: 13, 503: 14}  # fmt: skip
 
 
-def _now() -> str:
+def timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _matches(item: dict, raw_filter: str | None) -> bool:
-    """KFP's Filter, as far as start-run uses it: EQUALS predicates on string fields."""
-    if not raw_filter:
-        return True
-    for predicate in json.loads(raw_filter).get("predicates", []):
-        if predicate.get("operation") != "EQUALS":
-            raise ValueError(f"filter operation {predicate.get('operation')!r} is not supported")
-        if item.get(predicate["key"]) != predicate.get("string_value"):
-            return False
-    return True
 
 
 class ApiError(Exception):
@@ -55,40 +48,145 @@ class ApiError(Exception):
         self.status = status
 
 
-class LocalKfpApi:
-    """Serves the API and executes runs; use as a context manager. `url` is its base URL."""
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"code": _HTTP_TO_GRPC.get(status, 2), "message": message, "details": []}
 
-    def __init__(self, environment: dict[str, str], workdir: Path, port: int = 0) -> None:
-        self._environment = environment
-        self._workdir = Path(workdir)
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+
+def _matches(item: dict, raw_filter: str | None) -> bool:
+    """KFP's Filter, as far as the product and the SDK use it: EQUALS on string fields."""
+    if not raw_filter:
+        return True
+    for predicate in json.loads(raw_filter).get("predicates", []):
+        if predicate.get("operation") not in OPERATION_EQUALS:
+            raise ApiError(400, f"filter operation {predicate.get('operation')!r} is not supported")
+        value = predicate.get("string_value", predicate.get("stringValue"))
+        if item.get(predicate["key"]) != value:
+            return False
+    return True
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # without the prefix
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: Any
+
+
+@dataclass
+class Fault:
+    """One fault to inject, `times` times, on calls matching `method` and `path` (a prefix).
+
+    action: "status" (answer `status` without doing the work), "delay" (wait `seconds`, then
+    serve), "drop" (close the connection without doing the work), "hang" (never answer),
+    "lose_response" (do the work, then close without answering), "commit_late" (wait
+    `seconds`, then do the work and answer a client that has most likely given up), "body"
+    (answer 200 with `body` as it is, without doing the work).
+    """
+
+    action: str
+    times: int = 1
+    method: str | None = None
+    path: str | None = None
+    status: int = 500
+    seconds: float = 0.0
+    body: bytes = b""
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or path.startswith(self.path)
+        )
+
+
+class RunExecutor(Protocol):
+    def submit(self, run: dict[str, Any]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class LocalKfpApi:
+    """Use as a context manager; `url` is the base URL a client should be given."""
+
+    def __init__(
+        self,
+        *,
+        executor: RunExecutor | None = None,
+        prefix: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+        accept_token: str | Callable[[str], bool] | None = None,
+        port: int = 0,
+    ) -> None:
+        """`executor` runs created runs (None: they stay PENDING). `accept_token`: None takes any
+        request (standalone KFP ignores Authorization); a string, that bearer token only; a
+        callable, the tokens it accepts."""
+        self.prefix = prefix.rstrip("/")
+        self.requests: list[RecordedRequest] = []
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._current: subprocess.Popen | None = None
+        self._executor = executor
+        self._accept_token = accept_token
+        self._ssl_context = ssl_context
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
         self._stopping = threading.Event()
         try:
-            self._server = ThreadingHTTPServer((LOOPBACK, port), _handler_for(self))
+            server = ThreadingHTTPServer((LOOPBACK, port), _handler_for(self))
         except OSError as error:
             raise EmulatorError(f"cannot listen on {LOOPBACK}:{port}: {error.strerror}") from None
-        self._server.daemon_threads = True
-        self.url = f"http://{LOOPBACK}:{self._server.server_address[1]}"
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, name="kfp-api", daemon=True),
-            threading.Thread(target=self._execute_runs, name="kfp-runner", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        server.daemon_threads = True
+        if ssl_context is not None:
+            server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="kfp-api", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        """scheme://host:port, without the prefix (what eks:DescribeCluster would report)."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.endpoint}{self.prefix}"
+
+    # -- faults and queries, for tests -----------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.times > 0 and fault.matches(method, path):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+    def runs_named(self, display_name: str) -> list[dict[str, Any]]:
+        return [r for r in self.runs.values() if r["display_name"] == display_name]
 
     # -- the API ---------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
+        if not path.startswith(API_PREFIX):
+            raise ApiError(404, f"{path} is not under {API_PREFIX}")
+        path = path.removeprefix(API_PREFIX)
+        if method == "GET" and path == "/healthz":
+            return {"commit_sha": "local", "tag_name": "local", "multi_user": False}
         if method == "GET" and path == "/experiments":
             found = [e for e in self.experiments.values() if _matches(e, query.get("filter"))]
-            return {"experiments": found, "total_size": len(found)}
+            if "namespace" in query:
+                found = [e for e in found if e.get("namespace", "") == query["namespace"]]
+            return {"experiments": found, "total_size": len(found)} if found else {}
         if method == "POST" and path == "/experiments":
-            return self._create_experiment(body)
+            return self._create_experiment(body or {})
         if method == "GET" and path == "/runs":
             found = [
                 _public(r)
@@ -96,9 +194,9 @@ class LocalKfpApi:
                 if r["experiment_id"] == query.get("experiment_id", r["experiment_id"])
                 and _matches(r, query.get("filter"))
             ]
-            return {"runs": found, "total_size": len(found)}
+            return {"runs": found, "total_size": len(found)} if found else {}
         if method == "POST" and path == "/runs":
-            return _public(self._create_run(body))
+            return _public(self._create_run(body or {}))
         if method == "GET" and path.startswith("/runs/"):
             run = self.runs.get(path.removeprefix("/runs/"))
             if run is None:
@@ -107,112 +205,58 @@ class LocalKfpApi:
         raise ApiError(404, f"{method} {API_PREFIX}{path} is not served by the local KFP API")
 
     def _create_experiment(self, body: dict) -> dict:
-        name = (body or {}).get("display_name")
+        name = body.get("display_name")
         if not name:
             raise ApiError(400, "an experiment needs a display_name")
+        namespace = body.get("namespace", "")
         with self._lock:
-            if any(e["display_name"] == name for e in self.experiments.values()):
+            if any(
+                e["display_name"] == name and e.get("namespace", "") == namespace
+                for e in self.experiments.values()
+            ):
                 raise ApiError(409, f"experiment {name!r} already exists")
             experiment = {
                 "experiment_id": f"local-experiment-{next(self._ids)}",
                 "display_name": name,
                 "description": body.get("description", ""),
-                "created_at": _now(),
+                "namespace": namespace,
+                "created_at": timestamp(),
                 "storage_state": "AVAILABLE",
             }
             self.experiments[experiment["experiment_id"]] = experiment
         return experiment
 
     def _create_run(self, body: dict) -> dict:
-        body = body or {}
         if body.get("experiment_id") not in self.experiments:
-            raise ApiError(400, f"experiment {body.get('experiment_id')!r} does not exist")
+            raise ApiError(404, f"experiment {body.get('experiment_id')!r} not found")
         if not isinstance(body.get("pipeline_spec"), dict):
             raise ApiError(400, "a run needs an inline pipeline_spec")
         with self._lock:
             run = {
                 "run_id": f"local-run-{next(self._ids)}",
                 "display_name": body.get("display_name", ""),
+                "description": body.get("description", ""),
                 "experiment_id": body["experiment_id"],
-                "runtime_config": body.get("runtime_config", {}),
+                "runtime_config": body.get("runtime_config") or {},
                 "state": STATE_PENDING,
-                "created_at": _now(),
+                "created_at": timestamp(),
+                "storage_state": "AVAILABLE",
                 "pipeline_spec": body["pipeline_spec"],
             }
             self.runs[run["run_id"]] = run
-        self._queue.put(run["run_id"])
+        if self._executor is not None:
+            self._executor.submit(run)
         return run
-
-    # -- executing runs --------------------------------------------------------------------
-
-    def _execute_runs(self) -> None:
-        while (run_id := self._queue.get()) is not None:
-            if not self._stopping.is_set():
-                self._execute(self.runs[run_id])
-
-    def _execute(self, run: dict) -> None:
-        folder = Path(tempfile.mkdtemp(prefix=f"{run['run_id']}-", dir=self._workdir))
-        spec_path = folder / "pipeline.yaml"
-        spec = run["pipeline_spec"]
-        documents = [spec["pipeline_spec"], spec["platform_spec"]] if "root" not in spec else [spec]
-        spec_path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-        result_path = folder / "result.json"
-        arguments = run["runtime_config"].get("parameters", {})
-        run.update(state=STATE_RUNNING, log_file=str(folder / "run.log"))
-        with open(folder / "run.log", "w") as log:
-            self._current = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mnistflow.local.pipeline_runner",
-                    "--spec",
-                    str(spec_path),
-                    "--arguments",
-                    json.dumps(arguments),
-                    "--pipeline-root",
-                    str(folder / "pipeline-root"),
-                    "--result",
-                    str(result_path),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self._environment},
-                start_new_session=True,  # its own process group: stop() ends the steps too
-            )
-            code = self._current.wait()
-        self._current = None
-        if self._stopping.is_set():
-            run.update(state=STATE_CANCELED, finished_at=_now())
-            return
-        result = json.loads(result_path.read_text()) if result_path.exists() else {}
-        if code == 0 and result.get("succeeded"):
-            run.update(state=STATE_SUCCEEDED, finished_at=_now())
-        else:
-            message = result.get("error") or f"the local runner exited with code {code}"
-            failed = result.get("failed_task")
-            run.update(
-                state=STATE_FAILED,
-                finished_at=_now(),
-                error={"code": 2, "message": f"{failed}: {message}" if failed else message},
-            )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._queue.put(None)
-        current = self._current
-        if current is not None and current.poll() is None:
-            os.killpg(current.pid, signal.SIGTERM)
-            try:
-                current.wait(RUN_STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(current.pid, signal.SIGKILL)
-                current.wait()
+        self._stopping.set()  # releases hanging and late handlers
+        if self._executor is not None:
+            self._executor.stop()
         self._server.shutdown()
         self._server.server_close()
-        for thread in self._threads:
-            thread.join(RUN_STOP_TIMEOUT_SECONDS)
+        self._thread.join(timeout=5)
 
     def __enter__(self) -> LocalKfpApi:
         return self
@@ -227,38 +271,79 @@ def _public(run: dict) -> dict:
 
 def _handler_for(api: LocalKfpApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
             pass
 
-        def _serve(self, method: str) -> None:
-            url = urlsplit(self.path)
-            if not self.headers.get("Authorization", "").startswith("Bearer "):
-                return self._send(401, {"error": "a bearer token is required", "code": 16})
-            if not url.path.startswith(API_PREFIX):
-                return self._send(404, {"error": f"{url.path} is not under {API_PREFIX}"})
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            path = parts.path
+            if api.prefix:
+                if not path.startswith(api.prefix + "/"):
+                    return self._send(404, error_body(404, f"not under {api.prefix}"))
+                path = path[len(api.prefix) :]
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
             try:
-                body = json.loads(self.rfile.read(length)) if length else None
-                answer = api.handle(method, url.path.removeprefix(API_PREFIX), query, body)
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                return self._send(400, error_body(400, "the request body is not JSON"))
+            with api._lock:
+                api.requests.append(RecordedRequest(self.command, path, query, headers, body))
+            fault = api._take_fault(self.command, path)
+            if fault is not None and fault.action in ("hang", "drop", "status", "body", "delay"):
+                if fault.action == "hang":
+                    api._stopping.wait()
+                    self.close_connection = True
+                    return None
+                if fault.action == "drop":
+                    self.close_connection = True
+                    return None
+                if fault.action == "status":
+                    return self._send(fault.status, error_body(fault.status, "injected failure"))
+                if fault.action == "body":
+                    return self._send_raw(200, fault.body)
+                api._stopping.wait(fault.seconds)  # delay, then serve as usual
+            if fault is not None and fault.action == "commit_late":
+                api._stopping.wait(fault.seconds)
+            if not self._authorized(headers):
+                return self._send(401, error_body(401, "Unauthorized"))
+            try:
+                status, payload = 200, api.handle(self.command, path, query, body)
             except ApiError as error:
-                return self._send(error.status, {"error": str(error), "message": str(error)})
-            except ValueError as error:
-                return self._send(400, {"error": str(error), "message": str(error)})
-            return self._send(200, answer)
+                status, payload = error.status, error_body(error.status, str(error))
+            if fault is not None and fault.action == "lose_response":
+                self.close_connection = True
+                return None
+            return self._send(status, payload)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self._serve("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._serve("POST")
+        def _authorized(self, headers: dict[str, str]) -> bool:
+            accept = api._accept_token
+            if accept is None:
+                return True
+            auth = headers.get("authorization", "")
+            if not auth.startswith("Bearer "):
+                return False
+            token = auth[len("Bearer ") :]
+            return bool(accept(token)) if callable(accept) else token == accept
 
         def _send(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._send_raw(status, json.dumps(payload).encode())
+
+        def _send_raw(self, status: int, data: bytes) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                self.close_connection = True  # the client gave up (a late commit)
+
+        do_GET = _serve
+        do_POST = _serve
 
     return Handler

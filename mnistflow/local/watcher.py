@@ -1,9 +1,10 @@
 """Stands in for SageMaker's EventBridge events, which the emulator does not emit.
 
 Reads the emulator's SageMaker jobs and endpoints that belong to the product (run-key tag or
-name) and, for each change it sees, produces the state-change event AWS documents, in order.
-A job the watcher first sees already finished still gets its InProgress event first, as
-SageMaker would have sent it.
+name) and, for each change it sees, produces the state-change event AWS documents, in order
+(detail types, fields and status spellings from `core.sagemaker_events`). A resource the
+watcher first sees already past its first status still gets that first event, as SageMaker
+would have sent it.
 """
 
 from __future__ import annotations
@@ -13,24 +14,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from runflow.contracts import RUN_KEY_TAG, run_key_from_name
+from core import sagemaker_events
+from core.contracts import RUN_KEY_TAG, run_key_from_name
+from core.sagemaker_events import SageMakerResource
 
-SOURCE = "aws.sagemaker"
-TRAINING_DETAIL_TYPE = "SageMaker Training Job State Change"
-TRANSFORM_DETAIL_TYPE = "SageMaker Transform Job State Change"
-ENDPOINT_DETAIL_TYPE = "SageMaker Endpoint State Change"
-# Endpoint events spell statuses in capitals with underscores (IN_SERVICE); the API does not.
-ENDPOINT_EVENT_STATUS = {
-    "OutOfService": "OUT_OF_SERVICE",
-    "Creating": "CREATING",
-    "Updating": "UPDATING",
-    "SystemUpdating": "SYSTEM_UPDATING",
-    "RollingBack": "ROLLING_BACK",
-    "InService": "IN_SERVICE",
-    "Deleting": "DELETING",
-    "Failed": "FAILED",
+# boto3's list call for each resource and the key its summaries come under.
+_LISTINGS = {
+    sagemaker_events.TRAINING_JOB.noun: ("list_training_jobs", "TrainingJobSummaries"),
+    sagemaker_events.TRANSFORM_JOB.noun: ("list_transform_jobs", "TransformJobSummaries"),
+    sagemaker_events.ENDPOINT.noun: ("list_endpoints", "Endpoints"),
 }
-_FIRST_STATUS = {"training": "InProgress", "transform": "InProgress", "endpoint": "Creating"}
 
 
 def _millis(value: Any) -> Any:
@@ -43,6 +36,11 @@ def _event_detail(description: dict, tags: dict[str, str]) -> dict:
     }
     detail["Tags"] = tags  # events carry tags as a map
     return detail
+
+
+def _describe(sagemaker: Any, resource: SageMakerResource, name: str) -> dict:
+    describe = getattr(sagemaker, f"describe_{resource.operation_suffix}")
+    return describe(**{resource.name_field: name})
 
 
 class SageMakerWatcher:
@@ -59,58 +57,32 @@ class SageMakerWatcher:
 
     def poll(self) -> int:
         emitted = 0
-        for summary in self._sm.list_training_jobs()["TrainingJobSummaries"]:
-            emitted += self._check(
-                "training",
-                summary["TrainingJobName"],
-                lambda name: self._sm.describe_training_job(TrainingJobName=name),
-                "TrainingJobStatus",
-                "TrainingJobArn",
-                TRAINING_DETAIL_TYPE,
-            )
-        for summary in self._sm.list_transform_jobs()["TransformJobSummaries"]:
-            emitted += self._check(
-                "transform",
-                summary["TransformJobName"],
-                lambda name: self._sm.describe_transform_job(TransformJobName=name),
-                "TransformJobStatus",
-                "TransformJobArn",
-                TRANSFORM_DETAIL_TYPE,
-            )
-        for summary in self._sm.list_endpoints()["Endpoints"]:
-            emitted += self._check(
-                "endpoint",
-                summary["EndpointName"],
-                lambda name: self._sm.describe_endpoint(EndpointName=name),
-                "EndpointStatus",
-                "EndpointArn",
-                ENDPOINT_DETAIL_TYPE,
-            )
+        for resource in sagemaker_events.RESOURCES:
+            call, key = _LISTINGS[resource.noun]
+            for summary in getattr(self._sm, call)()[key]:
+                emitted += self._check(resource, summary[resource.name_field])
         return emitted
 
-    def _check(self, kind, name, describe, status_field, arn_field, detail_type) -> int:
-        description = describe(name)
-        status = description[status_field]
-        previous = self._seen.get((kind, name))
+    def _check(self, resource: SageMakerResource, name: str) -> int:
+        description = _describe(self._sm, resource, name)
+        status = description[resource.status_field]
+        previous = self._seen.get((resource.noun, name))
         if status == previous:
             return 0
-        tags = {
-            tag["Key"]: tag["Value"]
-            for tag in self._sm.list_tags(ResourceArn=description[arn_field])["Tags"]
-        }
+        arn = description[resource.arn_field]
+        tags = {tag["Key"]: tag["Value"] for tag in self._sm.list_tags(ResourceArn=arn)["Tags"]}
         if RUN_KEY_TAG not in tags and run_key_from_name(name) is None:
             return 0  # not the product's
         statuses = [status]
-        if previous is None and status != _FIRST_STATUS[kind]:
-            statuses.insert(0, _FIRST_STATUS[kind])
+        if previous is None and status != resource.first_status:
+            statuses.insert(0, resource.first_status)
         for shown in statuses:
-            detail = _event_detail({**description, status_field: shown}, tags)
-            if kind == "endpoint":
-                detail[status_field] = ENDPOINT_EVENT_STATUS.get(shown, shown.upper())
+            detail = _event_detail(description, tags)
+            detail[resource.status_field] = resource.event_status(shown)
             if shown != status:
                 detail.pop("FailureReason", None)
-            self._deliver(self._envelope(detail_type, description[arn_field], detail))
-        self._seen[(kind, name)] = status
+            self._deliver(self._envelope(resource.detail_type, arn, detail))
+        self._seen[(resource.noun, name)] = status
         return len(statuses)
 
     def _envelope(self, detail_type: str, arn: str, detail: dict) -> dict:
@@ -118,7 +90,7 @@ class SageMakerWatcher:
             "version": "0",
             "id": str(uuid.uuid4()),
             "detail-type": detail_type,
-            "source": SOURCE,
+            "source": sagemaker_events.SOURCE,
             "account": self._account,
             "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "region": self._region,

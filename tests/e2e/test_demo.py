@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from core import contracts
+from core.contracts import KIND_DATA_REJECTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, run_key
 from mnistflow.local.stack import LocalStack
-from runflow.contracts import KIND_DATA_REJECTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, run_key
 from tests.conftest import SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +98,7 @@ def test_the_same_upload_delivered_twice_gives_one_run(tmp_path):
         )
         # Then there was one KFP run, one record, one announcement
         assert [r["display_name"] for r in stack.kfp.runs.values()] == [this_run]
-        assert [r["run_key"] for r in stack.records()] == [this_run]
+        assert [r.run_key for r in stack.runs.scan()] == [this_run]
         assert [e.kind for e in emails].count(KIND_ENDPOINT_READY) == 1
 
 
@@ -205,7 +206,7 @@ def test_status_of_an_unknown_run_key_says_so(tmp_path):
 
 def test_rerun_starts_a_new_run_on_the_same_dataset_and_status_lists_both(tmp_path):
     from mnistflow.rerun import rerun
-    from mnistflow.status import describe_run, describe_runs, read_runs
+    from mnistflow.status import describe_run, describe_runs
 
     with LocalStack(tmp_path) as stack:
         # Given a dataset that already ran to its endpoint
@@ -220,19 +221,30 @@ def test_rerun_starts_a_new_run_on_the_same_dataset_and_status_lists_both(tmp_pa
             )
 
         assert stack.run_until(announced(1), DEMO_DEADLINE_SECONDS)
-        dynamodb = stack.emulator.client("dynamodb")
         # When it is rerun
-        bucket, same_key, new_version = rerun(
-            dynamodb, stack.emulator.client("s3"), stack.names.runs_table, first
-        )
+        bucket, same_key, new_version = rerun(stack.runs, stack.emulator.client("s3"), first)
         assert (bucket, same_key) == (stack.names.data_bucket, key) and new_version != version
         # Then a second run, with its own key, goes all the way too
         assert stack.run_until(announced(2), DEMO_DEADLINE_SECONDS)
         second = run_key(bucket, key, new_version)
         assert sorted(r["display_name"] for r in stack.kfp.runs.values()) == sorted([first, second])
         # and status lists both, newest first, and shows one run's timeline
-        listing = describe_runs(read_runs(dynamodb, stack.names.runs_table)).splitlines()
+        listing = describe_runs(stack.runs.scan()).splitlines()
         assert [line.split()[0] for line in listing] == [second, first]
         assert all("SUCCEEDED" in line for line in listing)
-        detail = describe_run(stack.record(second))
+        detail = describe_run(stack.runs.get(second))
         assert "endpoint    IN_SERVICE" in detail and "RUN_STARTED" in detail
+
+
+def test_each_function_of_the_local_stack_keeps_its_own_settings(tmp_path):
+    # Given the local stack, which hosts both functions in one process
+    with LocalStack(tmp_path) as stack:
+        start, track = (
+            stack.environments[f] for f in (contracts.START_RUN, contracts.TRACK_PROGRESS)
+        )
+        # Then each has its own service name, and only start-run knows how to reach KFP
+        assert start["POWERTOOLS_SERVICE_NAME"] == contracts.START_RUN
+        assert track["POWERTOOLS_SERVICE_NAME"] == contracts.TRACK_PROGRESS
+        assert start["KFP_URL"] == stack.kfp.url and "KFP_URL" not in track
+        # And the process environment carries neither function's settings
+        assert "RUNS_TABLE_NAME" not in os.environ and "KFP_MODE" not in os.environ

@@ -1,16 +1,21 @@
-"""In-memory fakes of the runflow ports: they record what happened for tests to assert on."""
+"""In-memory fakes of the domain's ports: they record what happened for tests to assert on.
+
+The runs-table fakes keep the same rules as the DynamoDB adapters: tests/integration/
+test_runs_table_contract.py runs one set of scenarios against both.
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from runflow import contracts
-from runflow.logic.ports import (
+from core import contracts
+from core.run_record import ATTR, TIMELINE_MAX_ENTRIES, DatasetRef, RunRecord
+from lambdas.logic.ports import (
     Claim,
-    Dataset,
     KfpCallFailed,
     KfpExperiment,
     KfpRun,
@@ -23,60 +28,80 @@ from runflow.logic.ports import (
 
 
 class InMemoryRuns(RunsRepository):
-    """Same claim rules as the DynamoDB adapter, in a dict."""
+    """Same claim rules as the DynamoDB adapter, in a dict of plain items."""
 
-    def __init__(self, epoch_of: Any = None):
+    def __init__(self) -> None:
         self.items: dict[str, dict[str, Any]] = {}
-        self._epoch_of = epoch_of or (lambda now: 0)
 
-    def claim(self, run_key: str, dataset: Dataset, now: str, lease_until: int) -> Claim:
+    @staticmethod
+    def _epoch_of(now: str) -> int:
+        return int(datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp())
+
+    def record(self, run_key: str) -> RunRecord | None:
+        item = self.items.get(run_key)
+        return RunRecord.from_item(copy.deepcopy(item)) if item else None
+
+    def claim(self, run_key: str, dataset: DatasetRef, now: str, lease_until: int) -> Claim:
         item = self.items.get(run_key)
         if item is not None:
-            status = item["status"]
+            status = item[ATTR.status]
             lease_over = status == contracts.STATUS_ACCEPTED and item.get(
-                "claim_expires_at", 0
+                ATTR.claim_expires_at, 0
             ) < self._epoch_of(now)
             if status != contracts.STATUS_START_FAILED and not lease_over:
-                return Claim(False, status, item["start_attempts"])
-        item = item or {"run_key": run_key, "created_at": now, "start_attempts": 0, "timeline": []}
+                return Claim(False, status, item[ATTR.start_attempts])
+        item = item or {
+            ATTR.run_key: run_key,
+            ATTR.created_at: now,
+            ATTR.start_attempts: 0,
+            ATTR.timeline: [],
+        }
         item.update(
-            status=contracts.STATUS_ACCEPTED,
-            dataset=dataset.as_item(),
-            updated_at=now,
-            claim_expires_at=lease_until,
-            start_attempts=item["start_attempts"] + 1,
+            {
+                ATTR.status: contracts.STATUS_ACCEPTED,
+                ATTR.dataset: dataset.as_item(),
+                ATTR.updated_at: now,
+                ATTR.claim_expires_at: lease_until,
+                ATTR.start_attempts: item[ATTR.start_attempts] + 1,
+            }
         )
-        item.pop("reason", None)
-        item["timeline"].append({"at": now, "event": contracts.STATUS_ACCEPTED, "detail": ""})
+        item.pop(ATTR.reason, None)
+        self._append(item, now, contracts.STATUS_ACCEPTED, dataset.uri)
         self.items[run_key] = item
-        return Claim(True, contracts.STATUS_ACCEPTED, item["start_attempts"])
+        return Claim(True, contracts.STATUS_ACCEPTED, item[ATTR.start_attempts])
 
-    def _move(self, run_key: str, status: str, now: str, **fields: Any) -> bool:
+    def _move(self, run_key: str, status: str, now: str, detail: str, **fields: Any) -> bool:
         item = self.items[run_key]
-        if item["status"] != contracts.STATUS_ACCEPTED:
+        if item[ATTR.status] != contracts.STATUS_ACCEPTED:
             return False
-        item.update(status=status, updated_at=now, **fields)
-        item.pop("claim_expires_at", None)
-        item["timeline"].append({"at": now, "event": status, "detail": ""})
+        item.update({ATTR.status: status, ATTR.updated_at: now, **fields})
+        item.pop(ATTR.claim_expires_at, None)
+        self._append(item, now, status, detail)
         return True
 
+    @staticmethod
+    def _append(item: dict[str, Any], now: str, event: str, detail: str) -> None:
+        item[ATTR.timeline].append({"at": now, "event": event, "detail": detail[:500]})
+        del item[ATTR.timeline][:-TIMELINE_MAX_ENTRIES]
+
     def mark_rejected(self, run_key: str, reason: str, now: str) -> None:
-        self._move(run_key, contracts.STATUS_REJECTED, now, reason=reason)
+        self._move(run_key, contracts.STATUS_REJECTED, now, reason, **{ATTR.reason: reason})
 
     def mark_start_failed(self, run_key: str, reason: str, now: str) -> None:
-        self._move(run_key, contracts.STATUS_START_FAILED, now, reason=reason)
+        self._move(run_key, contracts.STATUS_START_FAILED, now, reason, **{ATTR.reason: reason})
 
     def mark_run_started(
         self, run_key: str, run: KfpRun, run_url: str, now: str, detail: str
     ) -> bool:
-        return self._move(
-            run_key,
-            contracts.STATUS_RUN_STARTED,
-            now,
-            kfp_run_id=run.run_id,
-            kfp_run_url=run_url,
-            experiment_id=run.experiment_id,
-        )
+        ids = {
+            ATTR.kfp_run_id: run.run_id,
+            ATTR.kfp_run_url: run_url,
+            ATTR.experiment_id: run.experiment_id,
+        }
+        moved = self._move(run_key, contracts.STATUS_RUN_STARTED, now, detail, **ids)
+        if not moved:
+            self.items[run_key].update(ids)  # progress got there first: still save the ids
+        return moved
 
 
 @dataclass
@@ -188,30 +213,35 @@ class InMemoryRunProgress(RunProgress):
         self.items: dict[str, dict[str, Any]] = items if items is not None else {}
         self.writes: list[str] = []
 
+    def record(self, run_key: str) -> RunRecord | None:
+        item = self.items.get(run_key)
+        return RunRecord.from_item(copy.deepcopy(item)) if item else None
+
     def record_progress(
         self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
     ) -> ProgressWrite:
         self.writes.append("record_progress")
         old = copy.deepcopy(self.items.get(run_key))
+        record = RunRecord.from_item(old) if old else None
         stored = (old or {}).get(attribute)
         if stored is not None and not stored["ord"] < entry["ord"]:
-            return ProgressWrite(applied=False, old_item=old)
-        item = self.items.setdefault(run_key, {"run_key": run_key})
+            return ProgressWrite(applied=False, old=record)
+        item = self.items.setdefault(run_key, {ATTR.run_key: run_key})
         item[attribute] = copy.deepcopy(entry)
         if outcome:
-            item.setdefault(contracts.OUTCOME_ATTRIBUTE, outcome)
-        return ProgressWrite(applied=True, old_item=old)
+            item.setdefault(ATTR.outcome, outcome)
+        return ProgressWrite(applied=True, old=record)
 
     def claim_outcome(self, run_key: str, outcome: str) -> bool:
         self.writes.append("claim_outcome")
         item = self.items.get(run_key)
-        if item is None or contracts.OUTCOME_ATTRIBUTE in item:
+        if item is None or ATTR.outcome in item:
             return False
-        item[contracts.OUTCOME_ATTRIBUTE] = outcome
+        item[ATTR.outcome] = outcome
         return True
 
     def release_outcome(self, run_key: str, outcome: str) -> None:
         self.writes.append("release_outcome")
         item = self.items.get(run_key) or {}
-        if item.get(contracts.OUTCOME_ATTRIBUTE) == outcome:
-            del item[contracts.OUTCOME_ATTRIBUTE]
+        if item.get(ATTR.outcome) == outcome:
+            del item[ATTR.outcome]

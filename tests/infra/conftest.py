@@ -5,18 +5,15 @@ The Lambda asset is built once (pip results cached under build/); later synths r
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
-from variants import EMAILS, URL_MODE_CONTEXT
 
 from stacks.app_factory import MnistFlowStack, create_app
 from stacks.lambda_asset import build_lambda_asset
+from tests.infra.variants import EMAILS, URL_MODE_CONTEXT
 
 INFRA_DIR = Path(__file__).parent
 
@@ -45,28 +42,10 @@ class Synth:
         return self.stack.get_logical_id(construct.node.default_child)
 
 
-def _stub_pipeline_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only when pipeline.compile is not there yet: write a placeholder spec instead."""
-
-    def compile_pipeline(output_path: Path) -> Path:
-        output_path = Path(output_path)
-        output_path.write_text("# placeholder: pipeline.compile is not written yet\n")
-        return output_path
-
-    stub = types.ModuleType("pipeline.compile")
-    stub.compile_pipeline = compile_pipeline
-    monkeypatch.setitem(sys.modules, "pipeline.compile", stub)
-
-
 @pytest.fixture(scope="session")
 def lambda_asset() -> Path:
     """The asset folder, built the way `cdk synth` builds it."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        try:
-            importlib.import_module("pipeline.compile")
-        except ImportError:
-            _stub_pipeline_compiler(monkeypatch)
-        return build_lambda_asset()
+    return build_lambda_asset()
 
 
 def _synth(context: dict, asset: Path, outdir: Path) -> Synth:

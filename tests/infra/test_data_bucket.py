@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from runflow.contracts import INCOMING_PREFIX, RUNS_PREFIX
-from stacks.settings import cdk_json_context
+from core.contracts import INCOMING_PREFIX, RUNS_PREFIX
+from core.settings import cdk_json_context, read_context
 
 
 def _lambda_notifications(synth) -> list[dict]:
@@ -90,7 +90,7 @@ def test_data_bucket_refuses_requests_without_tls(default_synth, template):
 
 def test_run_outputs_expire_after_the_configured_days(default_synth):
     # Given the retention cdk.json sets for runs/
-    days = int(cdk_json_context()["runs_retention_days"])
+    days = read_context(cdk_json_context()).runs_retention_days
     bucket = default_synth.resources[
         default_synth.logical_id(default_synth.stack.data_bucket.bucket)
     ]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from cfn_text import actions_of, as_list, render, resources_of, role_statements
 
-from runflow.contracts import PIPELINE_EVENT_SOURCE
-from stacks.names import SAGEMAKER_NAME_PREFIX
+from core.contracts import PIPELINE_EVENT_SOURCE, SAGEMAKER_NAME_PREFIX
+from tests.infra.cfn_text import actions_of, as_list, render, resources_of, role_statements
 
 
 @pytest.fixture(params=["default_synth", "no_email_synth", "url_mode_synth"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from cfn_text import render
-
-from stacks.settings import cdk_json_context
+from core.settings import cdk_json_context, read_context
+from tests.infra.cfn_text import render
 
 
 def test_start_run_role_gets_an_access_entry_limited_to_the_kfp_namespace(default_synth):
     # Given cluster mode and the namespace from cdk.json
-    context = cdk_json_context()
+    context = read_context(cdk_json_context())
     role_id = default_synth.logical_id(default_synth.stack.start_run.function.role)
     # When reading the access entries
     (entry,) = default_synth.of_type("AWS::EKS::AccessEntry").values()
@@ -27,7 +26,7 @@ def test_start_run_role_gets_an_access_entry_limited_to_the_kfp_namespace(defaul
 
 def test_pipeline_runner_service_account_gets_the_pod_role(default_synth):
     # Given the context's cluster, namespace and service account
-    context = cdk_json_context()
+    context = read_context(cdk_json_context())
     pod_role_id = default_synth.logical_id(default_synth.stack.pipeline_pods.role)
     # When reading the Pod Identity associations
     (association,) = default_synth.of_type("AWS::EKS::PodIdentityAssociation").values()

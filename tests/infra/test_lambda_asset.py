@@ -85,5 +85,5 @@ def test_rebuilding_the_real_asset_does_not_run_pip_again(lambda_asset, monkeypa
     rebuilt = asset_builder.build_lambda_asset()
     # Then pip did not run and the asset is complete
     assert rebuilt == lambda_asset
-    assert (rebuilt / "runflow" / "contracts.py").is_file()
+    assert (rebuilt / "core" / "contracts.py").is_file()
     assert (rebuilt / "mnist_pipeline.yaml").read_text() == spec

@@ -1,9 +1,10 @@
-"""Operations alarms: both dead-letter queues and both Lambdas, emailed through their own topic."""
+"""Operations alarms: both failure queues and both Lambdas, emailed through their own topic."""
 
 from __future__ import annotations
 
 import pytest
-from variants import EMAILS
+
+from tests.infra.variants import EMAILS
 
 ALARM_PERIOD_SECONDS = 5 * 60
 
@@ -18,11 +19,7 @@ def _alarm_with_dimension(synth, value: dict) -> dict:
 
 
 def _queue_alarm(synth, owner: str) -> dict:
-    queues = {
-        "start_run": synth.stack.start_run.failed_events,
-        "tracking": synth.stack.tracking.dead_letters,
-    }
-    queue = queues[owner]
+    queue = getattr(synth.stack, owner).failed_events
     return _alarm_with_dimension(synth, {"Fn::GetAtt": [synth.logical_id(queue), "QueueName"]})
 
 
@@ -32,10 +29,10 @@ def _function_alarm(synth, owner: str) -> dict:
 
 
 def _operations_topic_ref(synth) -> dict:
-    return {"Ref": synth.logical_id(synth.stack.monitoring.topic)}
+    return {"Ref": synth.logical_id(synth.stack.operations.topic)}
 
 
-@pytest.mark.parametrize("owner", ["start_run", "tracking"])
+@pytest.mark.parametrize("owner", ["start_run", "track_progress"])
 def test_a_message_in_either_dead_letter_queue_raises_an_alarm(default_synth, owner):
     # Given the alarm on the queue's visible messages
     alarm = _queue_alarm(default_synth, owner)
@@ -52,7 +49,7 @@ def test_a_message_in_either_dead_letter_queue_raises_an_alarm(default_synth, ow
     assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]
 
 
-@pytest.mark.parametrize("owner", ["start_run", "tracking"])
+@pytest.mark.parametrize("owner", ["start_run", "track_progress"])
 def test_an_error_in_either_lambda_raises_an_alarm(default_synth, owner):
     # Given the alarm on the function's errors, then one error in five minutes is enough
     alarm = _function_alarm(default_synth, owner)
@@ -78,7 +75,7 @@ def test_there_are_exactly_four_alarms_and_none_emails_the_run_topic(default_syn
 
 def test_operations_topic_is_encrypted_with_the_notification_key_and_tls_only(default_synth):
     # Given the operations topic
-    topic_id = default_synth.logical_id(default_synth.stack.monitoring.topic)
+    topic_id = default_synth.logical_id(default_synth.stack.operations.topic)
     key_id = default_synth.logical_id(default_synth.stack.notifications.key)
     topic = default_synth.resources[topic_id]["Properties"]
     # Then it uses the customer-managed key (whose policy lets CloudWatch use it)

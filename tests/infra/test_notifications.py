@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from aws_cdk.assertions import Match
-from cfn_text import as_list
-from variants import EMAILS
+
+from tests.infra.cfn_text import as_list
+from tests.infra.variants import EMAILS
 
 
 def test_topic_is_encrypted_with_a_rotating_customer_managed_key(default_synth, template):

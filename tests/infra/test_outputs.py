@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from cfn_text import render
-
-from runflow.contracts import INCOMING_PREFIX
+from core.contracts import INCOMING_PREFIX
 from stacks import names
+from tests.infra.cfn_text import render
 
 
 def test_stack_exports_what_users_and_operators_need(default_synth):
@@ -22,13 +21,13 @@ def test_stack_exports_what_users_and_operators_need(default_synth):
             "Ref": default_synth.logical_id(stack.endpoint_invoke.policy)
         },
         names.OUTPUT_TRACK_PROGRESS_FUNCTION: {
-            "Ref": default_synth.logical_id(stack.tracking.function)
+            "Ref": default_synth.logical_id(stack.track_progress.function)
         },
-        names.OUTPUT_TRACKING_DEAD_LETTERS_QUEUE: {
-            "Ref": default_synth.logical_id(stack.tracking.dead_letters)
+        names.OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE: {
+            "Ref": default_synth.logical_id(stack.track_progress.failed_events)
         },
         names.OUTPUT_OPERATIONS_TOPIC_ARN: {
-            "Ref": default_synth.logical_id(stack.monitoring.topic)
+            "Ref": default_synth.logical_id(stack.operations.topic)
         },
     }
     for name, value in expected.items():

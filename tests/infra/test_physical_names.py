@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from stacks import names
+from core import contracts as names
 
 
 def test_the_table_topic_and_bucket_have_the_shared_names(template):

@@ -1,91 +1,48 @@
-"""Bad context fails at synth with an error that names the key."""
+"""The app reads its context through the settings schema: a bad or unknown key fails at synth,
+before anything is built, with one line naming the key (tests/unit/test_settings.py covers the
+schema's every rule)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from stacks.app_factory import SettingsError, cdk_json_context, create_app
-from stacks.settings import Settings
+from core.settings import SettingError
+from stacks.app_factory import create_app
 
-
-def _settings(**overrides) -> Settings:
-    return Settings.from_context({**cdk_json_context(), **overrides})
-
-
-@pytest.mark.parametrize(
-    ("overrides", "key"),
-    [
-        ({"eks_cluster_name": ""}, "eks_cluster_name"),
-        ({"kfp_mode": "proxy"}, "kfp_mode"),
-        ({"notification_emails": ["ops@example.com", "not-an-address"]}, "notification_emails"),
-        ({"notification_emails": "ops@example.com,@example.com"}, "notification_emails"),
-        ({"operations_emails": ["oncall@example"]}, "operations_emails"),
-        ({"operations_emails": "a@example.com,a@example.com"}, "operations_emails"),
-        ({"kfp_mode": "url", "kfp_url": ""}, "kfp_url"),
-        ({"kfp_mode": "url", "kfp_url": "kfp.example.com"}, "kfp_url"),
-        ({"kfp_mode": "url", "kfp_url": "https://kfp.example.com"}, "kfp_token_secret_name"),
-        ({"endpoint_name": "prod-endpoint"}, "endpoint_name"),
-        ({"train_instance_type": "m5.large"}, "train_instance_type"),
-        ({"train_instance_count": "two"}, "train_instance_count"),
-        ({"endpoint_instance_count": 0}, "endpoint_instance_count"),
-        ({"kfp_namespace": "Kube_Flow"}, "kfp_namespace"),
-        ({"vpc_id": "vpc-0123456789abcdef0"}, "subnet_ids"),
-        ({"runs_retention_days": -1}, "runs_retention_days"),
-    ],
-)
-def test_bad_context_names_the_key(overrides, key):
-    with pytest.raises(SettingsError) as error:
-        _settings(**overrides)
-    assert error.value.key == key
-    assert f"'{key}'" in str(error.value)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_app_refuses_bad_context_before_building_anything(tmp_path):
-    # Given an unknown KFP mode, when the app is created, then it fails naming the key
-    with pytest.raises(SettingsError, match="'kfp_mode'"):
+    with pytest.raises(SettingError, match="^CDK context 'kfp_mode': must be one of"):
         create_app({"kfp_mode": "ssh"}, outdir=str(tmp_path))
 
 
-def test_cdk_json_defaults_are_valid_and_cheap():
-    settings = _settings()
-    assert settings.kfp_mode == "cluster"
-    assert settings.kfp_namespace == "kubeflow"
-    assert settings.kfp_service_account == "pipeline-runner"
-    assert settings.notification_emails == ()
-    assert {settings.train_instance_type, settings.endpoint_instance_type} == {"ml.m5.large"}
-    assert settings.train_instance_count == settings.endpoint_instance_count == 1
+def test_the_app_refuses_an_unknown_key_naming_the_closest(tmp_path):
+    with pytest.raises(SettingError, match="did you mean 'train_instance_count'"):
+        create_app({"train_instances_count": 2}, outdir=str(tmp_path))
 
 
-def test_cli_strings_are_accepted_for_lists_and_numbers():
-    # Given values as `cdk deploy -c key=value` passes them (strings)
-    settings = _settings(
-        notification_emails="a@example.com, b@example.com", train_instance_count="2"
+@pytest.mark.parametrize(
+    ("context", "line"),
+    [
+        ({"kfp_mode": "ssh"}, "error: CDK context 'kfp_mode': must be one of cluster, url"),
+        ({"kfp_mod": "url"}, "error: CDK context 'kfp_mod': unknown context key; did you mean"),
+    ],
+)
+def test_synth_with_a_bad_value_prints_one_line_and_exits_2(tmp_path, context, line):
+    # Given the context the CDK CLI passes (`cdk synth -c ...` sets CDK_CONTEXT_JSON)
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
+    # When the app runs as `cdk synth` runs it
+    done = subprocess.run(
+        [sys.executable, "app.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
-    assert settings.notification_emails == ("a@example.com", "b@example.com")
-    assert settings.train_instance_count == 2
-
-
-def test_url_mode_needs_no_cluster_name():
-    settings = _settings(
-        kfp_mode="url",
-        eks_cluster_name="",
-        kfp_url="https://kfp.example.com/",
-        kfp_token_secret_name="kfp/token",
-    )
-    assert settings.kfp_url == "https://kfp.example.com"
-    assert not settings.uses_cluster_api
-
-
-def test_operations_emails_default_to_the_notification_addresses():
-    # Given notification addresses and no operations_emails key, then operators are the same people
-    settings = _settings(notification_emails=["a@example.com", "b@example.com"])
-    assert settings.operations_emails == ("a@example.com", "b@example.com")
-
-
-def test_operations_emails_replace_the_default_when_given_even_empty():
-    # Given operations addresses of their own, then only they get the alarms
-    settings = _settings(notification_emails=["a@example.com"], operations_emails="ops@example.com")
-    assert settings.operations_emails == ("ops@example.com",)
-    # And an explicit empty value (`-c operations_emails=`) means nobody is subscribed
-    settings = _settings(notification_emails=["a@example.com"], operations_emails="")
-    assert settings.operations_emails == ()
+    # Then it says what is wrong in one line, with no traceback
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(line)

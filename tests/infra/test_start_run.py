@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from cfn_text import actions_of, render, resources_of, role_statements
-from variants import TOKEN_SECRET_NAME
 
-from stacks.names import PIPELINE_SPEC_FILE, START_RUN_HANDLER
+from core import contracts
+from core.contracts import PIPELINE_SPEC_FILE
+from core.settings import cdk_json_context, function_parameters
+from tests.infra.cfn_text import actions_of, render, resources_of, role_statements
+from tests.infra.variants import TOKEN_SECRET_NAME
 
-# The configuration the Lambda's settings model reads: exactly these names, no others.
+# The configuration start-run reads, as the schema declares it (the runtime sets the region).
 START_RUN_ENVIRONMENT = {
-    "RUNS_TABLE_NAME", "NOTIFICATION_TOPIC_ARN", "DATA_BUCKET_NAME", "KFP_MODE",
-    "EKS_CLUSTER_NAME", "KFP_NAMESPACE", "KFP_URL", "KFP_TOKEN_SECRET_ARN", "KFP_UI_URL",
-    "KFP_EXPERIMENT_NAME", "PIPELINE_SPEC_PATH", "SAGEMAKER_ROLE_ARN", "TRAIN_INSTANCE_TYPE",
-    "TRAIN_INSTANCE_COUNT", "TRANSFORM_INSTANCE_TYPE", "TRANSFORM_INSTANCE_COUNT",
-    "ENDPOINT_INSTANCE_TYPE", "ENDPOINT_INSTANCE_COUNT", "ENDPOINT_NAME",
-    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
-}  # fmt: skip
+    p.env_name for p in function_parameters(contracts.START_RUN) if p.source != "lambda"
+}
 # Everything the start-run role may do: its own work, plus what Lambda itself needs to
 # trace (X-Ray) and to send failed events to the on-failure queue.
 BASE_ACTIONS = {
@@ -40,7 +37,7 @@ def test_start_run_runs_the_shared_package_on_python_312_with_tracing_and_json_l
 ):
     function = _function(default_synth)
     assert function["Runtime"] == "python3.12"
-    assert function["Handler"] == START_RUN_HANDLER
+    assert function["Handler"] == "lambdas.handlers.start_run.handler"
     assert function["TracingConfig"] == {"Mode": "Active"}
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
 
@@ -60,8 +57,9 @@ def test_start_run_gets_exactly_the_configuration_its_settings_read(default_synt
     assert variables["SAGEMAKER_ROLE_ARN"] == {"Fn::GetAtt": [role_id, "Arn"]}
 
 
-def test_the_asset_ships_the_package_and_the_compiled_pipeline(lambda_asset):
-    assert (lambda_asset / "runflow" / "contracts.py").is_file()
+def test_the_asset_ships_the_packages_and_the_compiled_pipeline(lambda_asset):
+    assert (lambda_asset / "core" / "contracts.py").is_file()
+    assert (lambda_asset / "lambdas" / "handlers" / "start_run.py").is_file()
     assert (lambda_asset / PIPELINE_SPEC_FILE).is_file()
     assert not list(lambda_asset.rglob("__pycache__"))
 
@@ -99,10 +97,10 @@ def test_cluster_mode_role_may_only_record_runs_notify_and_describe_the_cluster(
     assert actions_of(statements) == BASE_ACTIONS | {"eks:DescribeCluster"}
     by_sid = {statement.get("Sid"): statement for statement in statements}
     table_id = default_synth.logical_id(default_synth.stack.runs_table.table)
-    assert resources_of(by_sid["ClaimAndRecordRuns"]) == ["${" + table_id + ".Arn}"]
+    assert resources_of(by_sid["ReadAndWriteRunRecords"]) == ["${" + table_id + ".Arn}"]
     assert resources_of(by_sid["ReadClusterEndpoint"]) == [
         "arn:${AWS::Partition}:eks:${AWS::Region}:${AWS::AccountId}:cluster/"
-        + default_synth.stack.kfp_access.environment["EKS_CLUSTER_NAME"]
+        + cdk_json_context()["eks_cluster_name"]
     ]
 
 

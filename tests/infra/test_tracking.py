@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from cfn_text import actions_of, as_list, resources_of, role_statements
 
-from runflow.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
-from stacks.mnist_flow_stack import track_progress_environment
-from stacks.names import (
-    POWERTOOLS_METRICS_NAMESPACE,
-    POWERTOOLS_SERVICE_NAME,
-    TRACK_PROGRESS_HANDLER,
-)
-from stacks.settings import Settings, cdk_json_context
+from core import contracts
+from core.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
+from core.settings import cdk_json_context, environment, function_parameters, read_context
+from tests.infra.cfn_text import actions_of, as_list, resources_of, role_statements
 
 # The SageMaker events the product follows and the detail field that names the resource,
-# spelled as AWS documents them (a typo here or in the stack would silently match nothing).
+# spelled as AWS documents them ("Events that Amazon SageMaker sends to Amazon EventBridge",
+# https://docs.aws.amazon.com/sagemaker/latest/dg/automating-sagemaker-with-eventbridge.html);
+# a typo here or in core.sagemaker_events would silently match nothing.
 SAGEMAKER_RULES = {
     "SageMaker Training Job State Change": "TrainingJobName",
     "SageMaker Transform Job State Change": "TransformJobName",
@@ -23,11 +20,10 @@ SAGEMAKER_RULES = {
 }
 NAME_PREFIX_FILTER = [{"prefix": "mnist-"}]
 TARGET_RETRY_POLICY = {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 6 * 60 * 60}
-# The configuration the track-progress settings model reads: exactly these names.
+# What the track-progress function reads, as the schema declares it (the runtime sets the region).
 TRACK_PROGRESS_ENVIRONMENT = {
-    "RUNS_TABLE_NAME", "NOTIFICATION_TOPIC_ARN", "KFP_UI_URL",
-    "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
-}  # fmt: skip
+    p.env_name for p in function_parameters(contracts.TRACK_PROGRESS) if p.source != "lambda"
+}
 # Its own work (record, announce), plus what Lambda needs to trace and to park failed events.
 TRACK_PROGRESS_ACTIONS = {
     "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sns:Publish",
@@ -45,12 +41,12 @@ def _rules_for(synth, detail_type: str) -> list[dict]:
 
 
 def _ids(synth) -> tuple[str, str]:
-    tracking = synth.stack.tracking
-    return synth.logical_id(tracking.function), synth.logical_id(tracking.dead_letters)
+    track = synth.stack.track_progress
+    return synth.logical_id(track.function), synth.logical_id(track.failed_events)
 
 
 def _function(synth) -> dict:
-    return synth.resources[synth.logical_id(synth.stack.tracking.function)]["Properties"]
+    return synth.resources[synth.logical_id(synth.stack.track_progress.function)]["Properties"]
 
 
 @pytest.mark.parametrize(("detail_type", "name_field"), SAGEMAKER_RULES.items())
@@ -149,16 +145,14 @@ def test_track_progress_runs_the_shared_asset_on_python_312_with_tracing_and_jso
     start_run = default_synth.resources[
         default_synth.logical_id(default_synth.stack.start_run.function)
     ]
-    assert (
-        function["Handler"] == TRACK_PROGRESS_HANDLER == "runflow.handlers.track_progress.handler"
-    )
+    assert function["Handler"] == "lambdas.handlers.track_progress.handler"
     assert function["Runtime"] == "python3.12"
     assert function["TracingConfig"] == {"Mode": "Active"}
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
     # The same asset as start-run: only the handler differs
     assert function["Code"] == start_run["Properties"]["Code"]
     # And its log group keeps logs for the configured time, not forever
-    log_group_id = default_synth.logical_id(default_synth.stack.tracking.log_group)
+    log_group_id = default_synth.logical_id(default_synth.stack.track_progress.log_group)
     assert function["LoggingConfig"]["LogGroup"] == {"Ref": log_group_id}
     assert default_synth.resources[log_group_id]["Properties"]["RetentionInDays"] == 30
 
@@ -175,13 +169,13 @@ def test_track_progress_gets_exactly_the_configuration_its_settings_read(default
     }
     assert variables["KFP_UI_URL"] == ""
     # And its logs and traces are told apart from start-run's, its metrics are not
-    assert variables["POWERTOOLS_SERVICE_NAME"] not in ("", POWERTOOLS_SERVICE_NAME)
-    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == POWERTOOLS_METRICS_NAMESPACE
+    assert variables["POWERTOOLS_SERVICE_NAME"] == contracts.TRACK_PROGRESS
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == contracts.METRICS_NAMESPACE
 
 
 def test_track_progress_may_only_record_runs_announce_and_park_failures(default_synth):
     # Given the track-progress role's statements
-    role_id = default_synth.logical_id(default_synth.stack.tracking.function.role)
+    role_id = default_synth.logical_id(default_synth.stack.track_progress.function.role)
     statements = role_statements(default_synth.resources, role_id)
     table_arn = "${" + default_synth.logical_id(default_synth.stack.runs_table.table) + ".Arn}"
     _, queue_id = _ids(default_synth)
@@ -203,10 +197,11 @@ def test_track_progress_may_only_record_runs_announce_and_park_failures(default_
 
 def test_the_configured_kfp_ui_url_reaches_track_progress_for_run_links():
     # Given a KFP UI URL in the context (with a trailing slash)
-    settings = Settings.from_context(
-        {**cdk_json_context(), "kfp_ui_url": "https://kfp.example.com/"}
+    settings = read_context({**cdk_json_context(), "kfp_ui_url": "https://kfp.example.com/"})
+    # When the track-progress environment is built
+    variables = environment(
+        contracts.TRACK_PROGRESS,
+        {**settings, "runs_table_name": "runs", "notification_topic_arn": "topic"},
     )
-    # When the track-progress configuration is built
-    variables = track_progress_environment(settings, table_name="runs", topic_arn="topic")
     # Then the links it writes start from the normalized URL
     assert variables["KFP_UI_URL"] == "https://kfp.example.com"

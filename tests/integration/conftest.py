@@ -1,13 +1,14 @@
-"""Start-run integration fixtures: moto AWS, the fake KFP server, the compiled pipeline spec."""
+"""Integration fixtures: moto in process, provisioned as the local stack provisions its emulator;
+the local KFP API; each function built by its own factory from its own environment mapping."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
-import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,63 +16,35 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from core import contracts
+from core.run_record import RunRecord
+from lambdas.composition import start_run_handler, track_progress_handler
+from lambdas.dal.runs_table import RunsTableReader, plain_item
+from mnistflow.local.kfp_api import LocalKfpApi
+from mnistflow.local.provision import LocalNames, Provisioned, provision, read_inbox
 from tests.fakes import FakeClock
+from tests.fakes.settings import function_environ
 
+REGION = "us-east-1"
 BUCKET = "mnistflow-data-123456789012"
-TABLE = "mnistflow-runs"
+TABLE = contracts.RUNS_TABLE_NAME
 SECRET_TOKEN = "kfp-sa-token-for-tests"
-ROLE_ARN = "arn:aws:iam::123456789012:role/mnistflow-sagemaker-execution"
 CLUSTER = "mnist-cluster"
 KFP_TEST_TIMEOUT_SECONDS = 0.5
-PIPELINE_SOURCE: dict[str, str] = {}
-
-
-def _compile_hello_world(output: Path) -> Path:
-    """Stand-in for pipeline.compile.compile_pipeline: the same parameter names, one step."""
-    from kfp import compiler, dsl
-
-    @dsl.component(base_image="python:3.12-slim")
-    def say(dataset_uri: str, run_key: str) -> str:
-        return f"{run_key}: {dataset_uri}"
-
-    @dsl.pipeline(name="mnist-hello")
-    def hello(
-        dataset_uri: str,
-        run_key: str,
-        region: str,
-        role_arn: str,
-        training_image: str = "",
-        train_instance_type: str = "ml.m5.xlarge",
-        train_instance_count: int = 1,
-        transform_instance_type: str = "ml.m5.xlarge",
-        transform_instance_count: int = 1,
-        endpoint_instance_type: str = "ml.m5.xlarge",
-        endpoint_instance_count: int = 1,
-        endpoint_name: str = "",
-    ):
-        say(dataset_uri=dataset_uri, run_key=run_key)
-
-    compiler.Compiler().compile(hello, str(output))
-    return output
 
 
 @pytest.fixture(scope="session")
 def pipeline_spec_file(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-    try:
-        from pipeline.compile import compile_pipeline
-    except ImportError:
-        PIPELINE_SOURCE["used"] = "hello-world stand-in"
-        return _compile_hello_world(output)
-    PIPELINE_SOURCE["used"] = "pipeline.compile.compile_pipeline"
-    return compile_pipeline(output)
+    from pipeline.compile import compile_pipeline
+
+    return compile_pipeline(tmp_path_factory.mktemp("spec") / contracts.PIPELINE_SPEC_FILE)
 
 
 @dataclass
 class LambdaContext:
-    function_name: str = "mnistflow-start-run"
+    function_name: str = contracts.START_RUN
     memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:mnistflow-start-run"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:start-run"
     aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
     millis_left: int = 60_000
 
@@ -81,74 +54,54 @@ class LambdaContext:
 
 @dataclass
 class AwsWorld:
-    topic_arn: str
-    queue_url: str
-    secret_arn: str
-    region: str = "us-east-1"
+    resources: Provisioned
     _messages: list[dict[str, Any]] = field(default_factory=list)
 
-    def item(self, run_key: str) -> dict[str, Any] | None:
-        from runflow.dal.runs_table import _plain
+    @property
+    def topic_arn(self) -> str:
+        return self.resources.topic_arn
 
-        raw = boto3.client("dynamodb", region_name=self.region).get_item(
+    @property
+    def secret_arn(self) -> str:
+        return self.resources.kfp_token_secret_arn
+
+    @property
+    def role_arn(self) -> str:
+        return self.resources.sagemaker_role_arn
+
+    def item(self, run_key: str) -> dict[str, Any] | None:
+        """The stored item, as plain values."""
+        raw = _client("dynamodb").get_item(
             TableName=TABLE, Key={"run_key": {"S": run_key}}, ConsistentRead=True
         )
-        return _plain(raw["Item"]) if "Item" in raw else None
+        return plain_item(raw["Item"]) if "Item" in raw else None
+
+    def record(self, run_key: str) -> RunRecord | None:
+        return RunsTableReader(TABLE, lambda: _client("dynamodb")).get(run_key)
 
     def items(self) -> list[dict[str, Any]]:
-        from runflow.dal.runs_table import _plain
-
-        raw = boto3.client("dynamodb", region_name=self.region).scan(TableName=TABLE)
-        return [_plain(i) for i in raw["Items"]]
+        return [plain_item(i) for i in _client("dynamodb").scan(TableName=TABLE)["Items"]]
 
     def messages(self) -> list[dict[str, Any]]:
         """Everything published so far, as SNS delivered it to the subscribed queue."""
-        sqs = boto3.client("sqs", region_name=self.region)
-        while True:
-            got = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
-            if not got.get("Messages"):
-                break
-            for message in got["Messages"]:
-                envelope = json.loads(message["Body"])
-                self._messages.append(
-                    {
-                        "subject": envelope.get("Subject"),
-                        "message": envelope["Message"],
-                        "kind": envelope["MessageAttributes"]["kind"]["Value"],
-                        "run_key": envelope["MessageAttributes"]["run_key"]["Value"],
-                    }
-                )
-                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        self._messages += [dataclasses.asdict(e) for e in read_inbox(_client, self.resources)]
         return list(self._messages)
 
 
+def _client(service: str):
+    return boto3.client(service, region_name=REGION)
+
+
 @pytest.fixture
-def aws(monkeypatch) -> AwsWorld:
+def aws() -> AwsWorld:
     with mock_aws():
-        region = "us-east-1"
-        boto3.client("dynamodb", region_name=region).create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "run_key", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "run_key", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        sns = boto3.client("sns", region_name=region)
-        topic_arn = sns.create_topic(Name="mnistflow-notifications")["TopicArn"]
-        sqs = boto3.client("sqs", region_name=region)
-        queue_url = sqs.create_queue(QueueName="notifications-probe")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        secret_arn = boto3.client("secretsmanager", region_name=region).create_secret(
-            Name="mnistflow/kfp-token", SecretString=SECRET_TOKEN
-        )["ARN"]
-        boto3.client("eks", region_name=region).create_cluster(
+        resources = provision(_client, LocalNames(data_bucket=BUCKET), kfp_token=SECRET_TOKEN)
+        _client("eks").create_cluster(
             name=CLUSTER,
             roleArn="arn:aws:iam::123456789012:role/eks-cluster",
             resourcesVpcConfig={"subnetIds": []},
         )
-        yield AwsWorld(topic_arn=topic_arn, queue_url=queue_url, secret_arn=secret_arn)
+        yield AwsWorld(resources)
 
 
 @pytest.fixture
@@ -157,52 +110,89 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def lambda_env(monkeypatch, aws, pipeline_spec_file, clock):
-    """The environment the CDK stack sets (url mode by default), and fresh caches."""
-    values = {
-        "RUNS_TABLE_NAME": TABLE,
-        "NOTIFICATION_TOPIC_ARN": aws.topic_arn,
-        "DATA_BUCKET_NAME": BUCKET,
-        "KFP_MODE": "url",
-        "KFP_URL": "http://127.0.0.1:9",  # replaced by the fake server's URL in the tests
-        "KFP_TOKEN_SECRET_ARN": aws.secret_arn,
-        "KFP_UI_URL": "https://kfp.example.com",
-        "KFP_EXPERIMENT_NAME": "mnist-uploads",
-        "PIPELINE_SPEC_PATH": str(pipeline_spec_file),
-        "SAGEMAKER_ROLE_ARN": ROLE_ARN,
-        "TRAIN_INSTANCE_TYPE": "ml.m5.xlarge",
-        "TRAIN_INSTANCE_COUNT": "1",
-        "TRANSFORM_INSTANCE_TYPE": "ml.m5.large",
-        "TRANSFORM_INSTANCE_COUNT": "2",
-        "ENDPOINT_INSTANCE_TYPE": "ml.t2.medium",
-        "ENDPOINT_INSTANCE_COUNT": "1",
-        "ENDPOINT_NAME": "",
-        "POWERTOOLS_SERVICE_NAME": "start-run",
-        "POWERTOOLS_METRICS_NAMESPACE": "MnistFlow",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    # Imported after the environment is set: Powertools reads its service name and metric
-    # namespace when runflow.observability is first imported, as in Lambda's init phase.
-    from runflow import composition
-    from runflow.container import start_new_container
-    from runflow.dal.kfp_api import KfpHttpApi
-    from runflow.logic.start_run import StartRun
-
-    # No real waiting: retries sleep on the fake clock; KFP calls give up quickly.
-    monkeypatch.setattr(
-        composition, "StartRun", partial(StartRun, sleep=clock.sleep, rng=lambda: 1.0)
-    )
-    monkeypatch.setattr(
-        composition, "KfpHttpApi", partial(KfpHttpApi, timeout_seconds=KFP_TEST_TIMEOUT_SECONDS)
+def lambda_env(aws, pipeline_spec_file) -> dict[str, str]:
+    """start-run's environment as the stack sets it (url mode); change it before the first
+    call of `start_run` and the function's container reads the change."""
+    return function_environ(
+        contracts.START_RUN,
+        REGION,
+        kfp_mode="url",
+        kfp_url="http://127.0.0.1:9",  # the KFP fixture puts its own URL here
+        kfp_token_secret_name="mnistflow/kfp-token",
+        kfp_token_secret_arn=aws.secret_arn,
+        kfp_ui_url="https://kfp.example.com",
+        kfp_experiment_name="mnist-uploads",
+        train_instance_type="ml.m5.xlarge",
+        transform_instance_count=2,
+        endpoint_instance_type="ml.t2.medium",
+        runs_table_name=TABLE,
+        notification_topic_arn=aws.topic_arn,
+        data_bucket_name=BUCKET,
+        pipeline_spec_path=str(pipeline_spec_file),
+        sagemaker_role_arn=aws.role_arn,
     )
 
-    def reset() -> None:
-        start_new_container()
 
-    reset()
-    yield monkeypatch
-    reset()
+class LambdaFunction:
+    """One function's container: built on the first call from its environment, then kept;
+    `new_container()` makes the next call start a fresh one (as after a cold start)."""
+
+    def __init__(self, build: Callable[[], Callable]) -> None:
+        self._build = build
+        self._handler: Callable | None = None
+
+    @property
+    def handler(self) -> Callable:
+        if self._handler is None:
+            self._handler = self._build()
+        return self._handler
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
+        return self.handler(event, context or LambdaContext())
+
+    def new_container(self) -> None:
+        self._handler = None
+
+
+@pytest.fixture
+def start_run(lambda_env, clock) -> LambdaFunction:
+    """The start-run function: retries sleep on the fake clock, KFP calls give up quickly."""
+    return LambdaFunction(
+        lambda: start_run_handler(
+            lambda_env,
+            sleep=clock.sleep,
+            rng=lambda: 1.0,
+            kfp_timeout_seconds=KFP_TEST_TIMEOUT_SECONDS,
+        )
+    )
+
+
+@pytest.fixture
+def track_env(aws) -> dict[str, str]:
+    return function_environ(
+        contracts.TRACK_PROGRESS,
+        REGION,
+        kfp_ui_url="https://kfp.example.com",
+        runs_table_name=TABLE,
+        notification_topic_arn=aws.topic_arn,
+    )
+
+
+@pytest.fixture
+def track_progress(track_env) -> LambdaFunction:
+    from lambdas.observability import metrics
+
+    function = LambdaFunction(lambda: track_progress_handler(track_env))
+    yield function
+    metrics.clear_metrics()
+
+
+@pytest.fixture
+def kfp(lambda_env):
+    """The local KFP API, accepting the secret's token; start-run is pointed at it."""
+    with LocalKfpApi(accept_token=SECRET_TOKEN) as server:
+        lambda_env["KFP_URL"] = server.url
+        yield server
 
 
 @dataclass

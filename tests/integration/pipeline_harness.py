@@ -6,20 +6,14 @@ read back so a person (or a test) can see it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnistflow.local.emulator import AwsEmulator
-from mnistflow.local.pipeline_runner import LocalRunResult, run_compiled_pipeline
-from mnistflow.local.stack import SAGEMAKER_TRUST_POLICY
-from pipeline.compile import compile_pipeline
-from runflow.contracts import (
+from core import contracts
+from core.contracts import (
     ENDPOINT_SUFFIX,
     INCOMING_PREFIX,
     MODEL_SUFFIX,
-    PIPELINE_EVENT_DETAIL_TYPE,
-    PIPELINE_EVENT_SOURCE,
     RUN_KEY_TAG,
     TRAINING_JOB_SUFFIX,
     TRANSFORM_JOB_SUFFIX,
@@ -27,11 +21,12 @@ from runflow.contracts import (
     run_key,
     run_prefix,
 )
+from mnistflow.local.emulator import AwsEmulator
+from mnistflow.local.pipeline_runner import LocalRunResult, run_compiled_pipeline
+from mnistflow.local.provision import LocalNames, Provisioned, drain, provision
+from pipeline.compile import compile_pipeline
 
 LOCAL_DATA_BUCKET = "mnistflow-local-data"
-LOCAL_PIPELINE_EVENTS_QUEUE = "mnistflow-local-pipeline-events"
-LOCAL_PIPELINE_EVENTS_RULE = "mnistflow-local-pipeline-events"
-LOCAL_EXECUTION_ROLE = "mnistflow-local-sagemaker-execution"
 
 
 @dataclass(frozen=True)
@@ -43,46 +38,9 @@ class LocalRun:
     final_events: list[dict]
 
 
-def prepare_account(emulator: AwsEmulator, bucket: str = LOCAL_DATA_BUCKET) -> str:
-    """Creates the versioned data bucket and the SageMaker execution role; returns the role ARN."""
-    s3 = emulator.client("s3")
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    role = emulator.client("iam").create_role(
-        RoleName=LOCAL_EXECUTION_ROLE, AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST_POLICY)
-    )
-    _route_pipeline_events_to_queue(emulator)
-    return role["Role"]["Arn"]
-
-
-def _route_pipeline_events_to_queue(emulator: AwsEmulator) -> None:
-    """The pipeline's final-state events land in a queue (moto's rules cannot invoke Lambdas)."""
-    sqs, events = emulator.client("sqs"), emulator.client("events")
-    queue_url = sqs.create_queue(QueueName=LOCAL_PIPELINE_EVENTS_QUEUE)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    events.put_rule(
-        Name=LOCAL_PIPELINE_EVENTS_RULE,
-        EventPattern=json.dumps(
-            {"source": [PIPELINE_EVENT_SOURCE], "detail-type": [PIPELINE_EVENT_DETAIL_TYPE]}
-        ),
-    )
-    events.put_targets(Rule=LOCAL_PIPELINE_EVENTS_RULE, Targets=[{"Id": "queue", "Arn": queue_arn}])
-
-
-def received_pipeline_events(emulator: AwsEmulator) -> list[dict]:
+def received_pipeline_events(emulator: AwsEmulator, resources: Provisioned) -> list[dict]:
     """The final-state events that reached the queue (each as EventBridge delivered it)."""
-    sqs = emulator.client("sqs")
-    queue_url = sqs.get_queue_url(QueueName=LOCAL_PIPELINE_EVENTS_QUEUE)["QueueUrl"]
-    received = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not batch:
-            return received
-        for message in batch:
-            received.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return drain(emulator.client, resources.queue_urls[resources.names.pipeline_events_queue])
 
 
 def upload_dataset(emulator: AwsEmulator, data_file: Path, bucket: str) -> tuple[str, str]:
@@ -130,16 +88,18 @@ def run_dataset(
     echo: bool = False,
 ) -> LocalRun:
     """Uploads `data_file`, runs the compiled pipeline on it, and takes stock."""
-    role_arn = prepare_account(emulator, bucket)
+    resources = provision(emulator.client, LocalNames(data_bucket=bucket), kfp_token="unused")
     dataset_uri, key = upload_dataset(emulator, data_file, bucket)
     spec = compile_pipeline(workdir / "mnist_pipeline.yaml")
+    # The required parameters; the rest take the pipeline's defaults (the schema's).
     result = run_compiled_pipeline(
         spec,
         {
             "dataset_uri": dataset_uri,
             "run_key": key,
             "region": emulator.region,
-            "role_arn": role_arn,
+            "sagemaker_role_arn": resources.sagemaker_role_arn,
+            "event_bus_name": contracts.DEFAULT_EVENT_BUS,
             "endpoint_name": endpoint_name,
         },
         pipeline_root=workdir / "pipeline-root",
@@ -148,4 +108,4 @@ def run_dataset(
     )
     endpoint = endpoint_name or resource_name(key, ENDPOINT_SUFFIX)
     stock = take_stock(emulator, bucket, key, endpoint)
-    return LocalRun(key, dataset_uri, result, stock, received_pipeline_events(emulator))
+    return LocalRun(key, dataset_uri, result, stock, received_pipeline_events(emulator, resources))

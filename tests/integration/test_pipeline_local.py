@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
+from core.contracts import RUN_KEY_TAG
 from mnistflow.local.emulator import AwsEmulator
-from runflow.contracts import RUN_KEY_TAG
 from tests.conftest import SAMPLE_DIR
 from tests.integration.pipeline_harness import LOCAL_DATA_BUCKET, run_dataset
 

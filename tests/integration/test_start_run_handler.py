@@ -1,4 +1,4 @@
-"""The start-run handler end to end: moto for AWS, the fake KFP server for the cluster's API."""
+"""The start-run handler end to end: moto for AWS, the local KFP API for the cluster's."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ import json
 from dataclasses import replace
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
+import boto3
 import pytest
 import yaml
 
-from runflow import contracts
+from core import contracts
+from core.settings import pipeline_parameters
+from mnistflow.local.kfp_api import Fault, LocalKfpApi
 from tests.conftest import load_event
-from tests.fakes.kfp_server import FakeKfpServer
-from tests.integration.conftest import (
-    BUCKET,
-    CLUSTER,
-    KFP_TEST_TIMEOUT_SECONDS,
-    ROLE_ARN,
-    SECRET_TOKEN,
-    LambdaContext,
-)
+from tests.integration.conftest import BUCKET, CLUSTER, KFP_TEST_TIMEOUT_SECONDS, SECRET_TOKEN
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +23,10 @@ RUNS = "/apis/v2beta1/runs"
 EXPERIMENTS = "/apis/v2beta1/experiments"
 
 
-def handler():
-    from runflow.handlers import start_run
-
-    return start_run.handler
-
-
 def run_key_of(event_name: str) -> str:
     obj = load_event(event_name)["Records"][0]["s3"]["object"]
     key = unquote_plus(obj["key"])
     return contracts.run_key(BUCKET, key, obj.get("versionId") or obj["eTag"])
-
-
-@pytest.fixture
-def kfp(lambda_env):
-    with FakeKfpServer(accept_token=SECRET_TOKEN) as server:
-        lambda_env.setenv("KFP_URL", server.url)
-        yield server
 
 
 def log_lines(caplog) -> list[dict]:
@@ -55,18 +37,20 @@ def log_lines(caplog) -> list[dict]:
 # -- the happy path ------------------------------------------------------------------------
 
 
-def test_upload_starts_one_run_with_the_spec_and_parameters(kfp, aws, pipeline_spec_file):
+def test_upload_starts_one_run_with_the_spec_and_parameters(
+    kfp, aws, pipeline_spec_file, start_run
+):
     # Given an upload of a dataset version under incoming/
     event = load_event("s3_put")
     key = run_key_of("s3_put")
 
     # When the handler receives its notification
-    result = handler()(event, LambdaContext())
+    result = start_run(event)
 
     # Then one run exists on KFP, named by the run key, in the configured experiment
     assert result["started"] == [key]
     [run] = kfp.runs_named(key)
-    [experiment] = kfp.state.experiments.values()
+    [experiment] = kfp.experiments.values()
     assert experiment["display_name"] == "mnist-uploads"
     assert run["experiment_id"] == experiment["experiment_id"]
     # And the request carried the bearer token from Secrets Manager and the spec inline
@@ -75,19 +59,18 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(kfp, aws, pipeline_s
     assert create.headers["content-type"] == "application/json"
     assert create.body["display_name"] == key
     assert create.body["pipeline_spec"] == yaml.safe_load(pipeline_spec_file.read_text())
+    # And its parameters are the pipeline's: this run's, the stack's, the configured ones
+    defaults = {p.key: p.default for p in pipeline_parameters() if not p.required}
     assert create.body["runtime_config"]["parameters"] == {
+        **defaults,
         "dataset_uri": f"s3://{BUCKET}/incoming/mnist.pkl.gz",
         "run_key": key,
         "region": "us-east-1",
-        "role_arn": ROLE_ARN,
-        "training_image": "",
+        "sagemaker_role_arn": aws.role_arn,
+        "event_bus_name": contracts.DEFAULT_EVENT_BUS,
         "train_instance_type": "ml.m5.xlarge",
-        "train_instance_count": 1,
-        "transform_instance_type": "ml.m5.large",
         "transform_instance_count": 2,
         "endpoint_instance_type": "ml.t2.medium",
-        "endpoint_instance_count": 1,
-        "endpoint_name": "",
     }
     # And every parameter it sends is one the pipeline declares
     declared = create.body["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
@@ -120,14 +103,14 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(kfp, aws, pipeline_s
     assert run["run_id"] in message["message"]
 
 
-def test_duplicate_delivery_gives_one_run(kfp, aws, caplog):
+def test_duplicate_delivery_gives_one_run(kfp, aws, caplog, start_run):
     # Given a notification that was already handled
     event = load_event("s3_put")
-    handler()(event, LambdaContext())
+    start_run(event)
     caplog.clear()
 
     # When S3 delivers it again
-    result = handler()(event, LambdaContext())
+    result = start_run(event)
 
     # Then nothing new happens on KFP, and the log says why
     key = run_key_of("s3_put")
@@ -138,26 +121,26 @@ def test_duplicate_delivery_gives_one_run(kfp, aws, caplog):
     assert len(aws.messages()) == 1  # only the first RUN_STARTED
 
 
-def test_existing_experiment_is_reused(kfp, aws):
+def test_existing_experiment_is_reused(kfp, aws, start_run):
     # Given the experiment already exists on KFP
-    handler()(load_event("s3_put"), LambdaContext())
+    start_run(load_event("s3_put"))
 
     # When another dataset arrives
-    handler()(load_event("s3_put_special_key"), LambdaContext())
+    start_run(load_event("s3_put_special_key"))
 
     # Then no second experiment is created
-    assert len(kfp.state.experiments) == 1
+    assert len(kfp.experiments) == 1
     assert len(kfp.requests_to("POST", EXPERIMENTS)) == 1
 
 
 @pytest.mark.parametrize("event_name", ["s3_put_special_key", "s3_put_unversioned"])
-def test_awkward_keys_are_decoded(kfp, aws, event_name):
+def test_awkward_keys_are_decoded(kfp, aws, event_name, start_run):
     # Given a key with spaces, '+', unicode and deep folders (or an unversioned bucket)
     event = load_event(event_name)
     raw_key = event["Records"][0]["s3"]["object"]["key"]
 
     # When it is handled
-    handler()(event, LambdaContext())
+    start_run(event)
 
     # Then the run gets the decoded key in its dataset URI and the record keeps it too
     key = run_key_of(event_name)
@@ -185,11 +168,11 @@ def test_awkward_keys_are_decoded(kfp, aws, event_name):
     ],
 )
 def test_records_that_are_not_ours_are_skipped_with_a_log_line(
-    kfp, aws, caplog, event_name, log_fragment
+    kfp, aws, caplog, event_name, log_fragment, start_run
 ):
     # Given a notification that is not a dataset upload to our bucket
     # When it is handled
-    result = handler()(load_event(event_name), LambdaContext())
+    result = start_run(load_event(event_name))
 
     # Then nothing is recorded, sent or started, and the log says why
     assert result["skipped"] and log_fragment in result["skipped"][0]
@@ -206,12 +189,14 @@ def test_records_that_are_not_ours_are_skipped_with_a_log_line(
         ("s3_put_unsupported_suffix", "unsupported file type"),
     ],
 )
-def test_bad_uploads_are_rejected_and_announced(kfp, aws, caplog, event_name, reason_fragment):
+def test_bad_uploads_are_rejected_and_announced(
+    kfp, aws, caplog, event_name, reason_fragment, start_run
+):
     # Given an upload under incoming/ that cannot be a dataset
     key = run_key_of(event_name)
 
     # When it is handled
-    result = handler()(load_event(event_name), LambdaContext())
+    result = start_run(load_event(event_name))
 
     # Then it is recorded as REJECTED with the reason, and DATA_REJECTED is sent
     assert result["rejected"] == [key]
@@ -226,16 +211,16 @@ def test_bad_uploads_are_rejected_and_announced(kfp, aws, caplog, event_name, re
     assert kfp.requests == []
     assert any(line["message"] == "Dataset rejected" for line in log_lines(caplog))
     # And a redelivery changes nothing
-    handler()(load_event(event_name), LambdaContext())
+    start_run(load_event(event_name))
     assert aws.item(key)["status"] == contracts.STATUS_REJECTED and len(aws.messages()) == 1
 
 
-def test_size_limit_comes_from_the_configuration(kfp, aws, lambda_env):
+def test_size_limit_comes_from_the_configuration(kfp, aws, lambda_env, start_run):
     # Given a limit lower than the upload's size
-    lambda_env.setenv("MAX_DATASET_BYTES", "1000")
+    lambda_env["MAX_DATASET_BYTES"] = "1000"
 
     # When the upload is handled
-    handler()(load_event("s3_put"), LambdaContext())
+    start_run(load_event("s3_put"))
 
     # Then it is rejected for its size
     assert "over the limit of 1000 bytes" in aws.item(run_key_of("s3_put"))["reason"]
@@ -247,12 +232,12 @@ def test_size_limit_comes_from_the_configuration(kfp, aws, lambda_env):
 @pytest.mark.parametrize(
     ("program", "calls_expected", "reason_fragment"),
     [
-        (lambda k: k.fail(401, times=10), 2, "HTTP 401"),
-        (lambda k: k.fail(404, times=10), 2, "HTTP 404"),
-        (lambda k: k.fail(500, times=10), 4, "HTTP 500"),
-        (lambda k: k.drop_connection(times=10), 4, "connection to the KFP API failed"),
+        (lambda k: k.inject(Fault("status", times=10, status=401)), 2, "HTTP 401"),
+        (lambda k: k.inject(Fault("status", times=10, status=404)), 2, "HTTP 404"),
+        (lambda k: k.inject(Fault("status", times=10, status=500)), 4, "HTTP 500"),
+        (lambda k: k.inject(Fault("drop", times=10)), 4, "connection to the KFP API failed"),
         (
-            lambda k: k.hang(times=10),
+            lambda k: k.inject(Fault("hang", times=10)),
             4,
             f"no answer from the KFP API within {KFP_TEST_TIMEOUT_SECONDS:g} s",
         ),
@@ -260,17 +245,17 @@ def test_size_limit_comes_from_the_configuration(kfp, aws, lambda_env):
     ids=["401", "404", "500", "dropped", "no-answer"],
 )
 def test_kfp_failing_records_start_failed_emails_and_raises(
-    kfp, aws, clock, caplog, program, calls_expected, reason_fragment
+    kfp, aws, clock, caplog, program, calls_expected, reason_fragment, start_run
 ):
     # Given a KFP API that keeps failing
     program(kfp)
     key = run_key_of("s3_put")
 
     # When an upload is handled, Then the invocation fails so Lambda retries / dead-letters it
-    from runflow.logic.start_run import StartRunFailed
+    from lambdas.logic.start_run import StartRunFailed
 
     with pytest.raises(StartRunFailed, match=key):
-        handler()(load_event("s3_put"), LambdaContext())
+        start_run(load_event("s3_put"))
 
     # And KFP was tried as often as the policy says, with backoff between tries
     assert len(kfp.requests) == calls_expected
@@ -288,14 +273,14 @@ def test_kfp_failing_records_start_failed_emails_and_raises(
     assert any(line["message"] == "KFP run could not be started" for line in log_lines(caplog))
 
 
-def test_a_later_delivery_after_start_failed_starts_the_run(kfp, aws):
+def test_a_later_delivery_after_start_failed_starts_the_run(kfp, aws, start_run):
     # Given a start that failed because KFP answered 500 throughout
-    kfp.fail(500, times=4)
+    kfp.inject(Fault("status", times=4, status=500))
     with pytest.raises(Exception, match="could not be started"):
-        handler()(load_event("s3_put"), LambdaContext())
+        start_run(load_event("s3_put"))
 
     # When Lambda retries the event and KFP is back
-    handler()(load_event("s3_put"), LambdaContext())
+    start_run(load_event("s3_put"))
 
     # Then exactly one run exists and the record shows both attempts
     key = run_key_of("s3_put")
@@ -312,24 +297,24 @@ def test_a_later_delivery_after_start_failed_starts_the_run(kfp, aws):
     assert [m["kind"] for m in aws.messages()] == ["RUN_FAILED", "RUN_STARTED"]
 
 
-def test_transient_failure_is_retried_within_the_invocation(kfp, aws, clock):
+def test_transient_failure_is_retried_within_the_invocation(kfp, aws, clock, start_run):
     # Given a KFP API that fails twice, then recovers
-    kfp.fail(503, times=2)
+    kfp.inject(Fault("status", times=2, status=503))
 
     # When an upload is handled
-    result = handler()(load_event("s3_put"), LambdaContext())
+    result = start_run(load_event("s3_put"))
 
     # Then the run starts in the same invocation after two backoffs
     assert result["started"] == [run_key_of("s3_put")]
     assert clock.sleeps == [1.0, 2.0]
 
 
-def test_lost_create_response_does_not_create_a_second_run(kfp, aws):
+def test_lost_create_response_does_not_create_a_second_run(kfp, aws, start_run):
     # Given KFP creates the run but the answer never reaches the Lambda
-    kfp.lose_create_run_response()
+    kfp.inject(Fault("lose_response", method="POST", path=RUNS))
 
     # When an upload is handled
-    result = handler()(load_event("s3_put"), LambdaContext())
+    result = start_run(load_event("s3_put"))
 
     # Then the retry finds the run by its display name instead of creating another
     key = run_key_of("s3_put")
@@ -339,15 +324,15 @@ def test_lost_create_response_does_not_create_a_second_run(kfp, aws):
     assert aws.item(key)["kfp_run_id"] == kfp.runs_named(key)[0]["run_id"]
 
 
-def test_lost_response_then_lambda_retry_finds_the_run(kfp, aws, lambda_env):
+def test_lost_response_then_lambda_retry_finds_the_run(kfp, aws, lambda_env, start_run):
     # Given a run created on KFP whose response was lost and the invocation then failed
-    kfp.lose_create_run_response()
-    kfp.fail(500, times=3, method="GET", path=RUNS)
+    kfp.inject(Fault("lose_response", method="POST", path=RUNS))
+    kfp.inject(Fault("status", times=3, method="GET", path=RUNS, status=500))
     with pytest.raises(Exception, match="could not be started"):
-        handler()(load_event("s3_put"), LambdaContext())
+        start_run(load_event("s3_put"))
 
     # When Lambda delivers the event again
-    result = handler()(load_event("s3_put"), LambdaContext())
+    result = start_run(load_event("s3_put"))
 
     # Then it records the existing run: one run on KFP
     key = run_key_of("s3_put")
@@ -356,14 +341,10 @@ def test_lost_response_then_lambda_retry_finds_the_run(kfp, aws, lambda_env):
     assert aws.item(key)["status"] == contracts.STATUS_RUN_STARTED
 
 
-def test_an_expired_claim_is_taken_over_by_a_redelivery(kfp, aws, clock):
+def test_an_expired_claim_is_taken_over_by_a_redelivery(kfp, aws, start_run):
     # Given an invocation that claimed the run key and died (Lambda timeout) before recording
-    from runflow.composition import start_run_service
-
     key = run_key_of("s3_put")
-    handler()(load_event("s3_put"), LambdaContext())  # builds the service; records RUN_STARTED
-    import boto3
-
+    start_run(load_event("s3_put"))  # records RUN_STARTED
     boto3.client("dynamodb", region_name="us-east-1").update_item(
         TableName="mnistflow-runs",
         Key={"run_key": {"S": key}},
@@ -371,33 +352,32 @@ def test_an_expired_claim_is_taken_over_by_a_redelivery(kfp, aws, clock):
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues={":a": {"S": "ACCEPTED"}, ":past": {"N": "1"}},
     )
-    assert start_run_service() is not None
 
     # When the event is delivered again
-    result = handler()(load_event("s3_put"), LambdaContext())
+    result = start_run(load_event("s3_put"))
 
     # Then the claim is taken over and the existing run reused, not duplicated
     assert result["reused"] == [key]
     assert len(kfp.runs_named(key)) == 1
 
 
-def test_bad_token_is_reread_after_401(kfp, aws):
+def test_bad_token_is_reread_after_401(kfp, aws, start_run):
     # Given KFP rejects the first call (a rotated token)
-    kfp.fail(401, times=1)
+    kfp.inject(Fault("status", times=1, status=401))
 
     # When an upload is handled
-    result = handler()(load_event("s3_put"), LambdaContext())
+    result = start_run(load_event("s3_put"))
 
     # Then the secret is read again and the second try succeeds
     assert result["started"] == [run_key_of("s3_put")]
 
 
-def test_multi_user_namespace_is_sent_in_url_mode(kfp, aws, lambda_env):
+def test_multi_user_namespace_is_sent_in_url_mode(kfp, aws, lambda_env, start_run):
     # Given a profile namespace for multi-user Kubeflow
-    lambda_env.setenv("KFP_NAMESPACE", "team-mnist")
+    lambda_env["KFP_NAMESPACE"] = "team-mnist"
 
     # When an upload is handled
-    handler()(load_event("s3_put"), LambdaContext())
+    start_run(load_event("s3_put"))
 
     # Then experiments are looked up and created in that namespace
     [lookup] = kfp.requests_to("GET", EXPERIMENTS)
@@ -409,39 +389,49 @@ def test_multi_user_namespace_is_sent_in_url_mode(kfp, aws, lambda_env):
 # -- cluster mode ----------------------------------------------------------------------------
 
 
-def test_cluster_mode_goes_through_the_service_proxy_with_an_eks_token(
-    aws, lambda_env, test_ca, monkeypatch
-):
-    # Given the fake KFP served over TLS at the API server's service-proxy path
-    from runflow import composition
-    from runflow.dal import eks_token
+PROXY = "/api/v1/namespaces/kubeflow/services/ml-pipeline:http/proxy"
 
-    proxy = "/api/v1/namespaces/kubeflow/services/ml-pipeline:http/proxy"
-    with FakeKfpServer(
-        prefix=proxy,
+
+def _point_the_cluster_at(monkeypatch, server: LocalKfpApi, ca_pem: str) -> list[str]:
+    """moto answers DescribeCluster; its endpoint and CA are then swapped for the local API's."""
+    from lambdas.dal import eks_token
+
+    described: list[str] = []
+    real = eks_token.describe_cluster
+
+    def describe(eks, name):
+        described.append(name)
+        return replace(real(eks, name), endpoint=server.endpoint, ca_pem=ca_pem)
+
+    monkeypatch.setattr(eks_token, "describe_cluster", describe)
+    return described
+
+
+def _cluster_mode(lambda_env) -> None:
+    lambda_env.update(
+        KFP_MODE="cluster",
+        EKS_CLUSTER_NAME=CLUSTER,
+        KFP_NAMESPACE="kubeflow",
+        KFP_URL="",
+        KFP_TOKEN_SECRET_ARN="",
+    )
+
+
+def test_cluster_mode_goes_through_the_service_proxy_with_an_eks_token(
+    aws, lambda_env, start_run, test_ca, monkeypatch
+):
+    # Given the local KFP API served over TLS at the API server's service-proxy path
+    with LocalKfpApi(
+        prefix=PROXY,
         ssl_context=test_ca.server_context,
         accept_token=lambda t: t.startswith("k8s-aws-v1."),
     ) as server:
-        lambda_env.setenv("KFP_MODE", "cluster")
-        lambda_env.setenv("EKS_CLUSTER_NAME", CLUSTER)
-        lambda_env.setenv("KFP_NAMESPACE", "kubeflow")
-        lambda_env.delenv("KFP_URL")
-        lambda_env.delenv("KFP_TOKEN_SECRET_ARN")
-        described = []
-
-        def describe_via_moto_then_point_at_the_fake(eks, name):
-            # moto answers DescribeCluster; its endpoint and CA are then swapped for ours.
-            real = eks_token.describe_cluster(eks, name)
-            described.append(name)
-            return replace(real, endpoint=server.endpoint, ca_pem=test_ca.ca_pem)
-
-        monkeypatch.setattr(
-            composition, "describe_cluster", describe_via_moto_then_point_at_the_fake
-        )
+        _cluster_mode(lambda_env)
+        described = _point_the_cluster_at(monkeypatch, server, test_ca.ca_pem)
 
         # When two uploads are handled by the same container
-        handler()(load_event("s3_put"), LambdaContext())
-        handler()(load_event("s3_put_special_key"), LambdaContext())
+        start_run(load_event("s3_put"))
+        start_run(load_event("s3_put_special_key"))
 
         # Then the cluster was described once and KFP reached at the proxy path over TLS
         assert described == [CLUSTER]
@@ -458,28 +448,17 @@ def test_cluster_mode_goes_through_the_service_proxy_with_an_eks_token(
 
 
 def test_cluster_mode_with_a_wrong_ca_fails_the_start_without_retrying(
-    aws, lambda_env, test_ca, monkeypatch, clock
+    aws, lambda_env, start_run, test_ca, monkeypatch, clock
 ):
     # Given a cluster whose reported CA did not sign the API server's certificate
-    from runflow import composition
-    from runflow.dal import eks_token
-    from runflow.logic.start_run import StartRunFailed
+    from lambdas.logic.start_run import StartRunFailed
 
-    proxy = "/api/v1/namespaces/kubeflow/services/ml-pipeline:http/proxy"
-    with FakeKfpServer(prefix=proxy, ssl_context=test_ca.server_context) as server:
-        lambda_env.setenv("KFP_MODE", "cluster")
-        lambda_env.setenv("EKS_CLUSTER_NAME", CLUSTER)
-        lambda_env.setenv("KFP_NAMESPACE", "kubeflow")
-        monkeypatch.setattr(
-            composition,
-            "describe_cluster",
-            lambda eks, name: replace(
-                eks_token.describe_cluster(eks, name), endpoint=server.endpoint, ca_pem=""
-            ),
-        )
+    with LocalKfpApi(prefix=PROXY, ssl_context=test_ca.server_context) as server:
+        _cluster_mode(lambda_env)
+        _point_the_cluster_at(monkeypatch, server, "")
 
         # When an upload is handled, Then it fails for TLS and says so
         with pytest.raises(StartRunFailed):
-            handler()(load_event("s3_put"), LambdaContext())
+            start_run(load_event("s3_put"))
         assert "TLS failure" in aws.item(run_key_of("s3_put"))["reason"]
         assert clock.sleeps == []  # certificate problems do not heal by waiting

@@ -13,7 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
-from runflow import contracts
+from core import contracts
+from lambdas.dal.runs_table import to_attribute_value
 from tests.conftest import load_event
 from tests.fakes.progress import (
     CREATED_AT,
@@ -32,57 +33,30 @@ pytestmark = pytest.mark.integration
 ENDPOINT = f"{RUN_KEY}-endpoint"
 
 
-@pytest.fixture
-def track_env(monkeypatch, aws):
-    """The environment the CDK stack gives track-progress, and fresh caches."""
-    values = {
-        "RUNS_TABLE_NAME": TABLE,
-        "NOTIFICATION_TOPIC_ARN": aws.topic_arn,
-        "KFP_UI_URL": "https://kfp.example.com",
-        "POWERTOOLS_SERVICE_NAME": "mnistflow-track-progress",
-        "POWERTOOLS_METRICS_NAMESPACE": "MNISTFlow",
-        "AWS_REGION": "us-east-1",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    from runflow.container import start_new_container
-    from runflow.observability import metrics
-
-    def reset() -> None:
-        start_new_container()
-        metrics.clear_metrics()
-
-    reset()
-    yield monkeypatch
-    reset()
-
-
-def handler():
-    from runflow.handlers import track_progress
-
-    return track_progress.handler
-
-
 def context() -> LambdaContext:
-    return LambdaContext(function_name="mnistflow-track-progress")
+    return LambdaContext(function_name=contracts.TRACK_PROGRESS)
 
 
 def seed_record(**changes: Any) -> None:
-    from runflow.dal.runs_table import _av
-
-    item = {name: _av(value) for name, value in start_run_record(**changes).items()}
+    item = {name: to_attribute_value(value) for name, value in start_run_record(**changes).items()}
     boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=TABLE, Item=item)
 
 
-def send(name_or_event: str | dict) -> dict:
-    payload = load_event(name_or_event) if isinstance(name_or_event, str) else name_or_event
-    return handler()(payload, context())
+@pytest.fixture
+def send(track_progress):
+    """Delivers one event (a payload name or the payload) to the function, as EventBridge does."""
+
+    def deliver(name_or_event: str | dict) -> dict:
+        payload = load_event(name_or_event) if isinstance(name_or_event, str) else name_or_event
+        return track_progress(payload, context())
+
+    return deliver
 
 
 @pytest.fixture
 def json_log():
     """The function's log lines as it writes them (Powertools' JSON formatter), parsed back."""
-    from runflow.observability import logger
+    from lambdas.observability import logger
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -95,7 +69,7 @@ def json_log():
 # -- the record, step by step --------------------------------------------------------------
 
 
-def test_each_step_lands_in_the_record_as_it_happens(track_env, aws: AwsWorld):
+def test_each_step_lands_in_the_record_as_it_happens(send, aws: AwsWorld):
     # Given a run start-run recorded
     seed_record()
     # When SageMaker reports the training job, the transform and the endpoint
@@ -108,7 +82,6 @@ def test_each_step_lands_in_the_record_as_it_happens(track_env, aws: AwsWorld):
     ):
         assert send(name)["outcome"] == "applied"
     # Then the record holds one entry per step and status, with what each event said
-    from runflow.logic import run_record as rr
 
     item = aws.item(RUN_KEY)
     assert item is not None
@@ -118,19 +91,19 @@ def test_each_step_lands_in_the_record_as_it_happens(track_env, aws: AwsWorld):
     assert completed["metrics"] == {"test:msd": 0.0612, "train:progress": 100.0}
     assert completed["ord"] == "2026-11-28T12:20:00Z|5b1d8e22-07c4-3f9e-aa10-9e4c1b2d3f02"
     assert item["progress:endpoint:IN_PROGRESS"]["event_status"] == "CREATING"
-    assert rr.step_statuses(item) == {
+    assert aws.record(RUN_KEY).steps() == {
         "training": ("COMPLETED", "2026-11-28T12:20:00Z"),
         "transform": ("COMPLETED", "2026-11-28T12:30:00Z"),
         "endpoint": ("IN_PROGRESS", "2026-11-28T12:31:05Z"),
     }
-    assert rr.overall_status(item) == contracts.STATUS_RUNNING
+    assert aws.record(RUN_KEY).overall_status == contracts.STATUS_RUNNING
     # And start-run's fields are as it left them; nothing was announced
     assert {k: item[k] for k in start_run_record()} == start_run_record()
-    assert contracts.OUTCOME_ATTRIBUTE not in item
+    assert "outcome" not in item
     assert aws.messages() == []
 
 
-def test_a_failed_training_job_keeps_its_reason(track_env, aws: AwsWorld):
+def test_a_failed_training_job_keeps_its_reason(send, aws: AwsWorld):
     seed_record()
     send("sagemaker_training_failed")
     entry = aws.item(RUN_KEY)["progress:training:FAILED"]  # type: ignore[index]
@@ -141,7 +114,7 @@ def test_a_failed_training_job_keeps_its_reason(track_env, aws: AwsWorld):
 # -- the emails, as SNS delivered them -----------------------------------------------------
 
 
-def test_endpoint_ready_email(track_env, aws: AwsWorld):
+def test_endpoint_ready_email(send, aws: AwsWorld):
     # Given a run whose training completed, with the evaluation's accuracy in the record
     seed_record(metrics={"accuracy": 0.9312})
     send("sagemaker_training_completed")
@@ -175,12 +148,11 @@ def test_endpoint_ready_email(track_env, aws: AwsWorld):
     assert any("784 comma-separated pixel values" in line for line in lines)
     assert f"  mnistflow predict --endpoint {ENDPOINT} --sample 5" in lines
     # And the record says the run succeeded
-    from runflow.logic import run_record as rr
 
-    assert rr.overall_status(aws.item(RUN_KEY)) == contracts.STATUS_SUCCEEDED  # type: ignore[arg-type]
+    assert aws.record(RUN_KEY).overall_status == contracts.STATUS_SUCCEEDED
 
 
-def test_endpoint_ready_from_the_pipelines_success_builds_the_arn(track_env, aws: AwsWorld):
+def test_endpoint_ready_from_the_pipelines_success_builds_the_arn(send, aws: AwsWorld):
     # Given no evaluation accuracy in the record and no endpoint event yet
     seed_record()
     # When the pipeline reports success first
@@ -196,7 +168,7 @@ def test_endpoint_ready_from_the_pipelines_success_builds_the_arn(track_env, aws
     assert len(aws.messages()) == 1
 
 
-def test_run_failed_email_for_a_sagemaker_job(track_env, aws: AwsWorld):
+def test_run_failed_email_for_a_sagemaker_job(send, aws: AwsWorld):
     seed_record()
     send("sagemaker_training_failed")
     [message] = aws.messages()
@@ -217,7 +189,7 @@ def test_run_failed_email_for_a_sagemaker_job(track_env, aws: AwsWorld):
     assert f"  KFP link:           {KFP_RUN_URL}" in lines
 
 
-def test_run_failed_email_for_the_endpoint_points_at_its_log_group(track_env, aws: AwsWorld):
+def test_run_failed_email_for_the_endpoint_points_at_its_log_group(send, aws: AwsWorld):
     seed_record()
     send("sagemaker_endpoint_failed")
     [message] = aws.messages()
@@ -226,7 +198,7 @@ def test_run_failed_email_for_the_endpoint_points_at_its_log_group(track_env, aw
     assert any("did not pass the ping health check" in line for line in lines)
 
 
-def test_run_failed_email_for_a_pipeline_step(track_env, aws: AwsWorld):
+def test_run_failed_email_for_a_pipeline_step(send, aws: AwsWorld):
     # Given a record without its KFP link (start-run's link is built from the UI address)
     seed_record(kfp_run_url="")
     # When the pipeline reports that preprocess failed
@@ -250,7 +222,7 @@ def test_run_failed_email_for_a_pipeline_step(track_env, aws: AwsWorld):
 # -- orphans and bad input -----------------------------------------------------------------
 
 
-def test_an_event_for_a_run_without_a_record_is_an_orphan(track_env, aws: AwsWorld, json_log):
+def test_an_event_for_a_run_without_a_record_is_an_orphan(send, aws: AwsWorld, json_log):
     # Given no record for the run key
     # When the endpoint of that run is in service
     result = send("sagemaker_endpoint_in_service")
@@ -275,7 +247,7 @@ def test_an_event_for_a_run_without_a_record_is_an_orphan(track_env, aws: AwsWor
         ("sagemaker_endpoint_outside_product", "mnist-demo-endpoint is not one of"),
     ],
 )
-def test_bad_input_leaves_a_log_line_and_no_write(track_env, aws: AwsWorld, json_log, name, words):
+def test_bad_input_leaves_a_log_line_and_no_write(send, aws: AwsWorld, json_log, name, words):
     # Given a run's record
     seed_record()
     # When an event the function cannot or should not use arrives
@@ -291,36 +263,27 @@ def test_bad_input_leaves_a_log_line_and_no_write(track_env, aws: AwsWorld, json
 
 
 def test_a_missing_variable_fails_the_cold_start_naming_it(track_env):
-    from runflow.config import ConfigError, load_track_progress_config
+    from core.settings import SettingError
+    from lambdas.composition import track_progress_handler
 
-    with pytest.raises(ConfigError, match="RUNS_TABLE_NAME"):
-        load_track_progress_config({"AWS_REGION": "us-east-1"})
-    with pytest.raises(ConfigError, match="KFP_UI_URL"):
-        load_track_progress_config(
-            {
-                "AWS_REGION": "us-east-1",
-                "RUNS_TABLE_NAME": TABLE,
-                "NOTIFICATION_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t",
-                "KFP_UI_URL": "kfp.example.com",
-                "POWERTOOLS_SERVICE_NAME": "s",
-                "POWERTOOLS_METRICS_NAMESPACE": "n",
-            }
-        )
+    with pytest.raises(SettingError, match="RUNS_TABLE_NAME"):
+        track_progress_handler({k: v for k, v in track_env.items() if k != "RUNS_TABLE_NAME"})
+    with pytest.raises(SettingError, match="KFP_UI_URL"):
+        track_progress_handler({**track_env, "KFP_UI_URL": "kfp.example.com"})
 
 
 # -- what each event costs -----------------------------------------------------------------
 
 
 class CallCounter:
-    """Counts the API calls made through the function's own (cached) botocore clients."""
+    """Counts the API calls made through the function's own botocore clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, function) -> None:
         self.calls: Counter[str] = Counter()
+        self._clients = function.handler.clients
 
     def attach(self, service: str) -> None:
-        from runflow.dal.aws_clients import aws_client
-
-        client = aws_client(service, "us-east-1")
+        client = self._clients(service)
         client.meta.events.register(f"before-call.{client.meta.service_model.service_name}", self)
 
     def __call__(self, model, **_: Any) -> None:
@@ -328,11 +291,11 @@ class CallCounter:
 
 
 def test_each_event_costs_one_dynamodb_call_and_a_publish_only_when_it_announces(
-    track_env, aws: AwsWorld
+    send, aws: AwsWorld, track_progress
 ):
     # Given a run's record and a counter on the function's DynamoDB and SNS clients
     seed_record()
-    counter = CallCounter()
+    counter = CallCounter(track_progress)
     counter.attach("dynamodb")
     counter.attach("sns")
     costs = []
@@ -364,8 +327,8 @@ def test_each_event_costs_one_dynamodb_call_and_a_publish_only_when_it_announces
     ]
 
 
-def test_bad_input_costs_no_aws_call(track_env, aws: AwsWorld):
-    counter = CallCounter()
+def test_bad_input_costs_no_aws_call(send, aws: AwsWorld, track_progress):
+    counter = CallCounter(track_progress)
     counter.attach("dynamodb")
     counter.attach("sns")
     send("sagemaker_endpoint_outside_product")
@@ -393,12 +356,10 @@ def atomic_item_writes(monkeypatch):
 
 
 def test_in_service_delivered_twice_at_once_announces_once(
-    track_env, aws: AwsWorld, atomic_item_writes
+    track_progress, aws: AwsWorld, atomic_item_writes
 ):
-    from runflow.track_progress_composition import track_progress_service
-
     seed_record()
-    service = track_progress_service()
+    service = track_progress.handler.service
     payload = load_event("sagemaker_endpoint_in_service")
     service.handle(load_event("sagemaker_training_in_progress"))  # clients made, warm
     outcomes: list[str] = []
@@ -421,9 +382,9 @@ def test_in_service_delivered_twice_at_once_announces_once(
 
 
 def test_a_failed_publish_releases_the_claim_and_the_redelivery_announces_once(
-    track_env, aws: AwsWorld
+    send, aws: AwsWorld, monkeypatch
 ):
-    from runflow.dal.topic import SnsNotifier
+    from lambdas.dal.topic import SnsNotifier
 
     seed_record()
     real_publish = SnsNotifier.publish
@@ -435,27 +396,25 @@ def test_a_failed_publish_releases_the_claim_and_the_redelivery_announces_once(
             raise ConnectionError("SNS endpoint unreachable (injected)")
         return real_publish(self, *args, **kwargs)
 
-    track_env.setattr(SnsNotifier, "publish", flaky_publish)
+    monkeypatch.setattr(SnsNotifier, "publish", flaky_publish)
     # When the first delivery's email fails
     with pytest.raises(ConnectionError):
         send("sagemaker_endpoint_in_service")
     # Then the error goes back to EventBridge, the progress is kept and the claim released
     item = aws.item(RUN_KEY)
     assert "progress:endpoint:IN_SERVICE" in item  # type: ignore[operator]
-    assert contracts.OUTCOME_ATTRIBUTE not in item  # type: ignore[operator]
+    assert "outcome" not in item  # type: ignore[operator]
     assert aws.messages() == []
     # When EventBridge retries, and then a duplicate arrives
     assert send("sagemaker_endpoint_in_service")["outcome"] == "announced"
     assert send("sagemaker_endpoint_in_service")["outcome"] == "stale"
     # Then exactly one email went out
     assert [m["kind"] for m in aws.messages()] == [contracts.KIND_ENDPOINT_READY]
-    assert aws.item(RUN_KEY)[contracts.OUTCOME_ATTRIBUTE] == "SUCCEEDED"  # type: ignore[index]
+    assert aws.item(RUN_KEY)["outcome"] == "SUCCEEDED"  # type: ignore[index]
 
 
-def test_throttling_goes_back_to_eventbridge(track_env, aws: AwsWorld):
+def test_throttling_goes_back_to_eventbridge(send, aws: AwsWorld, track_progress):
     from botocore.exceptions import ClientError
-
-    from runflow.dal.aws_clients import aws_client
 
     seed_record()
 
@@ -465,12 +424,13 @@ def test_throttling_goes_back_to_eventbridge(track_env, aws: AwsWorld):
             "UpdateItem",
         )
 
-    aws_client("dynamodb", "us-east-1").meta.events.register("before-call.dynamodb", throttle)
+    dynamodb = track_progress.handler.clients("dynamodb")
+    dynamodb.meta.events.register("before-call.dynamodb", throttle)
     with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
         send("sagemaker_training_in_progress")
 
 
-def test_timestamps_come_from_events_not_the_clock(track_env, aws: AwsWorld):
+def test_timestamps_come_from_events_not_the_clock(send, aws: AwsWorld):
     # Given the same events applied to two records
     seed_record()
     send("sagemaker_training_completed")
@@ -484,7 +444,7 @@ def test_timestamps_come_from_events_not_the_clock(track_env, aws: AwsWorld):
     assert first["created_at"] == CREATED_AT  # type: ignore[index]
 
 
-def test_run_failed_email_says_how_to_try_again(track_env, aws: AwsWorld):
+def test_run_failed_email_says_how_to_try_again(send, aws: AwsWorld):
     seed_record()
     send("sagemaker_transform_failed")
     [message] = aws.messages()

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from runflow import contracts
-from runflow.dal.runs_table import DynamoRunProgress, _av, _plain
-from runflow.logic.track_progress import TrackProgress
-from runflow.observability import metrics
+from core import contracts
+from lambdas.dal.runs_table import DynamoRunProgress, plain_item, to_attribute_value
+from lambdas.logic.track_progress import TrackProgress
+from lambdas.observability import metrics
+from mnistflow.local.provision import create_runs_table
 from tests.fakes import RecordingNotifier
 from tests.fakes.progress import FAILED_RUN, RUN_KEY, SUCCESSFUL_RUN, event, start_run_record
 
@@ -47,20 +48,15 @@ def replay(deliveries: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]
     """Applies the deliveries to a fresh table holding start-run's record."""
     table = f"runs-{next(_tables)}"
     ddb = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "run_key", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "run_key", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    record = {name: _av(value) for name, value in start_run_record().items()}
+    create_runs_table(lambda service: ddb, table)
+    record = {name: to_attribute_value(value) for name, value in start_run_record().items()}
     ddb.put_item(TableName=table, Item=record)
     notifier = RecordingNotifier()
     service = TrackProgress(DynamoRunProgress(table, partial(lambda c: c, ddb)), notifier)
     for delivery in deliveries:
         service.handle(delivery)
     metrics.clear_metrics()  # Powertools flushes by itself at 100 metrics; nothing reads them
-    item = _plain(ddb.get_item(TableName=table, Key={"run_key": {"S": RUN_KEY}})["Item"])
+    item = plain_item(ddb.get_item(TableName=table, Key={"run_key": {"S": RUN_KEY}})["Item"])
     ddb.delete_table(TableName=table)
     return item, notifier.kinds()
 
@@ -86,7 +82,7 @@ def test_any_order_and_duplication_gives_the_same_record_and_one_email(
     # The reference: every event once, in the order it happened
     expected, kinds = replay(sorted(events, key=lambda e: (e["time"], e["id"])))
     assert kinds == [kind]
-    assert expected[contracts.OUTCOME_ATTRIBUTE] == outcome
+    assert expected["outcome"] == outcome
 
     @settings(
         max_examples=EXAMPLES,

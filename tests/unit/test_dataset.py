@@ -14,8 +14,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from mnist_steps import dataset as ds
-from mnist_steps.dataset import (
+from pipeline.steps import dataset as ds
+from pipeline.steps.dataset import (
+    MAX_DATASET_BYTES,
     MIN_IMAGES,
     DatasetError,
     MnistDataset,
@@ -24,7 +25,6 @@ from mnist_steps.dataset import (
     load_dataset,
     write_run_inputs,
 )
-from runflow.contracts import MAX_DATASET_BYTES
 from tests.conftest import SAMPLE_DIR
 
 PKL_SAMPLE = SAMPLE_DIR / "mnist-sample.pkl.gz"

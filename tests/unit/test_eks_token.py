@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
-from runflow.dal.eks_token import (
+from lambdas.dal.eks_token import (
     TOKEN_EXPIRES_SECONDS,
     TOKEN_REUSE_SECONDS,
     EksTokenSource,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.settings import pipeline_parameters
 from pipeline.compile import compile_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,26 +50,18 @@ def test_an_exit_handler_reports_the_final_state_whatever_happened(spec):
     }
 
 
-def test_parameters_cover_data_run_key_region_role_instances_endpoint_and_hyperparameters(spec):
+def test_the_compiled_parameters_are_the_schemas_with_their_defaults_and_docs(spec):
+    # Given the compiled pipeline's parameters
     params = spec["root"]["inputDefinitions"]["parameters"]
+    declared = {p.key: p for p in pipeline_parameters()}
+    # Then the per-run and stack-supplied ones are required, the settings carry their defaults
+    assert set(params) == set(declared)
     required = {name for name, p in params.items() if not p.get("isOptional")}
-    assert required == {"dataset_uri", "run_key", "region", "role_arn"}
-    defaults = {name: p.get("defaultValue") for name, p in params.items() if p.get("isOptional")}
-    assert defaults == {
-        "training_image": "",
-        "train_instance_type": "ml.m5.large",
-        "train_instance_count": 1,
-        "transform_instance_type": "ml.m5.large",
-        "transform_instance_count": 1,
-        "endpoint_instance_type": "ml.m5.large",
-        "endpoint_instance_count": 1,
-        "endpoint_name": "",
-        "k": 10,
-        "feature_dim": 784,
-        "mini_batch_size": 500,
-        "max_runtime_seconds": 3600,
-        "event_bus_name": "default",
-    }
+    assert required == {"dataset_uri", "run_key", "region", "sagemaker_role_arn", "event_bus_name"}
+    for name, param in params.items():
+        assert param["description"] == declared[name].doc
+        if param.get("isOptional"):
+            assert param["defaultValue"] == declared[name].default
 
 
 def test_no_step_is_cached_and_sagemaker_steps_retry(spec):
@@ -91,8 +84,8 @@ def test_a_steps_program_carries_the_steps_library_and_the_contracts(spec, tmp_p
     (tmp_path / "step.py").write_text(program)
     probe = (
         "import runpy; step = runpy.run_path('step.py');"
-        "import mnist_steps.steps, runflow.contracts;"
-        "print(mnist_steps.steps.__file__); print(runflow.contracts.__file__)"
+        "import pipeline.steps.steps, core.contracts;"
+        "print(pipeline.steps.steps.__file__); print(core.contracts.__file__)"
     )
     # When it is loaded the way the executor loads it
     done = subprocess.run(

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from mnist_steps.recordio import write_dense_tensor
+from pipeline.steps.recordio import write_dense_tensor
 from tests.conftest import DATA_DIR
 
 GOLDEN_DIR = DATA_DIR / "recordio-golden"
@@ -109,7 +109,7 @@ def test_matches_reference_encoder(n_features, with_labels):
 
 def test_rows_span_several_chunks(monkeypatch):
     """Given a chunk size smaller than the data, when written, then chunking leaves no trace."""
-    import mnist_steps.recordio as recordio
+    import pipeline.steps.recordio as recordio
 
     monkeypatch.setattr(recordio, "CHUNK_TARGET_BYTES", 100)  # about two rows of 10 features
     rng = np.random.default_rng(1)

@@ -6,8 +6,8 @@ import signal
 import pytest
 from botocore.exceptions import ClientError
 
-from mnist_steps import images
-from mnist_steps import sagemaker_jobs as jobs
+from pipeline.steps import images
+from pipeline.steps import sagemaker_jobs as jobs
 
 
 def _not_found(what: str) -> ClientError:

@@ -6,44 +6,35 @@ from datetime import datetime
 
 import pytest
 
-from runflow import contracts
-from runflow.logic.notifications import data_rejected, run_could_not_start, subject_line
-from runflow.logic.ports import Dataset, KfpCallFailed, KfpExperiment, KfpRun, PipelineSettings
-from runflow.logic.start_run import RetryPolicy, StartRun, StartRunFailed
+from core import contracts
+from core.run_record import DatasetRef
+from lambdas.logic.notifications import data_rejected, run_could_not_start, subject_line
+from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun
+from lambdas.logic.start_run import RetryPolicy, StartRun, StartRunFailed
 from tests.conftest import load_event
 from tests.fakes import FakeClock, InMemoryRuns, RecordingNotifier, ScriptedKfp
+from tests.fakes.settings import function_settings
 
 BUCKET = "mnistflow-data-123456789012"
 SPEC = {"pipelineInfo": {"name": "mnist"}, "root": {}}
 
 
-def settings(**overrides) -> PipelineSettings:
+def settings(**overrides):
     values = dict(
-        experiment_name="mnist-uploads",
-        region="eu-west-1",
-        role_arn="arn:aws:iam::123456789012:role/sm",
+        kfp_experiment_name="mnist-uploads",
         train_instance_type="ml.m5.xlarge",
-        train_instance_count=1,
-        transform_instance_type="ml.m5.large",
-        transform_instance_count=1,
         endpoint_instance_type="ml.t2.medium",
-        endpoint_instance_count=1,
-        endpoint_name="",
-        data_bucket=BUCKET,
-        max_dataset_bytes=contracts.MAX_DATASET_BYTES,
-        ui_url="https://kfp.example.com",
-        connection_hint="check the access entry",
+        data_bucket_name=BUCKET,
+        kfp_ui_url="https://kfp.example.com",
     )
     values.update(overrides)
-    return PipelineSettings(**values)
+    return function_settings(contracts.START_RUN, **values)
 
 
 class World:
     def __init__(self, seconds_left: float = 60.0, **setting_overrides):
         self.clock = FakeClock()
-        self.runs = InMemoryRuns(
-            epoch_of=lambda now: int(datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp())
-        )
+        self.runs = InMemoryRuns()
         self.notifier = RecordingNotifier()
         self.kfp = ScriptedKfp()
         self.seconds_left = seconds_left
@@ -53,6 +44,7 @@ class World:
             kfp=self.kfp,
             pipeline_spec=lambda: SPEC,
             settings=settings(**setting_overrides),
+            connection_hint="check the access entry",
             sleep=self.clock.sleep,
             clock=self.clock.time,
             now=lambda: datetime.fromtimestamp(self.clock.now).isoformat() + "Z",
@@ -103,7 +95,7 @@ def test_upload_creates_experiment_and_run_and_announces_it():
 
 
 def test_without_a_ui_address_the_link_is_empty():
-    world = World(ui_url="")
+    world = World(kfp_ui_url="")
     world.handle()
     assert world.runs.items[key_of()]["kfp_run_url"] == ""
     assert "(KFP UI address not configured)" in world.notifier.published[0].message
@@ -185,7 +177,7 @@ def test_duplicate_delivery_stops_at_the_claim():
 def test_a_concurrent_delivery_inside_the_lease_stops():
     # Given a claim held by an invocation that is still running
     world = World()
-    dataset = Dataset(BUCKET, "incoming/mnist.pkl.gz", "v", "e", 10)
+    dataset = DatasetRef(BUCKET, "incoming/mnist.pkl.gz", "v", "e", 10)
     world.runs.claim(key_of(), dataset, "2023-11-14T22:13:20Z", lease_until=2_000_000_000)
 
     # When a second delivery arrives, Then it does not start anything
@@ -231,7 +223,7 @@ def test_parameters_carry_the_configuration():
 
 def test_subjects_stay_ascii_and_under_100_characters():
     # Given a long unicode reason and key
-    dataset = Dataset(BUCKET, "incoming/" + "é" * 300 + ".npz", "", "etag", 1)
+    dataset = DatasetRef(BUCKET, "incoming/" + "é" * 300 + ".npz", "", "etag", 1)
     reason = "ünïcödé " * 40
 
     # When notifications are written, Then their subjects are safe for SNS

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from runflow.dal.pipeline_spec import PipelineSpecFile, parse_pipeline_spec
-from runflow.logic.ports import KfpCallFailed
+from lambdas.dal.pipeline_spec import PipelineSpecFile, parse_pipeline_spec
+from lambdas.logic.ports import KfpCallFailed
 
 PIPELINE = """\
 pipelineInfo:

@@ -6,8 +6,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mnist_steps import steps
-from mnist_steps.dataset import DatasetError
+from pipeline.steps import steps
+from pipeline.steps.dataset import DatasetError
 from tests.conftest import SAMPLE_DIR
 
 BUCKET = "data-bucket-for-tests"

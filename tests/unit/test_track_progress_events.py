@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from runflow import contracts
-from runflow.logic import run_record as rr
-from runflow.logic.progress_events import Ignored, ProgressEvent, parse_event
+from core import contracts
+from core import run_record as rr
+from lambdas.logic.progress_events import Ignored, ProgressEvent, parse_event
 from tests.conftest import load_event
 from tests.fakes.progress import RUN_KEY, event
 
@@ -56,21 +56,21 @@ def test_completed_training_keeps_billable_seconds_and_final_metrics():
     assert result.resource_name == f"{RUN_KEY}-train"
     assert result.arn.endswith(f":training-job/{RUN_KEY}-train")
     entry = result.entry()
-    assert entry["billable_seconds"] == 810 and entry["metrics"] == result.metrics
-    assert entry["job_name"] == f"{RUN_KEY}-train"
+    assert entry.billable_seconds == 810 and entry.metrics == result.metrics
+    assert entry.job_name == f"{RUN_KEY}-train"
 
 
 def test_failed_training_keeps_sagemakers_failure_reason():
     result = parsed("sagemaker_training_failed")
     assert result.failure_reason.startswith("AlgorithmError: Customer Error")
-    assert result.entry()["failure_reason"] == result.failure_reason
+    assert result.entry().failure_reason == result.failure_reason
 
 
 def test_the_pipeline_failure_is_recorded_on_the_failed_step_with_its_error():
     result = parsed("pipeline_failed")
     assert result.step == "preprocess"
     assert "not an MNIST dataset" in result.error
-    assert result.entry()["error"] == result.error
+    assert result.entry().error == result.error
     assert result.kfp_run and result.dataset_uri.startswith("s3://")
 
 

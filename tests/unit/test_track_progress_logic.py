@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from runflow import contracts
-from runflow.logic import run_record as rr
-from runflow.logic.track_progress import (
+from core import contracts
+from core import run_record as rr
+from core.run_record import ATTR, RunRecord
+from lambdas.logic.track_progress import (
     ANNOUNCED,
     APPLIED,
     IGNORED,
@@ -35,6 +36,10 @@ class World:
     def item(self) -> dict:
         return self.runs.items[RUN_KEY]
 
+    @property
+    def record(self) -> RunRecord:
+        return RunRecord.from_item(self.item)
+
 
 def test_each_event_writes_its_step_and_status_and_leaves_start_runs_fields():
     # Given a run start-run has recorded
@@ -53,15 +58,15 @@ def test_each_event_writes_its_step_and_status_and_leaves_start_runs_fields():
     assert completed["metrics"]["test:msd"] == 0.0612
     # And start-run's own fields are untouched
     assert {k: world.item[k] for k in before} == before
-    assert rr.step_statuses(world.item) == {"training": ("COMPLETED", "2026-11-28T12:20:00Z")}
-    assert rr.overall_status(world.item) == contracts.STATUS_RUNNING
+    assert world.record.steps() == {"training": ("COMPLETED", "2026-11-28T12:20:00Z")}
+    assert world.record.overall_status == contracts.STATUS_RUNNING
 
 
 def test_a_late_in_progress_never_moves_the_step_back():
     world = World(start_run_record())
     world.send("sagemaker_training_completed")
     world.send("sagemaker_training_in_progress")
-    assert rr.step_statuses(world.item)["training"][0] == rr.COMPLETED
+    assert world.record.steps()["training"][0] == rr.COMPLETED
 
 
 def test_the_endpoint_is_announced_once_and_the_outcome_claimed():
@@ -76,8 +81,8 @@ def test_the_endpoint_is_announced_once_and_the_outcome_claimed():
     # Then exactly one ENDPOINT_READY went out
     assert outcomes == [ANNOUNCED, APPLIED, STALE, APPLIED]
     assert world.notifier.kinds() == [contracts.KIND_ENDPOINT_READY]
-    assert world.item[contracts.OUTCOME_ATTRIBUTE] == contracts.STATUS_SUCCEEDED
-    assert rr.overall_status(world.item) == contracts.STATUS_SUCCEEDED
+    assert world.record.outcome == contracts.STATUS_SUCCEEDED
+    assert world.record.overall_status == contracts.STATUS_SUCCEEDED
 
 
 def test_a_failure_after_success_is_recorded_but_not_announced_again():
@@ -115,14 +120,14 @@ def test_a_failed_publish_gives_the_claim_back_and_a_redelivery_announces():
         world.send("sagemaker_endpoint_in_service")
     # Then the progress is kept but the outcome is not claimed any more
     assert "progress:endpoint:IN_SERVICE" in world.item
-    assert contracts.OUTCOME_ATTRIBUTE not in world.item
+    assert ATTR.outcome not in world.item
     assert world.runs.writes == ["record_progress", "release_outcome"]
     # When EventBridge delivers it again
     assert world.send("sagemaker_endpoint_in_service") == ANNOUNCED
     # Then it is announced once, and further copies are stale
     assert world.send("sagemaker_endpoint_in_service") == STALE
     assert world.notifier.kinds() == [contracts.KIND_ENDPOINT_READY]
-    assert world.item[contracts.OUTCOME_ATTRIBUTE] == contracts.STATUS_SUCCEEDED
+    assert world.record.outcome == contracts.STATUS_SUCCEEDED
 
 
 def test_run_failed_is_announced_once_for_the_first_failure():
@@ -130,7 +135,7 @@ def test_run_failed_is_announced_once_for_the_first_failure():
     world.send("sagemaker_training_failed")
     world.send("pipeline_failed")
     assert world.notifier.kinds() == [contracts.KIND_RUN_FAILED]
-    assert rr.overall_status(world.item) == contracts.STATUS_FAILED
+    assert world.record.overall_status == contracts.STATUS_FAILED
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -140,28 +145,29 @@ def test_views_of_a_whole_run():
     world = World(start_run_record())
     for name in reversed(SUCCESSFUL_RUN):
         world.send(name)
-    statuses = rr.step_statuses(world.item)
+    statuses = world.record.steps()
     assert statuses == {
         "training": ("COMPLETED", "2026-11-28T12:20:00Z"),
         "transform": ("COMPLETED", "2026-11-28T12:30:00Z"),
         "endpoint": ("IN_SERVICE", "2026-11-28T12:40:00Z"),
         "pipeline": ("SUCCEEDED", "2026-11-28T12:41:00Z"),
     }
-    times = [e["at"] for e in rr.timeline(world.item)]
+    times = [p.entry.at for p in world.record.progress]
     assert times == sorted(times) and len(times) == len(SUCCESSFUL_RUN)
-    assert len(rr.progress_entries(world.item)) <= rr.PROGRESS_MAX_ATTRIBUTES
+    assert len(world.record.progress) <= rr.PROGRESS_MAX_ATTRIBUTES
 
 
 def test_overall_status_before_any_progress_is_start_runs():
-    assert rr.overall_status(start_run_record()) == contracts.STATUS_RUN_STARTED
+    assert RunRecord.from_item(start_run_record()).overall_status == contracts.STATUS_RUN_STARTED
 
 
 def test_step_status_ties_are_broken_by_order():
     item = {
+        "run_key": RUN_KEY,
         "progress:endpoint:COMPLETED": {"ord": "2026-01-01T00:00:00Z|a", "at": "x"},
         "progress:endpoint:IN_SERVICE": {"ord": "2026-01-01T00:00:01Z|b", "at": "y"},
     }
-    assert rr.step_statuses(item) == {"endpoint": ("IN_SERVICE", "y")}
+    assert RunRecord.from_item(item).steps() == {"endpoint": ("IN_SERVICE", "y")}
 
 
 def test_the_progress_bound_is_steps_times_statuses():
@@ -170,9 +176,8 @@ def test_the_progress_bound_is_steps_times_statuses():
 
 
 def test_orphan_detection_needs_the_dataset():
-    assert rr.is_run_record(start_run_record())
-    assert not rr.is_run_record({"run_key": RUN_KEY, "progress:training:FAILED": {}})
-    assert not rr.is_run_record(None)
+    assert not RunRecord.from_item(start_run_record()).is_orphan
+    assert RunRecord.from_item({"run_key": RUN_KEY, "progress:training:FAILED": {}}).is_orphan
 
 
 def test_a_pipeline_event_for_a_foreign_run_key_is_not_ours():

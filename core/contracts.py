@@ -1,0 +1,122 @@
+"""The names every part shares: run keys, the data bucket's layout, resource names, tags,
+steps, statuses, notification kinds, and the physical names of the stack's data resources.
+
+Standard library only: shipped as is in the Lambda asset and embedded as is in the pipeline's
+components; the CDK app, the CLI and the local stack import it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PRODUCT_PREFIX = "mnist"
+
+# S3 layout of the data bucket.
+INCOMING_PREFIX = "incoming/"
+RUNS_PREFIX = "runs/"
+DATASET_SUFFIXES = (".pkl.gz", ".npz")
+# Where a failing step leaves its error for the exit handler: runs/<key>/status/<step>.json
+STEP_FAILURE_DIR = "status/"
+
+# An MNIST image: 28 x 28 grey levels, flattened.
+IMAGE_SIDE = 28
+FEATURE_DIM = IMAGE_SIDE * IMAGE_SIDE
+NUM_CLASSES = 10
+
+# Run key: a short, deterministic id of one dataset version.
+RUN_KEY_HEX_CHARS = 12
+RUN_KEY_PATTERN = re.compile(rf"^{PRODUCT_PREFIX}-[0-9a-f]{{{RUN_KEY_HEX_CHARS}}}")
+RUN_KEY_TAG = "mnistflow:run-key"
+
+
+def run_key(bucket: str, key: str, version: str) -> str:
+    """The run key of one dataset version; `version` is the S3 versionId, else the ETag."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{version}".encode()).hexdigest()
+    return f"{PRODUCT_PREFIX}-{digest[:RUN_KEY_HEX_CHARS]}"
+
+
+def run_key_from_name(name: str) -> str | None:
+    """The run key a resource name starts with, or None when the resource is not ours."""
+    match = RUN_KEY_PATTERN.match(name or "")
+    return match.group(0) if match else None
+
+
+def run_prefix(key: str) -> str:
+    """Where a run's own files live in the data bucket."""
+    return f"{RUNS_PREFIX}{key}/"
+
+
+# SageMaker resources a run creates are named `<run key>-<suffix>` (63 characters at most),
+# so every SageMaker name of the product starts with this prefix.
+SAGEMAKER_NAME_PREFIX = f"{PRODUCT_PREFIX}-"
+TRAINING_JOB_SUFFIX = "train"
+MODEL_SUFFIX = "model"
+TRANSFORM_JOB_SUFFIX = "transform"
+ENDPOINT_CONFIG_SUFFIX = "epc"
+ENDPOINT_SUFFIX = "endpoint"
+
+
+def resource_name(key: str, suffix: str) -> str:
+    return f"{key}-{suffix}"
+
+
+# The steps of a run, in pipeline order, as the run record names them. The pipeline's own
+# final-state event counts as a step of its own ("pipeline") unless it names the step that
+# failed.
+STEPS = ("preprocess", "training", "model", "transform", "evaluate", "endpoint")
+PIPELINE_STEP = "pipeline"
+PROGRESS_STEPS = (*STEPS, PIPELINE_STEP)
+
+# The pipeline's own final-state event (put on EventBridge by its exit handler). Its detail:
+# run_key, state (KFP's final state, as the backend spells it), failed_step (one of STEPS or
+# ""), error (the step's own message or ""), dataset_uri, endpoint_name, kfp_run.
+PIPELINE_EVENT_SOURCE = "mnistflow.pipeline"
+PIPELINE_EVENT_DETAIL_TYPE = "MNIST Pipeline Run State Change"
+
+# Notification kinds, carried as the `kind` message attribute.
+KIND_RUN_STARTED = "RUN_STARTED"
+KIND_ENDPOINT_READY = "ENDPOINT_READY"
+KIND_RUN_FAILED = "RUN_FAILED"
+KIND_DATA_REJECTED = "DATA_REJECTED"
+NOTIFICATION_KINDS = (KIND_RUN_STARTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED)
+
+# Overall status of a run record. The start-run Lambda writes the first four; progress
+# tracking moves a started run on to the last three. Status only moves forward.
+STATUS_ACCEPTED = "ACCEPTED"
+STATUS_REJECTED = "REJECTED"
+STATUS_RUN_STARTED = "RUN_STARTED"
+STATUS_START_FAILED = "START_FAILED"
+STATUS_RUNNING = "RUNNING"
+STATUS_SUCCEEDED = "SUCCEEDED"
+STATUS_FAILED = "FAILED"
+
+# The account's default EventBridge bus, where SageMaker's events arrive.
+DEFAULT_EVENT_BUS = "default"
+
+# Physical names the stack gives its data resources; the local stack creates the same ones.
+RUNS_TABLE_NAME = f"{PRODUCT_PREFIX}flow-runs"
+NOTIFICATION_TOPIC_NAME = f"{PRODUCT_PREFIX}flow-notifications"
+
+
+def data_bucket_name(account: str, region: str) -> str:
+    """Bucket names are global: the account and region make this one unique."""
+    return f"{PRODUCT_PREFIX}flow-data-{account}-{region}"
+
+
+# The Lambda functions: one asset, only the handler differs. Each name is the function's
+# construct id (CDK), its Powertools service name and its key in the settings schema.
+START_RUN = "start-run"
+TRACK_PROGRESS = "track-progress"
+FUNCTIONS = (START_RUN, TRACK_PROGRESS)
+HANDLERS = {
+    START_RUN: "lambdas.handlers.start_run.handler",
+    TRACK_PROGRESS: "lambdas.handlers.track_progress.handler",
+}
+METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
+# The compiled pipeline, at the root of the Lambda asset.
+PIPELINE_SPEC_FILE = "mnist_pipeline.yaml"
+
+KFP_MODE_CLUSTER = "cluster"
+KFP_MODE_URL = "url"
+KFP_MODES = (KFP_MODE_CLUSTER, KFP_MODE_URL)

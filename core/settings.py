@@ -1,0 +1,631 @@
+"""One schema for the stack's settings and the run's parameters: each declared once, here.
+
+A `Parameter` has a key, a kind (its type, bounds and checks), a default and a doc line, and
+says where it goes:
+
+- `source="context"`: a CDK context key (`cdk.json` or `-c key=value`) a deployer may set;
+- `source="stack"`: a value the stack fills in (a table name, a role ARN, ...);
+- `source="lambda"`: a value the Lambda runtime itself sets (the region);
+- `source="run"`: a value start-run computes for each run (the dataset, the run key);
+- `functions`: the Lambda functions whose environment carries it, as `KEY.upper()`;
+- `pipeline=True`: a runtime parameter of the KFP pipeline, under its key.
+
+From this table come: the context's validation (`read_context`), each function's environment
+(`environment`) and its validated configuration (`read_environment`), the pipeline's signature
+(`pipeline_signature`) and the runtime parameters start-run submits (`run_parameters`). The
+same checks run on every path. Standard library only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import contracts
+from core.contracts import KFP_MODE_CLUSTER, KFP_MODE_URL, KFP_MODES, START_RUN
+
+BOTH_FUNCTIONS = frozenset(contracts.FUNCTIONS)
+START_RUN_ONLY = frozenset({START_RUN})
+REQUIRED: Any = object()  # no default: the stack, the runtime or start-run always supplies it
+
+
+class SettingError(ValueError):
+    """A setting is missing or malformed; the message names it the way its reader knows it."""
+
+    def __init__(self, key: str, problem: str, *, where: str = "context") -> None:
+        label = f"CDK context '{key}'" if where == "context" else f"environment variable {where}"
+        super().__init__(f"{label}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+# -- kinds: how a value is read, checked, written to an environment, typed in the pipeline ----
+
+
+@dataclass(frozen=True)
+class Text:
+    pattern: re.Pattern[str] | None = None
+    hint: str = ""  # what a good value looks like, for the error
+    max_chars: int | None = None
+    choices: tuple[str, ...] = ()
+    python_type: type = str
+
+    def parse(self, raw: Any) -> str:
+        if raw is None:
+            return ""
+        if not isinstance(raw, str):
+            raise ValueError(f"must be a string (got {raw!r})")
+        value = raw.strip()
+        if not value:
+            return ""
+        if self.choices and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)} (got {value!r})")
+        if self.max_chars is not None and len(value) > self.max_chars:
+            raise ValueError(f"at most {self.max_chars} characters (got {len(value)})")
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            expected = f" (expected {self.hint})" if self.hint else ""
+            raise ValueError(f"malformed value {value!r}{expected}")
+        return value
+
+    def to_env(self, value: Any) -> str:
+        return value  # may be a CDK token: passed through unchanged
+
+
+@dataclass(frozen=True)
+class Whole:
+    minimum: int
+    maximum: int
+    python_type: type = int
+
+    def parse(self, raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError(f"must be a whole number (got {raw!r})")
+        try:
+            number = int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number (got {raw!r})") from None
+        if not self.minimum <= number <= self.maximum:
+            raise ValueError(f"must be {self.minimum} to {self.maximum} (got {number})")
+        return number
+
+    def to_env(self, value: Any) -> str:
+        return str(value)
+
+
+@dataclass(frozen=True)
+class TextList:
+    """A list from cdk.json, or a JSON list or comma-separated text from `-c key=...`."""
+
+    item: Text
+    unique: bool = False
+    nullable: bool = False  # None stays None (a default decided elsewhere)
+    python_type: type = list
+
+    def parse(self, raw: Any) -> tuple[str, ...] | None:
+        if raw is None and self.nullable:
+            return None
+        if raw is None or raw == "":
+            return ()
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text.startswith("["):
+                try:
+                    raw = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(f"not a JSON list ({text!r})") from None
+            else:
+                raw = text.split(",")
+        if not isinstance(raw, list | tuple) or not all(isinstance(i, str) for i in raw):
+            raise ValueError(f"must be a list of strings (got {raw!r})")
+        items = tuple(self.item.parse(i) for i in raw if i.strip())
+        if self.unique and len(set(items)) != len(items):
+            raise ValueError("lists the same value twice")
+        return items
+
+    def to_env(self, value: Any) -> str:
+        return ",".join(value or ())
+
+
+@dataclass(frozen=True)
+class Url(Text):
+    """An http(s) URL, kept without a trailing slash (paths are appended to it)."""
+
+    def parse(self, raw: Any) -> str:
+        return super().parse(raw).rstrip("/")
+
+
+Kind = Text | Url | Whole | TextList
+
+
+# -- checks shared by every reader ------------------------------------------------------------
+
+REGION = Text(re.compile(r"[a-z]{2}(-[a-z]+)+-\d"), "an AWS region such as eu-west-1")
+INSTANCE_TYPE = Text(
+    re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "ml.<family>.<size>, e.g. ml.m5.large"
+)
+INSTANCE_COUNT = Whole(1, 10)  # far above what MNIST needs; guards against a typo like 100
+# botocore's sagemaker model, shape EndpointName: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}, max 63. The
+# product's IAM grants cover `mnist-*` names only, so a shared endpoint must carry the prefix.
+ENDPOINT_NAME = Text(
+    re.compile(rf"{contracts.SAGEMAKER_NAME_PREFIX}[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,56}}"),
+    f"empty, or a SageMaker endpoint name of at most 63 letters, digits and hyphens starting"
+    f" with {contracts.SAGEMAKER_NAME_PREFIX!r}",
+)
+# botocore's eks model, shape ClusterName: ^[0-9A-Za-z][A-Za-z0-9\-_]*, 1 to 100 characters.
+EKS_CLUSTER_NAME = Text(re.compile(r"[0-9A-Za-z][A-Za-z0-9\-_]{0,99}"), "an EKS cluster name")
+# Kubernetes: namespaces are DNS-1123 labels, service accounts DNS-1123 subdomains.
+K8S_LABEL = Text(re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"), "a Kubernetes namespace")
+K8S_SUBDOMAIN = Text(
+    re.compile(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?"), "a Kubernetes service account name"
+)
+HTTP_URL = Url(re.compile(r"https?://[^\s/]+(/\S*)?"), "an http(s) URL")
+SECRET_ARN_PATTERN = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+"
+)
+SECRET_NAME_OR_ARN = Text(
+    re.compile(rf"(?!arn:)[A-Za-z0-9/_+=.@-]{{1,512}}|{SECRET_ARN_PATTERN.pattern}"),
+    "a Secrets Manager secret name or ARN",
+)
+EMAIL = Text(re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+"), "an email address")
+DAYS = Whole(1, 3653)
+
+
+def _arn(pattern: str, hint: str) -> Text:
+    return Text(re.compile(pattern), hint)
+
+
+# -- the schema --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parameter:
+    key: str
+    kind: Kind
+    doc: str
+    default: Any = REQUIRED
+    source: str = "context"  # context | stack | lambda | run
+    functions: frozenset[str] = field(default_factory=frozenset)
+    pipeline: bool = False
+    env: str = ""  # the environment variable, when KEY.upper() will not do
+
+    @property
+    def env_name(self) -> str:
+        return self.env or self.key.upper()
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def _context(key: str, kind: Kind, default: Any, doc: str, **where: Any) -> Parameter:
+    return Parameter(key, kind, doc, default, "context", **where)
+
+
+def _stack(key: str, kind: Kind, doc: str, default: Any = REQUIRED, **where: Any) -> Parameter:
+    return Parameter(key, kind, doc, default, "stack", **where)
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    # Who hears about runs.
+    _context(
+        "notification_emails",
+        TextList(EMAIL, unique=True),
+        (),
+        "one email subscription per address on the run notification topic; none when empty",
+    ),
+    _context(
+        "operations_emails",
+        TextList(EMAIL, unique=True, nullable=True),
+        None,
+        "subscriptions on the operations topic (alarms); null: the notification_emails"
+        " addresses; an explicit empty value subscribes nobody",
+    ),
+    # How start-run reaches KFP.
+    _context(
+        "kfp_mode",
+        Text(choices=KFP_MODES),
+        KFP_MODE_CLUSTER,
+        "cluster (EKS API + service proxy) or url (direct URL + bearer token)",
+        functions=START_RUN_ONLY,
+    ),
+    _context(
+        "eks_cluster_name",
+        EKS_CLUSTER_NAME,
+        "",
+        "the EKS cluster running KFP (required in cluster mode; in url mode, when set, the Pod"
+        " Identity association is created)",
+        functions=START_RUN_ONLY,
+    ),
+    _context(
+        "kfp_namespace",
+        K8S_LABEL,
+        "kubeflow",
+        "namespace of KFP; scope of the access entry and of Pod Identity",
+        functions=START_RUN_ONLY,
+    ),
+    _context(
+        "kfp_service_account",
+        K8S_SUBDOMAIN,
+        "pipeline-runner",
+        "service account the pipeline's pods run as",
+    ),
+    _context(
+        "kfp_url",
+        HTTP_URL,
+        "",
+        "url mode: KFP API base URL, https://...",
+        functions=START_RUN_ONLY,
+    ),
+    _context(
+        "kfp_token_secret_name",
+        SECRET_NAME_OR_ARN,
+        "",
+        "url mode: Secrets Manager secret (name or ARN) holding the bearer token",
+    ),
+    _context(
+        "vpc_id",
+        Text(re.compile(r"vpc-[0-9a-f]{8,17}"), "a VPC id"),
+        "",
+        "put start-run in this VPC (with subnet_ids)",
+    ),
+    _context(
+        "subnet_ids",
+        TextList(Text(re.compile(r"subnet-[0-9a-f]{8,17}"), "a subnet id")),
+        (),
+        "the subnets for start-run (with vpc_id)",
+    ),
+    _context(
+        "kfp_ui_url",
+        HTTP_URL,
+        "",
+        "KFP UI base URL, for run links in the record and emails",
+        functions=BOTH_FUNCTIONS,
+    ),
+    _context(
+        "kfp_experiment_name",
+        Text(max_chars=128),
+        contracts.PRODUCT_PREFIX,
+        "KFP experiment the runs go into",
+        functions=START_RUN_ONLY,
+    ),
+    # What every run trains and deploys with (the pipeline's parameters).
+    _context(
+        "training_image",
+        Text(re.compile(r"[\w.\-/:@]+"), "an ECR image URI"),
+        "",
+        "empty: SageMaker's built-in k-means image for the region; else this image",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "train_instance_type",
+        INSTANCE_TYPE,
+        "ml.m5.large",
+        "SageMaker training instance type",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "train_instance_count",
+        INSTANCE_COUNT,
+        1,
+        "SageMaker training instance count",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "transform_instance_type",
+        INSTANCE_TYPE,
+        "ml.m5.large",
+        "batch transform instance type",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "transform_instance_count",
+        INSTANCE_COUNT,
+        1,
+        "batch transform instance count",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_instance_type",
+        INSTANCE_TYPE,
+        "ml.m5.large",
+        "hosting instance type",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_instance_count",
+        INSTANCE_COUNT,
+        1,
+        "hosting instance count",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_name",
+        ENDPOINT_NAME,
+        "",
+        "empty: one endpoint per run; else a shared endpoint name starting mnist-",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "k",
+        Whole(2, 256),
+        10,
+        "k-means clusters",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+        # Lambda environment variable names have two characters at least (CloudFormation's
+        # AWS::Lambda::Function schema: [a-zA-Z]([a-zA-Z0-9_])+).
+        env="KMEANS_K",
+    ),
+    _context(
+        "mini_batch_size",
+        Whole(1, 100_000),
+        500,
+        "k-means mini-batch size",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "max_runtime_seconds",
+        # SageMaker's StoppingCondition allows at most 28 days.
+        Whole(60, 28 * 24 * 3600),
+        3600,
+        "the training job's MaxRuntimeInSeconds",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "max_dataset_bytes",
+        Whole(1, 16 * 1024**3),
+        2 * 1024**3,
+        "uploads over this size are refused before they are read",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    # Housekeeping.
+    _context("runs_retention_days", DAYS, 30, "lifecycle expiry of runs/ in the data bucket"),
+    _context("access_logs_retention_days", DAYS, 90, "expiry of the bucket's server access logs"),
+    _context(
+        "log_retention_days",
+        DAYS,
+        30,
+        "CloudWatch retention of the Lambdas' logs (rounded up to an allowed value)",
+    ),
+    # Filled in by the stack.
+    _stack(
+        "runs_table_name",
+        Text(re.compile(r"[a-zA-Z0-9_.-]{3,255}"), "a DynamoDB table name"),
+        "the runs table",
+        functions=BOTH_FUNCTIONS,
+    ),
+    _stack(
+        "notification_topic_arn",
+        _arn(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}", "an SNS topic ARN"),
+        "the run notification topic",
+        functions=BOTH_FUNCTIONS,
+    ),
+    _stack(
+        "data_bucket_name",
+        Text(re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"), "an S3 bucket name"),
+        "the data bucket",
+        functions=START_RUN_ONLY,
+    ),
+    _stack(
+        "kfp_token_secret_arn",
+        Text(SECRET_ARN_PATTERN, "a Secrets Manager secret ARN"),
+        "url mode: the token secret's ARN (from kfp_token_secret_name); else empty",
+        default="",
+        functions=START_RUN_ONLY,
+    ),
+    _stack(
+        "pipeline_spec_path",
+        Text(),
+        "the compiled pipeline start-run submits",
+        functions=START_RUN_ONLY,
+    ),
+    _stack(
+        # botocore's sagemaker model, shape RoleArn.
+        "sagemaker_role_arn",
+        _arn(r"arn:aws[a-z-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+", "an IAM role ARN"),
+        "the execution role the pipeline passes to SageMaker",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _stack(
+        "event_bus_name",
+        Text(re.compile(r"[/.\-_A-Za-z0-9]{1,256}"), "an EventBridge bus name"),
+        "where the pipeline's exit handler puts its final-state event",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _stack(
+        "powertools_service_name",
+        Text(choices=contracts.FUNCTIONS),
+        "the function's name, in its logs and metrics",
+        functions=BOTH_FUNCTIONS,
+    ),
+    _stack(
+        "powertools_metrics_namespace",
+        Text(),
+        "the product's CloudWatch metric namespace",
+        functions=BOTH_FUNCTIONS,
+    ),
+    # Set by the Lambda runtime.
+    Parameter(
+        "aws_region", REGION, "the function's region", source="lambda", functions=BOTH_FUNCTIONS
+    ),  # fmt: skip
+    # Computed by start-run for each run.
+    Parameter("dataset_uri", Text(), "s3://bucket/key of the upload", source="run", pipeline=True),
+    Parameter("run_key", Text(), "the run key", source="run", pipeline=True),
+    Parameter("region", REGION, "the region SageMaker runs in", source="run", pipeline=True),
+)
+BY_KEY = {parameter.key: parameter for parameter in PARAMETERS}
+CONTEXT_KEYS = tuple(p.key for p in PARAMETERS if p.source == "context")
+# Context keys of this app look like this; CDK's own keys (feature flags `@aws-cdk/...`, the
+# CLI's `aws:cdk:...`, cached lookups `availability-zones:account=...`) never do.
+_APP_KEY_SHAPE = re.compile(r"[a-z][a-z0-9_]*")
+
+# Keys that are required together, or when the KFP mode needs them.
+REQUIRED_IN_MODE = {
+    KFP_MODE_CLUSTER: ("eks_cluster_name", "kfp_namespace"),
+    KFP_MODE_URL: ("kfp_url", "kfp_token_secret_name", "kfp_token_secret_arn"),
+}
+GO_TOGETHER = (("vpc_id", "subnet_ids"),)
+
+
+class Settings(Mapping[str, Any]):
+    """Validated values by key, also readable as attributes (`settings.kfp_mode`)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        return Settings({**self._values, **changes})
+
+    def __repr__(self) -> str:
+        return f"Settings({self._values!r})"
+
+
+def _parse(parameter: Parameter, raw: Any, where: str) -> Any:
+    try:
+        return parameter.kind.parse(raw)
+    except ValueError as error:
+        raise SettingError(parameter.key, str(error), where=where) from None
+
+
+def _check_together(values: Mapping[str, Any], where: Any) -> None:
+    """The cross-key rules, for whichever of their keys this reader has."""
+    mode = values.get("kfp_mode")
+    for key in REQUIRED_IN_MODE.get(mode, ()):
+        if key in values and not values[key]:
+            raise SettingError(key, f"required when kfp_mode is {mode!r}", where=where(key))
+    for group in GO_TOGETHER:
+        present = [key for key in group if key in values]
+        if len(present) == len(group) and len({bool(values[key]) for key in group}) > 1:
+            missing = next(key for key in group if not values[key])
+            raise SettingError(
+                missing,
+                f"{' and '.join(group)} go together: give all or none",
+                where=where(missing),
+            )
+
+
+def closest_key(key: str, known: Sequence[str] = CONTEXT_KEYS) -> str | None:
+    matches = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+# The CDK app's context file, at the repository's root (absent where the core is shipped).
+CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
+
+
+def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
+    """The "context" object of cdk.json (empty when there is none)."""
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text()).get("context", {}))
+
+
+def read_context(context: Mapping[str, Any]) -> Settings:
+    """The CDK context, validated: every error names the key (and, if unknown, the closest)."""
+    for key in context:
+        if _APP_KEY_SHAPE.fullmatch(key) and key not in CONTEXT_KEYS:
+            near = closest_key(key)
+            hint = f"; did you mean '{near}'?" if near else ""
+            raise SettingError(key, f"unknown context key{hint}")
+    values = {}
+    for parameter in PARAMETERS:
+        if parameter.source != "context":
+            continue
+        raw = context.get(parameter.key, parameter.default)
+        values[parameter.key] = _parse(parameter, raw, "context")
+    if values["operations_emails"] is None:
+        values["operations_emails"] = values["notification_emails"]
+    _check_together(values, lambda key: "context")
+    return Settings(values)
+
+
+def function_parameters(function: str) -> tuple[Parameter, ...]:
+    return tuple(p for p in PARAMETERS if function in p.functions)
+
+
+def environment(function: str, values: Mapping[str, Any]) -> dict[str, str]:
+    """A function's environment: one variable per parameter it reads, from `values` by key (the
+    function's service name and the metric namespace follow from its name).
+
+    Values may be CDK tokens (strings); they are written as they are and checked by the
+    function at cold start (`read_environment`).
+    """
+    values = {
+        **values,
+        "powertools_service_name": function,
+        "powertools_metrics_namespace": contracts.METRICS_NAMESPACE,
+    }
+    env = {}
+    for parameter in function_parameters(function):
+        if parameter.source == "lambda":
+            continue  # the Lambda runtime sets it
+        if parameter.key not in values:
+            raise KeyError(f"{function}: no value for {parameter.key}")
+        env[parameter.env_name] = parameter.kind.to_env(values[parameter.key])
+    return env
+
+
+def read_environment(function: str, environ: Mapping[str, str]) -> Settings:
+    """A function's configuration from its environment, checked as the context is."""
+    values = {}
+    for parameter in function_parameters(function):
+        # The stack sets every variable: a missing one is an error, never a silent default.
+        raw = environ.get(parameter.env_name)
+        if raw is None or (not raw.strip() and parameter.required):
+            raise SettingError(parameter.key, "is missing or empty", where=parameter.env_name)
+        values[parameter.key] = _parse(parameter, raw, parameter.env_name)
+    _check_together(values, lambda key: BY_KEY[key].env_name)
+    return Settings(values)
+
+
+def pipeline_parameters() -> tuple[Parameter, ...]:
+    """The pipeline's parameters, required ones first (a Python signature needs that order)."""
+    chosen = [p for p in PARAMETERS if p.pipeline]
+    return tuple(sorted(chosen, key=lambda p: not p.required))
+
+
+def run_parameters(settings: Mapping[str, Any], **run: Any) -> dict[str, Any]:
+    """The runtime parameters of one run: the per-run values plus the configured ones."""
+    parameters = {}
+    for parameter in pipeline_parameters():
+        source = run if parameter.source == "run" else settings
+        if parameter.key not in source:
+            raise KeyError(f"no value for the pipeline parameter {parameter.key}")
+        parameters[parameter.key] = source[parameter.key]
+    unknown = set(run) - {p.key for p in pipeline_parameters() if p.source == "run"}
+    if unknown:
+        raise KeyError(f"not per-run pipeline parameters: {', '.join(sorted(unknown))}")
+    return parameters

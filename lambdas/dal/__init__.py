@@ -1,0 +1,1 @@
+"""Adapters: one module per outside system, behind the ports in lambdas.logic.ports."""

@@ -1,0 +1,338 @@
+"""The runs table (DynamoDB): one plain-map item per run key, written with conditions, and the
+one way to read it back (`RunsTableReader`, for the CLI, the local stack and the tests).
+
+Status only moves forward: each write says which statuses it may follow. Start-run owns the
+record's own fields; progress tracking only writes `progress:*` attributes and `outcome`.
+Every attribute is named through `core.run_record.ATTR` (in expressions as `#<name>`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from core import contracts
+from core.run_record import ATTR, TIMELINE_MAX_ENTRIES, DatasetRef, RunRecord
+from lambdas.logic.ports import Claim, KfpRun, ProgressWrite, RunProgress, RunsRepository
+
+
+def to_attribute_value(value: Any) -> dict[str, Any]:
+    """A DynamoDB attribute value for what the record holds: text, numbers, maps, lists."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"DynamoDB numbers are finite, got {value!r}")
+        return {"N": repr(value)}
+    if isinstance(value, dict):
+        return {"M": {str(k): to_attribute_value(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [to_attribute_value(v) for v in value]}
+    if value is None:
+        return {"NULL": True}
+    raise TypeError(f"the run record does not store {type(value).__name__}")
+
+
+def from_attribute_value(attribute: dict[str, Any]) -> Any:
+    ((kind, raw),) = attribute.items()
+    if kind == "S":
+        return raw
+    if kind == "N":
+        return int(raw) if raw.lstrip("-").isdigit() else float(raw)
+    if kind == "M":
+        return {k: from_attribute_value(v) for k, v in raw.items()}
+    if kind == "L":
+        return [from_attribute_value(v) for v in raw]
+    if kind == "BOOL":
+        return raw
+    if kind == "NULL":
+        return None
+    return raw  # sets and binaries: never written by the product, passed through
+
+
+def plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain Python values."""
+    return {name: from_attribute_value(value) for name, value in item.items()}
+
+
+def _names(*names: str) -> dict[str, str]:
+    """ExpressionAttributeNames for record attributes: `#status` -> `status`."""
+    return {f"#{name}": name for name in names}
+
+
+def _key(run_key: str) -> dict[str, Any]:
+    return {ATTR.run_key: to_attribute_value(run_key)}
+
+
+def _entry(now: str, event: str, detail: str) -> dict[str, Any]:
+    return to_attribute_value([{"at": now, "event": event, "detail": detail[:500]}])
+
+
+class DynamoRunsRepository(RunsRepository):
+    """Start-run's writes."""
+
+    def __init__(
+        self,
+        table_name: str,
+        dynamodb_client: Callable[[], Any],
+        timeline_max_entries: int = TIMELINE_MAX_ENTRIES,
+    ):
+        self._table = table_name
+        self._ddb = dynamodb_client
+        self._timeline_max = timeline_max_entries
+
+    def claim(self, run_key: str, dataset: DatasetRef, now: str, lease_until: int) -> Claim:
+        ddb = self._ddb()
+        try:
+            result = ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression=(
+                    "SET #status = :accepted, #dataset = :dataset, #updated_at = :now,"
+                    " #created_at = if_not_exists(#created_at, :now),"
+                    " #start_attempts = if_not_exists(#start_attempts, :zero) + :one,"
+                    " #claim_expires_at = :lease,"
+                    " #timeline = list_append(if_not_exists(#timeline, :empty), :entry)"
+                    " REMOVE #reason"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(#run_key) OR #status = :start_failed"
+                    " OR (#status = :accepted AND #claim_expires_at < :epoch)"
+                ),
+                ExpressionAttributeNames=_names(
+                    ATTR.run_key,
+                    ATTR.status,
+                    ATTR.dataset,
+                    ATTR.updated_at,
+                    ATTR.created_at,
+                    ATTR.start_attempts,
+                    ATTR.claim_expires_at,
+                    ATTR.timeline,
+                    ATTR.reason,
+                ),
+                ExpressionAttributeValues={
+                    ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
+                    ":start_failed": to_attribute_value(contracts.STATUS_START_FAILED),
+                    ":dataset": to_attribute_value(dataset.as_item()),
+                    ":now": to_attribute_value(now),
+                    ":zero": to_attribute_value(0),
+                    ":one": to_attribute_value(1),
+                    ":lease": to_attribute_value(lease_until),
+                    ":epoch": to_attribute_value(_epoch_seconds(now)),
+                    ":empty": to_attribute_value([]),
+                    ":entry": _entry(now, contracts.STATUS_ACCEPTED, dataset.uri),
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException as failed:
+            old = plain_item(failed.response.get("Item") or {})
+            return Claim(
+                won=False,
+                status=str(old.get(ATTR.status, "")),
+                start_attempts=int(old.get(ATTR.start_attempts, 0)),
+            )
+        item = plain_item(result["Attributes"])
+        self._trim_timeline(run_key, len(item.get(ATTR.timeline, [])))
+        return Claim(
+            won=True,
+            status=contracts.STATUS_ACCEPTED,
+            start_attempts=int(item.get(ATTR.start_attempts, 1)),
+        )
+
+    def mark_rejected(self, run_key: str, reason: str, now: str) -> None:
+        self._move(run_key, contracts.STATUS_REJECTED, now, reason, {ATTR.reason: reason})
+
+    def mark_start_failed(self, run_key: str, reason: str, now: str) -> None:
+        self._move(run_key, contracts.STATUS_START_FAILED, now, reason, {ATTR.reason: reason})
+
+    def mark_run_started(
+        self, run_key: str, run: KfpRun, run_url: str, now: str, detail: str
+    ) -> bool:
+        fields = {
+            ATTR.kfp_run_id: run.run_id,
+            ATTR.kfp_run_url: run_url,
+            ATTR.experiment_id: run.experiment_id,
+        }
+        moved = self._move(run_key, contracts.STATUS_RUN_STARTED, now, detail, fields)
+        if not moved:
+            # Progress tracking got there first: keep its status, still save the run's ids.
+            self._ddb().update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in fields),
+                ExpressionAttributeNames=_names(*fields),
+                ExpressionAttributeValues={
+                    f":{name}": to_attribute_value(value) for name, value in fields.items()
+                },
+            )
+        return moved
+
+    def _move(
+        self, run_key: str, status: str, now: str, detail: str, fields: dict[str, Any]
+    ) -> bool:
+        """Sets `status` and `fields` only while the record is still ACCEPTED (this claim's)."""
+        values = {
+            ":status": to_attribute_value(status),
+            ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
+            ":now": to_attribute_value(now),
+            ":empty": to_attribute_value([]),
+            ":entry": _entry(now, status, detail),
+            **{f":{name}": to_attribute_value(value) for name, value in fields.items()},
+        }
+        sets = [
+            "#status = :status",
+            "#updated_at = :now",
+            "#timeline = list_append(if_not_exists(#timeline, :empty), :entry)",
+            *(f"#{name} = :{name}" for name in fields),
+        ]
+        ddb = self._ddb()
+        try:
+            result = ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #claim_expires_at",
+                ConditionExpression="#status = :accepted",
+                ExpressionAttributeNames=_names(
+                    ATTR.status, ATTR.updated_at, ATTR.timeline, ATTR.claim_expires_at, *fields
+                ),
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        timeline = plain_item(result.get("Attributes", {})).get(ATTR.timeline, [])
+        self._trim_timeline(run_key, len(timeline))
+        return True
+
+    def _trim_timeline(self, run_key: str, length: int) -> None:
+        """Drops the oldest entries past the bound; a concurrent write makes this a no-op."""
+        excess = length - self._timeline_max
+        if excess <= 0:
+            return
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression="REMOVE " + ", ".join(f"#timeline[{i}]" for i in range(excess)),
+                ConditionExpression="size(#timeline) = :length",
+                ExpressionAttributeNames=_names(ATTR.timeline),
+                ExpressionAttributeValues={":length": to_attribute_value(length)},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return  # someone else wrote meanwhile; the next write trims again
+
+
+class DynamoRunProgress(RunProgress):
+    """Progress tracking's writes: each event is one conditional UpdateItem on the run's item."""
+
+    def __init__(self, table_name: str, dynamodb_client: Callable[[], Any]):
+        self._table = table_name
+        self._ddb = dynamodb_client
+
+    def record_progress(
+        self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
+    ) -> ProgressWrite:
+        # A top-level attribute per (step, status): DynamoDB cannot SET a nested path whose
+        # parent map may not exist yet, nor create overlapping paths in one expression.
+        update = "SET #attr = :entry"
+        values = {":entry": to_attribute_value(entry), ":ord": to_attribute_value(entry["ord"])}
+        names = {"#attr": attribute, "#ord": "ord"}
+        if outcome:
+            update += ", #outcome = if_not_exists(#outcome, :outcome)"
+            names.update(_names(ATTR.outcome))
+            values[":outcome"] = to_attribute_value(outcome)
+        ddb = self._ddb()
+        try:
+            result = ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression=update,
+                ConditionExpression="attribute_not_exists(#attr) OR #attr.#ord < :ord",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                # The record as it was comes back from this same call: no read before writing.
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException as failed:
+            return ProgressWrite(applied=False, old=_record(failed.response.get("Item")))
+        return ProgressWrite(applied=True, old=_record(result.get("Attributes")))
+
+    def claim_outcome(self, run_key: str, outcome: str) -> bool:
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression="SET #outcome = :outcome",
+                ConditionExpression="attribute_exists(#run_key) AND attribute_not_exists(#outcome)",
+                ExpressionAttributeNames=_names(ATTR.run_key, ATTR.outcome),
+                ExpressionAttributeValues={":outcome": to_attribute_value(outcome)},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_outcome(self, run_key: str, outcome: str) -> None:
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression="REMOVE #outcome",
+                ConditionExpression="#outcome = :outcome",
+                ExpressionAttributeNames=_names(ATTR.outcome),
+                ExpressionAttributeValues={":outcome": to_attribute_value(outcome)},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return  # not ours to remove any more (another value, or already gone)
+
+
+class RunsTableReader:
+    """Reads run records: one run, or all of them, newest first."""
+
+    def __init__(self, table_name: str, dynamodb_client: Callable[[], Any]):
+        self._table = table_name
+        self._ddb = dynamodb_client
+
+    @property
+    def table_name(self) -> str:
+        return self._table
+
+    def get(self, run_key: str) -> RunRecord | None:
+        item = (
+            self._ddb()
+            .get_item(TableName=self._table, Key=_key(run_key), ConsistentRead=True)
+            .get("Item")
+        )
+        return _record(item)
+
+    def scan(self) -> list[RunRecord]:
+        """Every run record (one item per dataset version: a scan is fine), newest first."""
+        records = [RunRecord.from_item(plain_item(item)) for item in self._items()]
+        return sorted(records, key=lambda record: record.created_at, reverse=True)
+
+    def _items(self) -> Iterator[dict[str, Any]]:
+        request: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        while True:
+            page = self._ddb().scan(**request)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _record(item: dict[str, Any] | None) -> RunRecord | None:
+    return RunRecord.from_item(plain_item(item)) if item else None
+
+
+def _epoch_seconds(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())

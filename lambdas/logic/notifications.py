@@ -1,0 +1,270 @@
+"""The plain-text emails the functions send (start-run, track-progress): subject under 100
+ASCII characters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core import contracts
+from core import run_record as rr
+from core.run_record import DatasetRef, RunRecord
+from lambdas.logic.progress_events import ProgressEvent
+
+SUBJECT_MAX_CHARS = 99  # SNS: "less than 100 characters", ASCII, no line breaks
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: str
+    subject: str
+    message: str
+
+
+def subject_line(text: str) -> str:
+    """SNS subjects must be printable ASCII and under 100 characters."""
+    ascii_text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in " ".join(text.split()))
+    if len(ascii_text) <= SUBJECT_MAX_CHARS:
+        return ascii_text
+    return ascii_text[: SUBJECT_MAX_CHARS - 3] + "..."
+
+
+def data_rejected(run_key: str, dataset: DatasetRef, reason: str) -> Notification:
+    message = "\n".join(
+        [
+            "An upload to the MNIST data bucket was not accepted, so no pipeline run was started.",
+            "",
+            f"Object:   {dataset.uri}",
+            f"Version:  {dataset.version or '(unversioned) ETag ' + dataset.etag}",
+            f"Run key:  {run_key}",
+            f"Reason:   {reason}",
+            "",
+            "What to do: upload an MNIST dataset (.pkl.gz or .npz) under incoming/ again.",
+        ]
+    )
+    return Notification(
+        contracts.KIND_DATA_REJECTED,
+        subject_line(f"MNIST upload rejected ({run_key}): {reason}"),
+        message,
+    )
+
+
+def run_started(run_key: str, dataset: DatasetRef, run_id: str, run_url: str) -> Notification:
+    message = "\n".join(
+        [
+            "A Kubeflow Pipelines run started for a new MNIST dataset.",
+            "",
+            f"Dataset:  {dataset.uri}",
+            f"Run key:  {run_key}",
+            f"KFP run:  {run_id}",
+            f"Link:     {run_url or '(KFP UI address not configured)'}",
+            "",
+            "You will get another email when the endpoint is ready or if the run fails.",
+        ]
+    )
+    return Notification(
+        contracts.KIND_RUN_STARTED, subject_line(f"MNIST run started ({run_key})"), message
+    )
+
+
+def run_could_not_start(
+    run_key: str, dataset: DatasetRef, reason: str, attempts: int, what_to_check: str
+) -> Notification:
+    message = "\n".join(
+        [
+            "A Kubeflow Pipelines run could not be started for an uploaded MNIST dataset.",
+            "",
+            f"Dataset:  {dataset.uri}",
+            f"Run key:  {run_key}",
+            f"Why:      {reason}",
+            f"Attempts: {attempts} call(s) to the KFP API in this invocation",
+            "",
+            f"What to check: {what_to_check}",
+            "",
+            "The event goes back to Lambda: it is retried automatically and, when the retries",
+            "run out, kept on the function's failure destination. A later delivery of the same",
+            "upload tries again and never starts a second run for it.",
+        ]
+    )
+    return Notification(
+        contracts.KIND_RUN_FAILED,
+        subject_line(f"MNIST run could not start ({run_key}): {reason}"),
+        message,
+    )
+
+
+# Where SageMaker writes each step's logs (CloudWatch Logs); other steps log in KFP.
+LOG_GROUPS = {
+    "training": "/aws/sagemaker/TrainingJobs",
+    "transform": "/aws/sagemaker/TransformJobs",
+}
+_STEP_SUFFIXES = {
+    "training": contracts.TRAINING_JOB_SUFFIX,
+    "model": contracts.MODEL_SUFFIX,
+    "transform": contracts.TRANSFORM_JOB_SUFFIX,
+    "endpoint": contracts.ENDPOINT_SUFFIX,
+}
+DIGIT_SAMPLE = 5  # how many test digits the `mnistflow predict` example sends
+
+
+def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
+    """ENDPOINT_READY, from the event that showed it (endpoint IN_SERVICE or pipeline SUCCEEDED)
+    and the record as it was before that event."""
+    name, arn = _endpoint(event, record)
+    region = event.region
+    accuracy = record.metrics.get("accuracy")
+    training = record.entry("training", rr.COMPLETED)
+    lines = [
+        "The MNIST model of this run is deployed and the endpoint is in service.",
+        "",
+        f"Endpoint:  {name}",
+        f"ARN:       {arn}",
+        f"Region:    {region}",
+        f"Run key:   {event.run_key}",
+        f"Dataset:   {_dataset_line(record, event)}",
+        (
+            f"Accuracy:  {_number(accuracy)} (evaluation on the held-out test split)"
+            if isinstance(accuracy, int | float)
+            else "Accuracy:  not measured (the run recorded no evaluation accuracy)"
+        ),
+    ]
+    if training is not None and training.metrics:
+        shown = ", ".join(f"{k}={_number(v)}" for k, v in sorted(training.metrics.items()))
+        lines.append(f"Training:  {shown}")
+    lines += [
+        f"Took:      {_duration(record.created_at, event.time)}"
+        " (upload accepted to endpoint in service)",
+        f"KFP run:   {kfp_link or '(link not known: KFP UI address not configured)'}",
+        "",
+        "Send it a digit. digit.csv holds one 28x28 image as 784 comma-separated pixel values",
+        "in [0, 1], on one line:",
+        "",
+        f"  aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {name}"
+        " --content-type text/csv --body fileb://digit.csv /dev/stdout",
+        "",
+        f"or send {DIGIT_SAMPLE} labelled digits from the MNIST test set with the CLI:",
+        "",
+        f"  mnistflow predict --endpoint {name} --sample {DIGIT_SAMPLE}",
+        "",
+        "The endpoint bills by the hour while it is in service; delete it when you are done:",
+        f"  aws sagemaker delete-endpoint --region {region} --endpoint-name {name}",
+    ]
+    return Notification(
+        contracts.KIND_ENDPOINT_READY,
+        subject_line(f"MNIST endpoint ready: {name} ({event.run_key})"),
+        "\n".join(lines),
+    )
+
+
+def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
+    """RUN_FAILED: which step, why, and where to look."""
+    step = event.step
+    reason = _failure_reason(event)
+    resource = event.resource_name or _resource_of(event, step)
+    lines = [
+        f"An MNIST pipeline run failed at step {step}.",
+        "",
+        f"Step:      {step} ({event.status})",
+        f"Reason:    {reason}",
+        f"Run key:   {event.run_key}",
+        f"Dataset:   {_dataset_line(record, event)}",
+        f"When:      {event.time}",
+        "",
+        "Where to look:",
+    ]
+    if resource:
+        lines.append(f"  SageMaker resource: {resource}")
+    if step in LOG_GROUPS:
+        lines.append(
+            f"  CloudWatch logs:    log group {LOG_GROUPS[step]}, streams starting {resource}/"
+        )
+    elif step == "endpoint":
+        lines.append(f"  CloudWatch logs:    log group /aws/sagemaker/Endpoints/{resource}")
+    else:
+        lines.append(f"  KFP step logs:      the {step} step of the KFP run (link below)")
+    # The run id start-run recorded names the run in KFP's UI and API; the pipeline's own
+    # event only knows its job resource name (on kfp.local, a placeholder).
+    kfp_run = record.kfp_run_id or event.kfp_run
+    if kfp_run:
+        lines.append(f"  KFP run:            {kfp_run}")
+    lines += [
+        f"  KFP link:           {kfp_link or '(not known: KFP UI address not configured)'}",
+        "",
+        "To try again after fixing the cause: mnistflow rerun " + event.run_key,
+        "(a new run on the same dataset), or upload a corrected dataset under incoming/.",
+    ]
+    return Notification(
+        contracts.KIND_RUN_FAILED,
+        subject_line(f"MNIST run failed at {step} ({event.run_key}): {reason}"),
+        "\n".join(lines),
+    )
+
+
+def _endpoint(event: ProgressEvent, record: RunRecord) -> tuple[str, str]:
+    if event.step == "endpoint":
+        return event.resource_name, event.arn or _endpoint_arn(event, event.resource_name)
+    name = event.endpoint_name or contracts.resource_name(event.run_key, contracts.ENDPOINT_SUFFIX)
+    seen = record.entry("endpoint", rr.IN_SERVICE)
+    if seen is not None and seen.job_name == name and seen.arn:
+        return name, seen.arn
+    return name, _endpoint_arn(event, name)
+
+
+def _endpoint_arn(event: ProgressEvent, name: str) -> str:
+    if event.region.startswith("cn-"):
+        partition = "aws-cn"
+    elif event.region.startswith("us-gov-"):
+        partition = "aws-us-gov"
+    else:
+        partition = "aws"
+    # SageMaker spells resource names in lower case inside ARNs.
+    return f"arn:{partition}:sagemaker:{event.region}:{event.account}:endpoint/{name.lower()}"
+
+
+def _failure_reason(event: ProgressEvent) -> str:
+    if event.failure_reason:
+        return event.failure_reason
+    if event.error:
+        return event.error
+    if event.normalized == rr.STOPPED:
+        return f"the {event.step} job was stopped before it finished"
+    if event.normalized == rr.CANCELED:
+        return "the KFP run was canceled"
+    return f"{event.step} reported {event.status} without a reason"
+
+
+def _resource_of(event: ProgressEvent, step: str) -> str:
+    if step == "endpoint" and event.endpoint_name:
+        return event.endpoint_name
+    suffix = _STEP_SUFFIXES.get(step)
+    return contracts.resource_name(event.run_key, suffix) if suffix else ""
+
+
+def _dataset_line(record: RunRecord, event: ProgressEvent) -> str:
+    dataset = record.dataset
+    if dataset is not None:
+        if dataset.version:
+            return f"{dataset.uri} (version {dataset.version})"
+        return f"{dataset.uri} (unversioned, ETag {dataset.etag or '?'})"
+    return event.dataset_uri or "(not in the run record)"
+
+
+def _duration(started: str, ended: str) -> str:
+    try:
+        seconds = int((_instant(ended) - _instant(started)).total_seconds())
+    except (TypeError, ValueError):
+        return "unknown (the run record has no start time)"
+    if seconds < 0:
+        return "unknown (the event is older than the run record)"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _instant(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

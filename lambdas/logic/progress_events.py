@@ -1,0 +1,303 @@
+"""Reads one EventBridge event (a SageMaker state change or the pipeline's final state) into a
+ProgressEvent, or says in words why it is not one of this product's progress events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import contracts, sagemaker_events
+from core import run_record as rr
+from core.run_record import ProgressEntry
+from core.sagemaker_events import SageMakerResource
+
+# Text kept from an event's reason or error; SageMaker's FailureReason is at most 1024 chars.
+REASON_MAX_CHARS = 1024
+# How many of a training job's final metrics the record keeps.
+METRICS_MAX = 20
+
+
+_PIPELINE_CANCELED = ("CANCELED", "CANCELLED", "CANCELING", "CANCELLING")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One state change of one run, as the record and the emails need it."""
+
+    run_key: str
+    step: str  # one of contracts.PROGRESS_STEPS
+    status: str  # as the event spells it
+    normalized: str  # one of run_record.STATUS_RANK
+    time: str  # the envelope's `time`
+    event_id: str  # the envelope's `id`
+    source: str
+    region: str
+    account: str
+    resource_name: str = ""  # job or endpoint name (SageMaker events)
+    arn: str = ""
+    failure_reason: str = ""  # SageMaker's FailureReason
+    billable_seconds: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""  # the pipeline's: the failed step's own message
+    endpoint_name: str = ""  # the pipeline's: the endpoint the run deploys to
+    dataset_uri: str = ""  # the pipeline's
+    kfp_run: str = ""  # the pipeline's: KFP's name for the run
+
+    @property
+    def rank(self) -> int:
+        return rr.STATUS_RANK[self.normalized]
+
+    @property
+    def ord(self) -> str:
+        """A total order of events: time first, the event id breaks ties."""
+        return f"{self.time}|{self.event_id}"
+
+    @property
+    def from_pipeline(self) -> bool:
+        return self.source == contracts.PIPELINE_EVENT_SOURCE
+
+    @property
+    def announces(self) -> str:
+        """The outcome this event announces (SUCCEEDED or FAILED), or "" when it announces none."""
+        if self.from_pipeline:
+            succeeded = self.normalized == rr.SUCCEEDED
+            return contracts.STATUS_SUCCEEDED if succeeded else contracts.STATUS_FAILED
+        if self.step == "endpoint" and self.normalized == rr.IN_SERVICE:
+            return contracts.STATUS_SUCCEEDED
+        if self.normalized in (rr.FAILED, rr.STOPPED):
+            return contracts.STATUS_FAILED
+        return ""
+
+    @property
+    def attribute(self) -> str:
+        return rr.progress_attribute(self.step, self.normalized)
+
+    def entry(self) -> ProgressEntry:
+        """What the record keeps of this event: a function of the event alone."""
+        return ProgressEntry(
+            status=self.normalized,
+            event_status=self.status,
+            at=self.time,
+            ord=self.ord,
+            event_id=self.event_id,
+            source=self.source,
+            job_name=self.resource_name,
+            arn=self.arn,
+            failure_reason=self.failure_reason,
+            billable_seconds=self.billable_seconds,
+            metrics=self.metrics,
+            error=self.error,
+            endpoint_name=self.endpoint_name,
+            kfp_run=self.kfp_run,
+        )
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Why an event was not recorded: `not_ours` is expected traffic, `bad_input` is not."""
+
+    kind: str  # "not_ours" | "bad_input"
+    problem: str  # says what was wrong, for a person
+    received: dict[str, Any]  # what the event carried, for the log
+
+    NOT_OURS = "not_ours"
+    BAD_INPUT = "bad_input"
+
+
+def parse_event(event: Any) -> ProgressEvent | Ignored:
+    if not isinstance(event, Mapping):
+        return Ignored(
+            Ignored.BAD_INPUT, "the event is not a JSON object", {"type": type(event).__name__}
+        )
+    envelope = {
+        "source": event.get("source"),
+        "detail-type": event.get("detail-type"),
+        "id": event.get("id"),
+        "time": event.get("time"),
+    }
+    detail_type = event.get("detail-type")
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        return Ignored(Ignored.BAD_INPUT, "the event has no `detail` object", envelope)
+    for name in ("id", "time"):
+        if not isinstance(event.get(name), str) or not event.get(name):
+            return Ignored(
+                Ignored.BAD_INPUT,
+                f"the event envelope has no `{name}` (EventBridge sets it)",
+                envelope,
+            )
+    source = event.get("source")
+    if (
+        source == contracts.PIPELINE_EVENT_SOURCE
+        and detail_type == contracts.PIPELINE_EVENT_DETAIL_TYPE
+    ):
+        return _pipeline_event(event, detail, envelope)
+    kind = (
+        sagemaker_events.BY_DETAIL_TYPE.get(detail_type)
+        if source == sagemaker_events.SOURCE
+        else None
+    )
+    if kind is None:
+        known = ", ".join([*sagemaker_events.BY_DETAIL_TYPE, contracts.PIPELINE_EVENT_DETAIL_TYPE])
+        return Ignored(
+            Ignored.BAD_INPUT,
+            f"unknown event type: source {source!r}, detail-type {detail_type!r};"
+            f" this function reads {known}. Check the EventBridge rules that target it.",
+            envelope,
+        )
+    return _sagemaker_event(event, detail, kind, envelope)
+
+
+def _sagemaker_event(
+    event: Mapping[str, Any],
+    detail: Mapping[str, Any],
+    kind: SageMakerResource,
+    envelope: dict[str, Any],
+) -> ProgressEvent | Ignored:
+    name = detail.get(kind.name_field)
+    raw_status = detail.get(kind.status_field)
+    received = {
+        **envelope,
+        kind.name_field: name,
+        kind.status_field: raw_status,
+        "detail_keys": sorted(detail)[:30],
+    }
+    if not isinstance(name, str) or not name:
+        return Ignored(
+            Ignored.BAD_INPUT,
+            f"the event's detail has no {kind.name_field}, so the run cannot be found",
+            received,
+        )
+    run_key = _run_key_from_tags(detail.get("Tags")) or contracts.run_key_from_name(name)
+    if run_key is None:
+        return Ignored(
+            Ignored.NOT_OURS,
+            f"{name} is not one of this product's resources: no {contracts.RUN_KEY_TAG} tag"
+            f" and its name does not start with a run key ({contracts.PRODUCT_PREFIX}-<hex>)",
+            received,
+        )
+    normalized = kind.normalized(raw_status) if isinstance(raw_status, str) else None
+    if normalized is None:
+        known = ", ".join(kind.event_status(status) for status in kind.statuses)
+        return Ignored(
+            Ignored.BAD_INPUT,
+            f"unknown {kind.status_field} {raw_status!r} for {name}; known values: {known}",
+            {**received, "run_key": run_key},
+        )
+    return ProgressEvent(
+        run_key=run_key,
+        step=kind.step,
+        status=raw_status,
+        normalized=normalized,
+        time=event["time"],
+        event_id=event["id"],
+        source=sagemaker_events.SOURCE,
+        region=str(event.get("region") or ""),
+        account=str(event.get("account") or ""),
+        resource_name=name,
+        arn=_text(detail.get(kind.arn_field)),
+        failure_reason=_text(detail.get("FailureReason"))[:REASON_MAX_CHARS],
+        billable_seconds=_whole(detail.get("BillableTimeInSeconds")),
+        metrics=_final_metrics(detail.get("FinalMetricDataList")),
+    )
+
+
+def _pipeline_event(
+    event: Mapping[str, Any], detail: Mapping[str, Any], envelope: dict[str, Any]
+) -> ProgressEvent | Ignored:
+    run_key = detail.get("run_key")
+    state = detail.get("state")
+    failed_step = detail.get("failed_step") or ""
+    received = {**envelope, "run_key": run_key, "state": state, "failed_step": failed_step}
+    if not isinstance(run_key, str) or not run_key:
+        return Ignored(
+            Ignored.BAD_INPUT,
+            "the pipeline's event has no run_key, so the run cannot be found",
+            received,
+        )
+    if contracts.run_key_from_name(run_key) != run_key:
+        return Ignored(
+            Ignored.NOT_OURS,
+            f"the pipeline's run_key {run_key!r} is not a run key"
+            f" ({contracts.PRODUCT_PREFIX}-<hex>)",
+            received,
+        )
+    if not isinstance(state, str) or not state.strip():
+        return Ignored(
+            Ignored.BAD_INPUT,
+            "the pipeline's event has no state (SUCCEEDED, FAILED, ...)",
+            received,
+        )
+    state = state.strip().upper()
+    # The exit handler runs once, at the end: any state but success is a final failure, even
+    # one this code does not know by name (KFP versions differ), so it is never dropped.
+    if state == rr.SUCCEEDED:
+        normalized = rr.SUCCEEDED
+    elif state in _PIPELINE_CANCELED:
+        normalized = rr.CANCELED
+    else:
+        normalized = rr.FAILED
+    step = contracts.PIPELINE_STEP
+    if normalized != rr.SUCCEEDED and failed_step in contracts.STEPS:
+        step = failed_step
+    return ProgressEvent(
+        run_key=run_key,
+        step=step,
+        status=state,
+        normalized=normalized,
+        time=event["time"],
+        event_id=event["id"],
+        source=contracts.PIPELINE_EVENT_SOURCE,
+        region=str(event.get("region") or ""),
+        account=str(event.get("account") or ""),
+        error=_text(detail.get("error"))[:REASON_MAX_CHARS],
+        endpoint_name=_text(detail.get("endpoint_name")),
+        dataset_uri=_text(detail.get("dataset_uri")),
+        kfp_run=_text(detail.get("kfp_run")),
+    )
+
+
+def _run_key_from_tags(tags: Any) -> str | None:
+    """The run-key tag's value; tags come as a map, or as a list of {Key, Value}."""
+    value: Any = None
+    if isinstance(tags, Mapping):
+        value = tags.get(contracts.RUN_KEY_TAG)
+    elif isinstance(tags, list):
+        for tag in tags:
+            if isinstance(tag, Mapping) and tag.get("Key") == contracts.RUN_KEY_TAG:
+                value = tag.get("Value")
+    if isinstance(value, str) and contracts.run_key_from_name(value) == value:
+        return value
+    return None
+
+
+def _final_metrics(metrics: Any) -> dict[str, float]:
+    """FinalMetricDataList as {name: value}; non-finite values cannot be stored and are dropped."""
+    found: dict[str, float] = {}
+    if not isinstance(metrics, list):
+        return found
+    for metric in metrics[:METRICS_MAX]:
+        if not isinstance(metric, Mapping):
+            continue
+        name, value = metric.get("MetricName"), metric.get("Value")
+        if isinstance(name, str) and isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value):
+                found[name] = value
+    return found
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

@@ -1,1 +1,0 @@
-"""Lambda entry points: a few lines each over runflow.logic."""

@@ -1,0 +1,311 @@
+"""What each pipeline step does, given its AWS clients; the KFP components are thin shells.
+
+Data stays in the data bucket under `runs/<run key>/`; steps pass S3 URIs and names between
+them, never the data itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
+
+from core.contracts import (
+    ENDPOINT_CONFIG_SUFFIX,
+    ENDPOINT_SUFFIX,
+    FEATURE_DIM,
+    MODEL_SUFFIX,
+    PIPELINE_EVENT_DETAIL_TYPE,
+    PIPELINE_EVENT_SOURCE,
+    STEP_FAILURE_DIR,
+    TRAINING_JOB_SUFFIX,
+    TRANSFORM_JOB_SUFFIX,
+    resource_name,
+    run_prefix,
+)
+from pipeline.steps import sagemaker_jobs as jobs
+from pipeline.steps.dataset import MAX_DATASET_BYTES, DatasetError, load_dataset, write_run_inputs
+
+TRAINING_VOLUME_GB = 10
+# Beyond the job's own MaxRuntimeInSeconds, how long the step waits for SageMaker to report.
+TRAINING_WAIT_MARGIN_SECONDS = 900
+TRANSFORM_TIMEOUT_SECONDS = 2 * 3600
+ENDPOINT_TIMEOUT_SECONDS = 3600
+TRANSFORM_MAX_PAYLOAD_MB = 6
+RECORDIO_CONTENT_TYPE = "application/x-recordio-protobuf"
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+        raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def preprocess(s3, *, dataset_uri: str, run_key: str, max_bytes: int = MAX_DATASET_BYTES) -> dict:
+    """Validates the uploaded dataset and writes the run's inputs next to it under runs/<key>/."""
+    bucket, key = split_s3_uri(dataset_uri)
+    size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    if size == 0:
+        raise DatasetError(f"{dataset_uri}: the file is empty")
+    if size > max_bytes:
+        raise DatasetError(
+            f"{dataset_uri}: {size} bytes is over the limit of {max_bytes} bytes; not read"
+        )
+    prefix = run_prefix(run_key)
+    with tempfile.TemporaryDirectory(prefix="mnist-preprocess-") as work:
+        local = Path(work) / Path(key).name
+        s3.download_file(bucket, key, str(local))
+        dataset = load_dataset(local, source=dataset_uri, max_bytes=max_bytes)
+        written = write_run_inputs(dataset, Path(work) / "out")
+        for relative in written.values():
+            s3.upload_file(str(Path(work) / "out" / relative), bucket, prefix + relative)
+    base = f"s3://{bucket}/{prefix}"
+    return {
+        "run_uri": base,
+        "train_uri": f"{base}{Path(written['train']).parent.as_posix()}/",
+        "test_uri": f"{base}{written['transform_input']}",
+        "labels_uri": f"{base}{Path(written['test_labels']).parent.as_posix()}/",
+        "n_train": int(dataset.splits["train"].y.shape[0]),
+        "n_test": int(dataset.splits["test"].y.shape[0]),
+    }
+
+
+def train(
+    sm,
+    *,
+    run_key: str,
+    role_arn: str,
+    image: str,
+    train_uri: str,
+    run_uri: str,
+    instance_type: str,
+    instance_count: int,
+    k: int,
+    mini_batch_size: int,
+    max_runtime_seconds: int,
+    poll_seconds: float = jobs.DEFAULT_POLL_SECONDS,
+    sleep: jobs.Sleep = time.sleep,
+) -> dict:
+    """Trains the built-in k-means on the RecordIO training data (the seed's hyperparameters)."""
+    name = resource_name(run_key, TRAINING_JOB_SUFFIX)
+    request = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+        "RoleArn": role_arn,
+        "HyperParameters": {
+            "k": str(k),
+            "feature_dim": str(FEATURE_DIM),
+            "mini_batch_size": str(mini_batch_size),
+        },
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "ContentType": RECORDIO_CONTENT_TYPE,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": train_uri,
+                        "S3DataDistributionType": "ShardedByS3Key"
+                        if instance_count > 1
+                        else "FullyReplicated",
+                    }
+                },
+            }
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"{run_uri}model/"},
+        "ResourceConfig": {
+            "InstanceType": instance_type,
+            "InstanceCount": instance_count,
+            "VolumeSizeInGB": TRAINING_VOLUME_GB,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_seconds},
+        "Tags": jobs.run_tags(run_key),
+    }
+    done = jobs.ensure_training_job(
+        sm,
+        request,
+        timeout_seconds=max_runtime_seconds + TRAINING_WAIT_MARGIN_SECONDS,
+        poll_seconds=poll_seconds,
+        sleep=sleep,
+    )
+    return {"job_name": name, "model_artifacts_uri": done["ModelArtifacts"]["S3ModelArtifacts"]}
+
+
+def create_model(sm, *, run_key: str, role_arn: str, image: str, model_artifacts_uri: str) -> str:
+    name = resource_name(run_key, MODEL_SUFFIX)
+    jobs.ensure_model(
+        sm,
+        {
+            "ModelName": name,
+            "PrimaryContainer": {"Image": image, "ModelDataUrl": model_artifacts_uri},
+            "ExecutionRoleArn": role_arn,
+            "Tags": jobs.run_tags(run_key),
+        },
+    )
+    return name
+
+
+def batch_transform(
+    sm,
+    *,
+    run_key: str,
+    model_name: str,
+    test_uri: str,
+    run_uri: str,
+    instance_type: str,
+    instance_count: int,
+    poll_seconds: float = jobs.DEFAULT_POLL_SECONDS,
+    sleep: jobs.Sleep = time.sleep,
+) -> str:
+    """Scores the unlabelled test split, one image a line; returns the output prefix."""
+    name = resource_name(run_key, TRANSFORM_JOB_SUFFIX)
+    output_uri = f"{run_uri}transform-output/"
+    jobs.ensure_transform_job(
+        sm,
+        {
+            "TransformJobName": name,
+            "ModelName": model_name,
+            "BatchStrategy": "MultiRecord",
+            "MaxPayloadInMB": TRANSFORM_MAX_PAYLOAD_MB,
+            "TransformInput": {
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": test_uri}},
+                "ContentType": "text/csv",
+                "SplitType": "Line",
+            },
+            "TransformOutput": {
+                "S3OutputPath": output_uri,
+                "Accept": "application/jsonlines",
+                "AssembleWith": "Line",
+            },
+            "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
+            "Tags": jobs.run_tags(run_key),
+        },
+        timeout_seconds=TRANSFORM_TIMEOUT_SECONDS,
+        poll_seconds=poll_seconds,
+        sleep=sleep,
+    )
+    return output_uri
+
+
+def deploy(
+    sm,
+    *,
+    run_key: str,
+    model_name: str,
+    endpoint_name: str,
+    instance_type: str,
+    instance_count: int,
+    poll_seconds: float = jobs.DEFAULT_POLL_SECONDS,
+    sleep: jobs.Sleep = time.sleep,
+) -> str:
+    """Puts the model behind an endpoint (a per-run one unless `endpoint_name` is given)."""
+    name = endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX)
+    config = {
+        "EndpointConfigName": resource_name(run_key, ENDPOINT_CONFIG_SUFFIX),
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model_name,
+                "InitialInstanceCount": instance_count,
+                "InstanceType": instance_type,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+        "Tags": jobs.run_tags(run_key),
+    }
+    jobs.ensure_endpoint(
+        sm,
+        endpoint_name=name,
+        config_request=config,
+        tags=jobs.run_tags(run_key),
+        timeout_seconds=ENDPOINT_TIMEOUT_SECONDS,
+        poll_seconds=poll_seconds,
+        sleep=sleep,
+    )
+    return name
+
+
+@contextlib.contextmanager
+def failure_marker(s3, *, dataset_uri: str, run_key: str, step: str) -> Iterator[None]:
+    """Leaves a failing step's error under runs/<key>/status/ for the exit handler, re-raises.
+
+    KFP tells an exit handler only that a task failed, not why; this is how the reason travels.
+    """
+    try:
+        yield
+    except BaseException as error:  # a cancelled step (KeyboardInterrupt) is reported too
+        bucket, _ = split_s3_uri(dataset_uri)
+        marker = {
+            "step": step,
+            "error": f"{type(error).__name__}: {error}",
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            s3.put_object(
+                Bucket=bucket,
+                Key=f"{run_prefix(run_key)}{STEP_FAILURE_DIR}{step}.json",
+                Body=json.dumps(marker).encode(),
+                ContentType="application/json",
+            )
+        except ClientError as unwritten:
+            print(f"could not leave the failure of {step} for the exit handler: {unwritten}")
+        raise
+
+
+def first_failure(s3, *, dataset_uri: str, run_key: str) -> dict | None:
+    """The earliest failure a step of this run left behind, if any."""
+    bucket, _ = split_s3_uri(dataset_uri)
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"{run_prefix(run_key)}{STEP_FAILURE_DIR}")
+    markers = [
+        json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        for obj in listing.get("Contents", [])
+    ]
+    return min(markers, key=lambda marker: marker["at"]) if markers else None
+
+
+def report_final_state(
+    s3,
+    events,
+    *,
+    dataset_uri: str,
+    run_key: str,
+    state: str,
+    endpoint_name: str,
+    kfp_run: str,
+    event_bus_name: str,
+) -> dict:
+    """Puts the run's final state on EventBridge, with the failed step and its own error."""
+    failure = first_failure(s3, dataset_uri=dataset_uri, run_key=run_key)
+    if failure and state == "SUCCEEDED":  # a step failed and a retry then succeeded
+        failure = None
+    detail = {
+        "run_key": run_key,
+        "state": state,
+        "failed_step": failure["step"] if failure else "",
+        "error": failure["error"] if failure else "",
+        "dataset_uri": dataset_uri,
+        "endpoint_name": endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX),
+        "kfp_run": kfp_run,
+    }
+    answer = events.put_events(
+        Entries=[
+            {
+                "Source": PIPELINE_EVENT_SOURCE,
+                "DetailType": PIPELINE_EVENT_DETAIL_TYPE,
+                "Detail": json.dumps(detail),
+                "EventBusName": event_bus_name,
+                "Resources": [],
+            }
+        ]
+    )
+    if answer.get("FailedEntryCount"):
+        raise RuntimeError(f"EventBridge refused the final-state event: {answer['Entries']}")
+    return detail
