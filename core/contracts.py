@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import asdict, dataclass
 
 PRODUCT_PREFIX = "mnist"
 
@@ -68,11 +69,26 @@ STEPS = ("preprocess", "training", "model", "transform", "evaluate", "endpoint")
 PIPELINE_STEP = "pipeline"
 PROGRESS_STEPS = (*STEPS, PIPELINE_STEP)
 
-# The pipeline's own final-state event (put on EventBridge by its exit handler). Its detail:
-# run_key, state (KFP's final state, as the backend spells it), failed_step (one of STEPS or
-# ""), error (the step's own message or ""), dataset_uri, endpoint_name, kfp_run.
+# The pipeline's own final-state event (put on EventBridge by its exit handler).
 PIPELINE_EVENT_SOURCE = "mnistflow.pipeline"
 PIPELINE_EVENT_DETAIL_TYPE = "MNIST Pipeline Run State Change"
+
+
+@dataclass(frozen=True)
+class PipelineFinalState:
+    """The detail of the pipeline's final-state event: its fields are the detail's keys."""
+
+    run_key: str
+    state: str  # KFP's final state, as the backend spells it
+    failed_step: str = ""  # one of STEPS, or "" when no step left a failure
+    error: str = ""  # the failed step's own message
+    dataset_uri: str = ""
+    endpoint_name: str = ""  # the endpoint the run deploys to
+    kfp_run: str = ""  # KFP's name for the run
+
+    def as_detail(self) -> dict[str, str]:
+        return asdict(self)
+
 
 # Notification kinds, carried as the `kind` message attribute.
 KIND_RUN_STARTED = "RUN_STARTED"
@@ -80,6 +96,9 @@ KIND_ENDPOINT_READY = "ENDPOINT_READY"
 KIND_RUN_FAILED = "RUN_FAILED"
 KIND_DATA_REJECTED = "DATA_REJECTED"
 NOTIFICATION_KINDS = (KIND_RUN_STARTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED)
+# The SNS message attributes every notification carries (subscriptions filter on them).
+MESSAGE_ATTRIBUTE_KIND = "kind"
+MESSAGE_ATTRIBUTE_RUN_KEY = "run_key"
 
 # Overall status of a run record. The start-run Lambda writes the first four; progress
 # tracking moves a started run on to the last three. Status only moves forward.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.contracts import FEATURE_DIM
+from core.sagemaker_events import ENDPOINT
 from pipeline.steps.dataset import DatasetError, format_pixels_csv, load_dataset
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "mnist-sample.npz"
@@ -97,14 +98,14 @@ def predict(
 ) -> list[Prediction]:
     """Checks the endpoint is in service, sends the images in one CSV request, pairs answers."""
     try:
-        status = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"]
+        status = sagemaker.describe_endpoint(EndpointName=endpoint)[ENDPOINT.status_field]
     except sagemaker.exceptions.ClientError as error:
         raise PredictError(
             f"endpoint {endpoint!r} was not found in {sagemaker.meta.region_name} "
             f"({error.response['Error'].get('Message', error)})"
         ) from None
-    if status != "InService":
-        raise PredictError(f"endpoint {endpoint!r} is {status}, not InService")
+    if status not in ENDPOINT.done:
+        raise PredictError(f"endpoint {endpoint!r} is {status}, not {' or '.join(ENDPOINT.done)}")
     answer = runtime.invoke_endpoint(
         EndpointName=endpoint,
         ContentType="text/csv",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from core.contracts import MESSAGE_ATTRIBUTE_KIND, MESSAGE_ATTRIBUTE_RUN_KEY
 from lambdas.logic.ports import Notifier
 
 
@@ -19,7 +20,7 @@ class SnsNotifier(Notifier):
             Subject=subject,
             Message=message,
             MessageAttributes={
-                "kind": {"DataType": "String", "StringValue": kind},
-                "run_key": {"DataType": "String", "StringValue": run_key},
+                MESSAGE_ATTRIBUTE_KIND: {"DataType": "String", "StringValue": kind},
+                MESSAGE_ATTRIBUTE_RUN_KEY: {"DataType": "String", "StringValue": run_key},
             },
         )

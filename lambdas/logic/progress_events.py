@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from core import contracts, sagemaker_events
 from core import run_record as rr
 from core.run_record import ProgressEntry
 from core.sagemaker_events import SageMakerResource
+
+# The keys of the pipeline's final-state detail (core.contracts.PipelineFinalState).
+PIPELINE_DETAIL_FIELDS = tuple(f.name for f in fields(contracts.PipelineFinalState))
 
 # Text kept from an event's reason or error; SageMaker's FailureReason is at most 1024 chars.
 REASON_MAX_CHARS = 1024
@@ -208,9 +211,9 @@ def _sagemaker_event(
 def _pipeline_event(
     event: Mapping[str, Any], detail: Mapping[str, Any], envelope: dict[str, Any]
 ) -> ProgressEvent | Ignored:
-    run_key = detail.get("run_key")
-    state = detail.get("state")
-    failed_step = detail.get("failed_step") or ""
+    fields = {name: detail.get(name) for name in PIPELINE_DETAIL_FIELDS}
+    run_key, state = fields["run_key"], fields["state"]
+    failed_step = fields["failed_step"] or ""
     received = {**envelope, "run_key": run_key, "state": state, "failed_step": failed_step}
     if not isinstance(run_key, str) or not run_key:
         return Ignored(
@@ -253,10 +256,10 @@ def _pipeline_event(
         source=contracts.PIPELINE_EVENT_SOURCE,
         region=str(event.get("region") or ""),
         account=str(event.get("account") or ""),
-        error=_text(detail.get("error"))[:REASON_MAX_CHARS],
-        endpoint_name=_text(detail.get("endpoint_name")),
-        dataset_uri=_text(detail.get("dataset_uri")),
-        kfp_run=_text(detail.get("kfp_run")),
+        error=_text(fields["error"])[:REASON_MAX_CHARS],
+        endpoint_name=_text(fields["endpoint_name"]),
+        dataset_uri=_text(fields["dataset_uri"]),
+        kfp_run=_text(fields["kfp_run"]),
     )
 
 

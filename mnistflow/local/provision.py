@@ -157,8 +157,8 @@ class Email:
     def from_sqs_body(cls, body: dict[str, Any]) -> Email:
         attributes = body.get("MessageAttributes", {})
         return cls(
-            kind=attributes.get("kind", {}).get("Value", ""),
-            run_key=attributes.get("run_key", {}).get("Value", ""),
+            kind=attributes.get(contracts.MESSAGE_ATTRIBUTE_KIND, {}).get("Value", ""),
+            run_key=attributes.get(contracts.MESSAGE_ATTRIBUTE_RUN_KEY, {}).get("Value", ""),
             subject=body.get("Subject", ""),
             message=body.get("Message", ""),
         )

@@ -27,9 +27,11 @@ from core.contracts import (
     STEP_FAILURE_DIR,
     TRAINING_JOB_SUFFIX,
     TRANSFORM_JOB_SUFFIX,
+    PipelineFinalState,
     resource_name,
     run_prefix,
 )
+from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import MAX_DATASET_BYTES, DatasetError, load_dataset, write_run_inputs
 
@@ -97,7 +99,7 @@ def train(
     """Trains the built-in k-means on the RecordIO training data (the seed's hyperparameters)."""
     name = resource_name(run_key, TRAINING_JOB_SUFFIX)
     request = {
-        "TrainingJobName": name,
+        TRAINING_JOB.name_field: name,
         "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
         "RoleArn": role_arn,
         "HyperParameters": {
@@ -171,7 +173,7 @@ def batch_transform(
     jobs.ensure_transform_job(
         sm,
         {
-            "TransformJobName": name,
+            TRANSFORM_JOB.name_field: name,
             "ModelName": model_name,
             "BatchStrategy": "MultiRecord",
             "MaxPayloadInMB": TRANSFORM_MAX_PAYLOAD_MB,
@@ -286,15 +288,15 @@ def report_final_state(
     failure = first_failure(s3, dataset_uri=dataset_uri, run_key=run_key)
     if failure and state == "SUCCEEDED":  # a step failed and a retry then succeeded
         failure = None
-    detail = {
-        "run_key": run_key,
-        "state": state,
-        "failed_step": failure["step"] if failure else "",
-        "error": failure["error"] if failure else "",
-        "dataset_uri": dataset_uri,
-        "endpoint_name": endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX),
-        "kfp_run": kfp_run,
-    }
+    detail = PipelineFinalState(
+        run_key=run_key,
+        state=state,
+        failed_step=failure["step"] if failure else "",
+        error=failure["error"] if failure else "",
+        dataset_uri=dataset_uri,
+        endpoint_name=endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX),
+        kfp_run=kfp_run,
+    ).as_detail()
     answer = events.put_events(
         Entries=[
             {
