@@ -3,7 +3,7 @@
 
 Each component is a lightweight Python component with the steps' package (`pipeline.steps`) and
 the shared core (`core`) embedded as they are in the repository (KFP's `embedded_artifact_path`,
-which puts them first on the step's sys.path), so the same code runs on the cluster and under
+which puts them first on the step's import path), so the same code runs on the cluster and under
 `kfp.local`. AWS clients honour AWS_ENDPOINT_URL, which is how the local stack reaches its
 emulator.
 
