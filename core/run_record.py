@@ -21,6 +21,7 @@ from core import contracts
 # status, so a late or repeated event never moves it backwards. Terminal failures outrank
 # success: if a job ever reported FAILED, the step says so.
 IN_PROGRESS = "IN_PROGRESS"
+UNKNOWN = "UNKNOWN"  # a final state KFP reported that the product does not know by name
 STOPPING = "STOPPING"
 OUT_OF_SERVICE = "OUT_OF_SERVICE"
 COMPLETED = "COMPLETED"
@@ -32,6 +33,7 @@ CANCELED = "CANCELED"
 FAILED = "FAILED"
 STATUS_RANK = {
     IN_PROGRESS: 1,
+    UNKNOWN: 1,
     STOPPING: 2,
     OUT_OF_SERVICE: 2,
     COMPLETED: 3,

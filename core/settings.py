@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import contracts
+from core import contracts, kfp
 from core.contracts import KFP_MODE_CLUSTER, KFP_MODE_URL, KFP_MODES, START_RUN
 
 BOTH_FUNCTIONS = frozenset(contracts.FUNCTIONS)
@@ -163,6 +163,8 @@ K8S_LABEL = Text(re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"), "a Kubernete
 K8S_SUBDOMAIN = Text(
     re.compile(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?"), "a Kubernetes service account name"
 )
+# Kubernetes port names (IANA_SVC_NAME): lower-case letters, digits and hyphens, 15 at most.
+K8S_PORT_NAME = Text(re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?"), "a Kubernetes port name")
 HTTP_URL = Url(re.compile(r"https?://[^\s/]+(/\S*)?"), "an http(s) URL")
 SECRET_ARN_PATTERN = re.compile(
     r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+"
@@ -246,6 +248,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         K8S_LABEL,
         "kubeflow",
         "namespace of KFP; scope of the access entry and of Pod Identity",
+        functions=START_RUN_ONLY,
+    ),
+    _context(
+        "kfp_service_port",
+        K8S_PORT_NAME,
+        kfp.DEFAULT_HTTP_PORT_NAME,
+        "cluster mode: the name of ml-pipeline's API port; `http`, or `tls` for KFP's TLS"
+        " overlay (then reached over HTTPS)",
         functions=START_RUN_ONLY,
     ),
     _context(

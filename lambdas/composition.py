@@ -131,7 +131,9 @@ class ClusterDirectory:
     def base_url(self) -> str:
         from lambdas.dal.kfp_api import eks_proxy_base_url
 
-        return eks_proxy_base_url(self.access().endpoint, self._settings.kfp_namespace)
+        return eks_proxy_base_url(
+            self.access().endpoint, self._settings.kfp_namespace, self._settings.kfp_service_port
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         from lambdas.logic.ports import KfpCallFailed

@@ -10,8 +10,9 @@ import json
 import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
+from core import kfp
 from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun, KfpRunsApi
 
 KFP_REQUEST_TIMEOUT_SECONDS = 10.0
@@ -26,23 +27,21 @@ class BearerTokenSource(Protocol):
     def invalidate(self) -> None: ...
 
 
-def eks_proxy_base_url(cluster_endpoint: str, kfp_namespace: str) -> str:
-    """The API server's service proxy to KFP's `ml-pipeline` service, port `http`."""
-    return (
-        f"{cluster_endpoint.rstrip('/')}/api/v1/namespaces/{kfp_namespace}"
-        "/services/ml-pipeline:http/proxy"
-    )
+def eks_proxy_base_url(cluster_endpoint: str, kfp_namespace: str, port_name: str) -> str:
+    """The API server's service proxy to KFP's `ml-pipeline` service on the named port."""
+    return cluster_endpoint.rstrip("/") + kfp.service_proxy_path(kfp_namespace, port_name)
 
 
 def display_name_filter(display_name: str) -> str:
-    """A v2beta1 Filter: display_name EQUALS the given value."""
-    return json.dumps(
-        {
-            "predicates": [
-                {"key": "display_name", "operation": "EQUALS", "string_value": display_name}
-            ]
-        }
-    )
+    """The `filter` query value for display_name EQUALS the given value.
+
+    KFP's API server URL-decodes a filter twice (grpc-gateway decodes the query, then
+    backend/src/apiserver/server/list_request_util.go parseAPIFilter runs url.QueryUnescape
+    again), so the JSON is encoded once here, as KFP's UI does (encodeURIComponent), and once
+    more with the rest of the query: a `+` or `%` in a name then reaches the filter as it is.
+    """
+    predicate = {"key": "display_name", "operation": "EQUALS", "string_value": display_name}
+    return quote(json.dumps({"predicates": [predicate]}), safe="")
 
 
 class KfpHttpApi(KfpRunsApi):
@@ -157,7 +156,17 @@ class KfpHttpApi(KfpRunsApi):
                 ) from error
         if status in (401, 403):
             self._tokens.invalidate()  # a stale or rotated token: the retry gets a fresh one
-        raise KfpCallFailed(_kind(status), f"{what}: HTTP {status} {_error_text(raw)}", status)
+        text = _error_text(raw)
+        if kfp.OLD_BACKEND_REJECTION in raw.decode("utf-8", "replace"):
+            # Not transient: this backend refuses the pipeline's exit handler, every time.
+            raise KfpCallFailed(
+                KfpCallFailed.PERMANENT,
+                f"{what}: HTTP {status}: this KFP backend is older than {kfp.MIN_BACKEND_VERSION}"
+                f" and refuses the pipeline's exit handler ('{kfp.OLD_BACKEND_REJECTION}');"
+                f" upgrade Kubeflow Pipelines to {kfp.MIN_BACKEND_VERSION} or later",
+                status,
+            )
+        raise KfpCallFailed(_kind(status), f"{what}: HTTP {status} {text}", status)
 
     def _connection(self, base: Any) -> http.client.HTTPConnection:
         host = base.hostname or ""

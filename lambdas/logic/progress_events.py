@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from core import contracts, sagemaker_events
+from core import contracts, kfp, sagemaker_events
 from core import run_record as rr
 from core.run_record import ProgressEntry
 from core.sagemaker_events import SageMakerResource
@@ -23,7 +23,12 @@ REASON_MAX_CHARS = 1024
 METRICS_MAX = 20
 
 
-_PIPELINE_CANCELED = ("CANCELED", "CANCELLED", "CANCELING", "CANCELLING")
+# The pipeline's final state (core.kfp) -> the run record's normalized status.
+_PIPELINE_FINAL_STATES = {
+    kfp.SUCCEEDED: rr.SUCCEEDED,
+    kfp.FAILED: rr.FAILED,
+    kfp.CANCELED: rr.CANCELED,
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class ProgressEvent:
     def announces(self) -> str:
         """The outcome this event announces (SUCCEEDED or FAILED), or "" when it announces none."""
         if self.from_pipeline:
+            if self.normalized == rr.UNKNOWN:
+                return ""  # recorded as it came; the stuck-run watchdog asks KFP
             succeeded = self.normalized == rr.SUCCEEDED
             return contracts.STATUS_SUCCEEDED if succeeded else contracts.STATUS_FAILED
         if self.step == "endpoint" and self.normalized == rr.IN_SERVICE:
@@ -235,16 +242,12 @@ def _pipeline_event(
             received,
         )
     state = state.strip().upper()
-    # The exit handler runs once, at the end: any state but success is a final failure, even
-    # one this code does not know by name (KFP versions differ), so it is never dropped.
-    if state == rr.SUCCEEDED:
-        normalized = rr.SUCCEEDED
-    elif state in _PIPELINE_CANCELED:
-        normalized = rr.CANCELED
-    else:
-        normalized = rr.FAILED
+    # KFP versions spell final states differently (core.kfp): a state this code does not know
+    # is recorded as it came (UNKNOWN, the spelling kept), never taken for a failure.
+    meaning = kfp.final_state(state)
+    normalized = _PIPELINE_FINAL_STATES[meaning] if meaning else rr.UNKNOWN
     step = contracts.PIPELINE_STEP
-    if normalized != rr.SUCCEEDED and failed_step in contracts.STEPS:
+    if normalized in (rr.FAILED, rr.CANCELED) and failed_step in contracts.STEPS:
         step = failed_step
     return ProgressEvent(
         run_key=run_key,

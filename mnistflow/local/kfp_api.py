@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import ssl
 import threading
 from collections.abc import Callable
@@ -23,15 +24,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
+from core import kfp
 from mnistflow.local.emulator import LOOPBACK, EmulatorError
 
 API_PREFIX = "/apis/v2beta1"
 STATE_PENDING, STATE_RUNNING = "PENDING", "RUNNING"
 STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELED = "SUCCEEDED", "FAILED", "CANCELED"
 # filter.proto's Predicate.Operation: the SDK sends the number, the UI the name.
-OPERATION_EQUALS = ("EQUALS", 1)
+OPERATION_EQUALS = ("EQUALS", kfp.PREDICATE_OPERATIONS["EQUALS"])
 # google.rpc.Code values the API server answers with.
 GRPC_NOT_FOUND, GRPC_ALREADY_EXISTS, GRPC_INVALID_ARGUMENT, GRPC_UNAUTHENTICATED = 5, 6, 3, 16
 _HTTP_TO_GRPC = {400: GRPC_INVALID_ARGUMENT, 401: GRPC_UNAUTHENTICATED, 404: GRPC_NOT_FOUND,
@@ -48,15 +50,33 @@ class ApiError(Exception):
         self.status = status
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"code": _HTTP_TO_GRPC.get(status, 2), "message": message, "details": []}
+def error_body(status: int, message: str, *, old_gateway: bool = False) -> dict[str, Any]:
+    """google.rpc.Status as grpc-gateway v2 writes it (backend >= 2.14.0); gateway v1.16 (up to
+    2.5.0) also repeats the message under "error" (runtime/errors.go DefaultHTTPError)."""
+    body = {"code": _HTTP_TO_GRPC.get(status, 2), "message": message, "details": []}
+    return {"error": message, **body} if old_gateway else body
+
+
+_URL_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def parse_filter(raw_filter: str) -> dict:
+    """The `filter` query value as KFP's API server reads it: already decoded once with the
+    query, then URL-unescaped again (list_request_util.go parseAPIFilter, Go's
+    url.QueryUnescape: `+` becomes a space, a `%` not followed by two hex digits is an error)."""
+    if _URL_ESCAPE.search(raw_filter):
+        raise ApiError(400, f"failed to parse valid filter from {raw_filter!r}: invalid URL escape")
+    try:
+        return json.loads(unquote_plus(raw_filter))
+    except ValueError as error:
+        raise ApiError(400, f"failed to parse valid filter from {raw_filter!r}: {error}") from None
 
 
 def _matches(item: dict, raw_filter: str | None) -> bool:
     """KFP's Filter, as far as the product and the SDK use it: EQUALS on string fields."""
     if not raw_filter:
         return True
-    for predicate in json.loads(raw_filter).get("predicates", []):
+    for predicate in parse_filter(raw_filter).get("predicates", []):
         if predicate.get("operation") not in OPERATION_EQUALS:
             raise ApiError(400, f"filter operation {predicate.get('operation')!r} is not supported")
         value = predicate.get("string_value", predicate.get("stringValue"))
@@ -115,12 +135,16 @@ class LocalKfpApi:
         prefix: str = "",
         ssl_context: ssl.SSLContext | None = None,
         accept_token: str | Callable[[str], bool] | None = None,
+        backend_version: str = kfp.MIN_BACKEND_VERSION,
         port: int = 0,
     ) -> None:
         """`executor` runs created runs (None: they stay PENDING). `accept_token`: None takes any
         request (standalone KFP ignores Authorization); a string, that bearer token only; a
-        callable, the tokens it accepts."""
+        callable, the tokens it accepts. `backend_version`: a version older than
+        core.kfp.MIN_BACKEND_VERSION answers as those backends do, refusing at creation any run
+        whose exit handler reads the final status."""
         self.prefix = prefix.rstrip("/")
+        self.backend_version = backend_version
         self.requests: list[RecordedRequest] = []
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
@@ -231,6 +255,15 @@ class LocalKfpApi:
             raise ApiError(404, f"experiment {body.get('experiment_id')!r} not found")
         if not isinstance(body.get("pipeline_spec"), dict):
             raise ApiError(400, "a run needs an inline pipeline_spec")
+        if self.is_old_backend and _reads_task_final_status(body["pipeline_spec"]):
+            # backend/src/v2/compiler/argocompiler/dag.go at 2.0.0 to 2.5.0, wrapped on its
+            # way up and returned as gRPC Internal (backend/src/common/util/error.go).
+            raise ApiError(
+                500,
+                "Internal error: Failed to create a new run: Failed to generate the"
+                ' ExecutionSpec: Failed to compile job: compiling DAG "root": failed to add'
+                f" implicit deps: {kfp.OLD_BACKEND_REJECTION}",
+            )
         with self._lock:
             run = {
                 "run_id": f"local-run-{next(self._ids)}",
@@ -247,6 +280,16 @@ class LocalKfpApi:
         if self._executor is not None:
             self._executor.submit(run)
         return run
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return error_body(status, message, old_gateway=self.is_old_backend)
+
+    @property
+    def is_old_backend(self) -> bool:
+        def parts(version: str) -> tuple[int, ...]:
+            return tuple(int(p) for p in version.split("."))
+
+        return parts(self.backend_version) < parts(kfp.MIN_BACKEND_VERSION)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -265,6 +308,18 @@ class LocalKfpApi:
         self.stop()
 
 
+def _reads_task_final_status(spec: dict) -> bool:
+    """True when a task of the spec takes a `taskFinalStatus` input (an exit handler's)."""
+    pipeline = spec.get("pipeline_spec", spec)
+    components = [pipeline.get("root", {}), *pipeline.get("components", {}).values()]
+    for component in components:
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            for value in task.get("inputs", {}).get("parameters", {}).values():
+                if "taskFinalStatus" in value:
+                    return True
+    return False
+
+
 def _public(run: dict) -> dict:
     return {k: v for k, v in run.items() if k not in ("pipeline_spec", "log_file")}
 
@@ -281,7 +336,7 @@ def _handler_for(api: LocalKfpApi) -> type[BaseHTTPRequestHandler]:
             path = parts.path
             if api.prefix:
                 if not path.startswith(api.prefix + "/"):
-                    return self._send(404, error_body(404, f"not under {api.prefix}"))
+                    return self._send(404, api.error_body(404, f"not under {api.prefix}"))
                 path = path[len(api.prefix) :]
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
@@ -290,7 +345,7 @@ def _handler_for(api: LocalKfpApi) -> type[BaseHTTPRequestHandler]:
             try:
                 body = json.loads(raw) if raw else None
             except ValueError:
-                return self._send(400, error_body(400, "the request body is not JSON"))
+                return self._send(400, api.error_body(400, "the request body is not JSON"))
             with api._lock:
                 api.requests.append(RecordedRequest(self.command, path, query, headers, body))
             fault = api._take_fault(self.command, path)
@@ -303,18 +358,20 @@ def _handler_for(api: LocalKfpApi) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                     return None
                 if fault.action == "status":
-                    return self._send(fault.status, error_body(fault.status, "injected failure"))
+                    return self._send(
+                        fault.status, api.error_body(fault.status, "injected failure")
+                    )
                 if fault.action == "body":
                     return self._send_raw(200, fault.body)
                 api._stopping.wait(fault.seconds)  # delay, then serve as usual
             if fault is not None and fault.action == "commit_late":
                 api._stopping.wait(fault.seconds)
             if not self._authorized(headers):
-                return self._send(401, error_body(401, "Unauthorized"))
+                return self._send(401, api.error_body(401, "Unauthorized"))
             try:
                 status, payload = 200, api.handle(self.command, path, query, body)
             except ApiError as error:
-                status, payload = error.status, error_body(error.status, str(error))
+                status, payload = error.status, api.error_body(error.status, str(error))
             if fault is not None and fault.action == "lose_response":
                 self.close_connection = True
                 return None

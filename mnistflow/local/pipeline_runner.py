@@ -13,6 +13,8 @@ from pathlib import Path
 
 from kfp import components, local
 
+from core.kfp import KFP_LOCAL_TO_BACKEND
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FAILED_TASK = re.compile(r"Inner task failed: (?P<chain>.+?)\.$")
 # The last "SomethingError: message" line a step printed is the reason it failed.
@@ -43,6 +45,20 @@ class _Tee(io.TextIOBase):
 
     def getvalue(self) -> str:
         return self._buffer.getvalue()
+
+
+def as_current_backend(event: dict) -> dict:
+    """The pipeline's final-state event as a current KFP backend's exit handler sends it.
+
+    kfp.local hands the exit handler `SUCCEEDED` where backends from 2.14.0 on hand it
+    `COMPLETE` (core.kfp): the local runner's output is translated here, where it leaves
+    kfp.local, so the rest of the local stack meets what the cluster would send.
+    """
+    detail = event.get("detail")
+    if not isinstance(detail, dict) or not isinstance(detail.get("state"), str):
+        return event
+    state = KFP_LOCAL_TO_BACKEND.get(detail["state"], detail["state"])
+    return {**event, "detail": {**detail, "state": state}}
 
 
 def last_error(logs: str) -> str | None:

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from core import contracts
+from core import contracts, kfp
 from core.settings import CDK_JSON, cdk_json_context, environment, read_context
 from lambdas.composition import start_run_handler, track_progress_handler
 from lambdas.dal.runs_table import RunsTableReader
 from lambdas.observability import logger
 from mnistflow.local.emulator import AwsEmulator
 from mnistflow.local.kfp_api import LocalKfpApi
-from mnistflow.local.pipeline_runner import process_environment
+from mnistflow.local.pipeline_runner import as_current_backend, process_environment
 from mnistflow.local.provision import Email, LocalNames, drain, provision, read_inbox
 from mnistflow.local.run_executor import LocalRunExecutor
 from mnistflow.local.watcher import SageMakerWatcher
@@ -86,7 +86,14 @@ def function_environments(
 class LocalStack:
     """Starts everything in __init__; `stop()` (or leaving the `with`) ends all of it."""
 
-    def __init__(self, workdir: Path, *, port: int = 0, log_level: str = "WARNING") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int = 0,
+        log_level: str = "WARNING",
+        kfp_backend_version: str = kfp.MIN_BACKEND_VERSION,
+    ) -> None:
         self.workdir = Path(workdir)
         self.invocations: list[Invocation] = []
         self._stack = contextlib.ExitStack()
@@ -98,6 +105,7 @@ class LocalStack:
                 LocalKfpApi(
                     executor=LocalRunExecutor(self.emulator.environment(), self.workdir),
                     accept_token=LOCAL_KFP_TOKEN,
+                    backend_version=kfp_backend_version,
                 )
             )
             spec = compile_pipeline(self.workdir / contracts.PIPELINE_SPEC_FILE)
@@ -161,7 +169,7 @@ class LocalStack:
             moved += 1
         moved += self.watcher.poll()
         for body in self._drain(self.names.pipeline_events_queue):
-            self._deliver_to_track_progress(body)
+            self._deliver_to_track_progress(as_current_backend(body))
             moved += 1
         return moved
 

@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
 
+from core import kfp
 from core.contracts import (
     ENDPOINT_CONFIG_SUFFIX,
     ENDPOINT_SUFFIX,
@@ -45,10 +45,13 @@ RECORDIO_CONTENT_TYPE = "application/x-recordio-protobuf"
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+    """`s3://bucket/key` -> (bucket, key), the key exactly as written: S3 keys may hold any
+    UTF-8 character, `#`, `?` and `%` included, which a URL parser would cut or decode."""
+    scheme, _, rest = uri.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "s3" or not bucket or not key:
         raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
-    return parsed.netloc, parsed.path.lstrip("/")
+    return bucket, key
 
 
 def preprocess(s3, *, dataset_uri: str, run_key: str, max_bytes: int = MAX_DATASET_BYTES) -> dict:
@@ -241,10 +244,11 @@ def failure_marker(s3, *, dataset_uri: str, run_key: str, step: str) -> Iterator
 
     KFP tells an exit handler only that a task failed, not why; this is how the reason travels.
     """
+    bucket, _ = split_s3_uri(dataset_uri)
+    key = f"{run_prefix(run_key)}{STEP_FAILURE_DIR}{step}.json"
     try:
         yield
     except BaseException as error:  # a cancelled step (KeyboardInterrupt) is reported too
-        bucket, _ = split_s3_uri(dataset_uri)
         marker = {
             "step": step,
             "error": f"{type(error).__name__}: {error}",
@@ -253,13 +257,16 @@ def failure_marker(s3, *, dataset_uri: str, run_key: str, step: str) -> Iterator
         try:
             s3.put_object(
                 Bucket=bucket,
-                Key=f"{run_prefix(run_key)}{STEP_FAILURE_DIR}{step}.json",
+                Key=key,
                 Body=json.dumps(marker).encode(),
                 ContentType="application/json",
             )
         except ClientError as unwritten:
             print(f"could not leave the failure of {step} for the exit handler: {unwritten}")
         raise
+    # A retried step that now succeeded takes back what an earlier attempt left: the exit
+    # handler must not report a failure the run recovered from.
+    s3.delete_object(Bucket=bucket, Key=key)
 
 
 def first_failure(s3, *, dataset_uri: str, run_key: str) -> dict | None:
@@ -285,9 +292,8 @@ def report_final_state(
     event_bus_name: str,
 ) -> dict:
     """Puts the run's final state on EventBridge, with the failed step and its own error."""
-    failure = first_failure(s3, dataset_uri=dataset_uri, run_key=run_key)
-    if failure and state == "SUCCEEDED":  # a step failed and a retry then succeeded
-        failure = None
+    succeeded = kfp.final_state(state) == kfp.SUCCEEDED
+    failure = None if succeeded else first_failure(s3, dataset_uri=dataset_uri, run_key=run_key)
     detail = PipelineFinalState(
         run_key=run_key,
         state=state,

@@ -248,3 +248,38 @@ def test_each_function_of_the_local_stack_keeps_its_own_settings(tmp_path):
         assert start["KFP_URL"] == stack.kfp.url and "KFP_URL" not in track
         # And the process environment carries neither function's settings
         assert "RUNS_TABLE_NAME" not in os.environ and "KFP_MODE" not in os.environ
+
+
+def test_the_run_ends_on_the_current_backends_complete(tmp_path):
+    # Given the local stack, whose runner reports final states as KFP >= 2.14.0 does
+    with LocalStack(tmp_path) as stack:
+        key, version = stack.upload(SAMPLE_DIR / "mnist-sample.npz")
+        this_run = run_key(stack.names.data_bucket, key, version)
+        emails = []
+
+        def finished() -> bool:
+            emails.extend(stack.inbox())
+            record = stack.runs.get(this_run)
+            return record is not None and record.entry("pipeline", "SUCCEEDED") is not None
+
+        assert stack.run_until(finished, DEMO_DEADLINE_SECONDS)
+        # Then the pipeline's final state came as COMPLETE, and the endpoint was announced
+        record = stack.runs.get(this_run)
+        assert record.entry("pipeline", "SUCCEEDED").event_status == "COMPLETE"
+        assert [e.kind for e in emails].count(KIND_ENDPOINT_READY) == 1
+
+
+def test_an_old_kfp_backend_ends_in_start_failed_with_the_version_needed(tmp_path):
+    # Given a KFP backend older than 2.14.0
+    with LocalStack(tmp_path, kfp_backend_version="2.5.0") as stack:
+        key, version = stack.upload(SAMPLE_DIR / "mnist-sample.npz")
+        this_run = run_key(stack.names.data_bucket, key, version)
+        emails = []
+        assert stack.run_until(
+            lambda: emails.extend(stack.inbox()) or any(e.kind == KIND_RUN_FAILED for e in emails),
+            DEMO_DEADLINE_SECONDS,
+        )
+        # Then the run never started, and the one email names the KFP version needed
+        assert stack.runs.get(this_run).status == "START_FAILED"
+        [failed] = [e for e in emails if e.kind == KIND_RUN_FAILED]
+        assert "2.14.0 or later" in failed.message and not stack.kfp.runs

@@ -462,3 +462,24 @@ def test_cluster_mode_with_a_wrong_ca_fails_the_start_without_retrying(
             start_run(load_event("s3_put"))
         assert "TLS failure" in aws.item(run_key_of("s3_put"))["reason"]
         assert clock.sleeps == []  # certificate problems do not heal by waiting
+
+
+def test_an_old_kfp_backend_is_not_retried_and_the_email_names_the_version_needed(
+    aws, lambda_env, start_run, clock
+):
+    # Given a KFP backend older than 2.14.0, which refuses the pipeline's exit handler
+    from lambdas.logic.start_run import StartRunFailed
+
+    with LocalKfpApi(accept_token=SECRET_TOKEN, backend_version="2.5.0") as server:
+        lambda_env["KFP_URL"] = server.url
+        # When an upload is handled, Then the start fails at once: no retry can help
+        with pytest.raises(StartRunFailed):
+            start_run(load_event("s3_put"))
+        assert len(server.requests_to("POST", RUNS)) == 1 and clock.sleeps == []
+    # And the record and the one email say which version is needed
+    key = run_key_of("s3_put")
+    assert aws.item(key)["status"] == contracts.STATUS_START_FAILED
+    assert "older than 2.14.0" in aws.item(key)["reason"]
+    [message] = aws.messages()
+    assert message["kind"] == contracts.KIND_RUN_FAILED
+    assert "upgrade Kubeflow Pipelines to 2.14.0 or later" in message["message"]

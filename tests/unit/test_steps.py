@@ -135,23 +135,43 @@ def test_the_final_state_event_names_the_first_step_that_failed(s3):
     assert detail["endpoint_name"] == "mnist-0-endpoint"
 
 
-def test_a_run_that_succeeded_after_a_retried_failure_reports_no_failure(s3):
-    _fail(s3, "training", "transient")
-    detail = steps.report_final_state(
+def _report(s3, state: str, endpoint_name: str = "") -> dict:
+    return steps.report_final_state(
         s3,
         _FakeEvents(),
         dataset_uri=DATASET_URI,
         run_key="mnist-0",
-        state="SUCCEEDED",
-        endpoint_name="mnist-shared",
+        state=state,
+        endpoint_name=endpoint_name,
         kfp_run="runs/abc",
         event_bus_name="default",
     )
+
+
+@pytest.mark.parametrize("state", ["COMPLETE", "SUCCEEDED"])
+def test_a_run_that_succeeded_after_a_retried_failure_reports_no_failure(s3, state):
+    # Given a step whose first attempt failed (its marker was not taken back)
+    _fail(s3, "training", "transient")
+    # When the run ends as a current backend (COMPLETE) or kfp.local (SUCCEEDED) says success
+    detail = _report(s3, state, endpoint_name="mnist-shared")
+    # Then the event reports no failure
     assert (detail["failed_step"], detail["error"], detail["endpoint_name"]) == (
         "",
         "",
         "mnist-shared",
     )
+
+
+def test_a_retried_step_that_succeeds_takes_its_marker_back(s3):
+    # Given the training step failed once, then its retry succeeded, then transform failed
+    _fail(s3, "training", "throttled")
+    with steps.failure_marker(s3, dataset_uri=DATASET_URI, run_key="mnist-0", step="training"):
+        pass
+    _fail(s3, "transform", "bad payload")
+    # When the run ends failed
+    detail = _report(s3, "FAILED")
+    # Then the event names the step that really failed, not the retried one
+    assert (detail["failed_step"], detail["error"]) == ("transform", "RuntimeError: bad payload")
 
 
 def test_an_event_eventbridge_refuses_fails_the_exit_handler(s3):

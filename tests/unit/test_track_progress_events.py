@@ -32,7 +32,7 @@ def parsed(name: str, **envelope) -> ProgressEvent:
         ("sagemaker_endpoint_creating", "endpoint", "CREATING", rr.IN_PROGRESS, ""),
         ("sagemaker_endpoint_in_service", "endpoint", "IN_SERVICE", rr.IN_SERVICE, "SUCCEEDED"),
         ("sagemaker_endpoint_failed", "endpoint", "FAILED", rr.FAILED, "FAILED"),
-        ("pipeline_succeeded", "pipeline", "SUCCEEDED", rr.SUCCEEDED, "SUCCEEDED"),
+        ("pipeline_succeeded", "pipeline", "COMPLETE", rr.SUCCEEDED, "SUCCEEDED"),
         ("pipeline_failed", "preprocess", "FAILED", rr.FAILED, "FAILED"),
     ],
 )
@@ -75,11 +75,27 @@ def test_the_pipeline_failure_is_recorded_on_the_failed_step_with_its_error():
 
 
 @pytest.mark.parametrize(
-    ("state", "normalized"),
-    [("CANCELED", rr.CANCELED), ("CANCELLED", rr.CANCELED), ("SYSTEM_ERROR", rr.FAILED)],
+    "state",
+    [
+        "COMPLETE",  # KFP backends >= 2.14.0 (MLMD's state; core.kfp cites the sources)
+        "SUCCEEDED",  # kfp.local, Vertex
+        "complete",
+    ],
 )
-def test_any_pipeline_end_but_success_is_a_failure_that_announces(state, normalized):
-    # Given the exit handler reports a state other than SUCCEEDED, and no failed step
+def test_every_spelling_of_success_announces_the_endpoint(state):
+    payload = event("pipeline_succeeded")
+    payload["detail"]["state"] = state
+    result = parse_event(payload)
+    assert (result.step, result.normalized) == (contracts.PIPELINE_STEP, rr.SUCCEEDED)
+    assert result.announces == contracts.STATUS_SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("state", "normalized"),
+    [("FAILED", rr.FAILED), ("CANCELED", rr.CANCELED), ("CANCELLED", rr.CANCELED)],
+)
+def test_a_failed_or_cancelled_pipeline_is_a_failure_that_announces(state, normalized):
+    # Given the exit handler reports a failure or a cancellation, and no failed step
     payload = event("pipeline_failed")
     payload["detail"].update(state=state, failed_step="", error="")
     # Then it is a final failure of the run as a whole
@@ -87,6 +103,18 @@ def test_any_pipeline_end_but_success_is_a_failure_that_announces(state, normali
     assert isinstance(result, ProgressEvent)
     assert (result.step, result.normalized) == (contracts.PIPELINE_STEP, normalized)
     assert result.announces == contracts.STATUS_FAILED
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "SYSTEM_ERROR", "CACHED"])
+def test_an_unknown_final_state_is_recorded_as_it_came_and_announces_nothing(state):
+    # Given a state this product does not know by name (KFP versions differ)
+    payload = event("pipeline_failed")
+    payload["detail"].update(state=state, failed_step="preprocess")
+    result = parse_event(payload)
+    # Then it is kept, with its spelling, on the pipeline, and is neither success nor failure
+    assert (result.step, result.normalized, result.status) == ("pipeline", rr.UNKNOWN, state)
+    assert result.entry().event_status == state
+    assert result.announces == ""
 
 
 @pytest.mark.parametrize(
