@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import replace
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
@@ -13,7 +12,7 @@ import yaml
 
 from core import contracts
 from core.settings import pipeline_parameters
-from mnistflow.local.kfp_api import Fault, LocalKfpApi
+from mnistflow.local.kfp_api import Fault, LocalKfpApi, parse_filter
 from tests.conftest import load_event
 from tests.integration.conftest import BUCKET, CLUSTER, KFP_TEST_TIMEOUT_SECONDS, SECRET_TOKEN
 
@@ -78,7 +77,8 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
     # And the lookup before the create filtered by display name within the experiment
     [lookup] = kfp.requests_to("GET", RUNS)
     assert lookup.query["experiment_id"] == experiment["experiment_id"]
-    predicate = json.loads(lookup.query["filter"])["predicates"][0]
+    # (KFP's server URL-decodes the filter twice; the emulator parses it as the server does)
+    predicate = parse_filter(lookup.query["filter"])["predicates"][0]
     assert predicate == {"key": "display_name", "operation": "EQUALS", "string_value": key}
     # And the record says RUN_STARTED with the run id and the UI link
     item = aws.item(key)
@@ -483,3 +483,15 @@ def test_an_old_kfp_backend_is_not_retried_and_the_email_names_the_version_neede
     [message] = aws.messages()
     assert message["kind"] == contracts.KIND_RUN_FAILED
     assert "upgrade Kubeflow Pipelines to 2.14.0 or later" in message["message"]
+
+
+@pytest.mark.parametrize("name", ["mnist+v2", "mnist 100%", "mnist%2Bv2", "mnist é/ü?#"])
+def test_an_experiment_name_kfp_decodes_twice_is_still_found(kfp, aws, lambda_env, start_run, name):
+    # Given an experiment name with characters KFP's double URL-decoding of filters would change
+    lambda_env["KFP_EXPERIMENT_NAME"] = name
+    # When two uploads are handled
+    start_run(load_event("s3_put"))
+    start_run(load_event("s3_put_special_key"))
+    # Then the second found the experiment the first created: one experiment, by that name
+    assert [e["display_name"] for e in kfp.experiments.values()] == [name]
+    assert len(kfp.requests_to("POST", EXPERIMENTS)) == 1
