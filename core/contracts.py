@@ -16,7 +16,21 @@ PRODUCT_PREFIX = "mnist"
 # S3 layout of the data bucket.
 INCOMING_PREFIX = "incoming/"
 RUNS_PREFIX = "runs/"
-DATASET_SUFFIXES = (".pkl.gz", ".npz")
+# The dataset layouts, by file suffix: the classic gzip'd pickle and the Keras npz. Suffixes
+# match whatever their case (MNIST.NPZ is an npz), the same way wherever they are checked.
+LAYOUT_PKL_GZ = "pkl.gz"
+LAYOUT_NPZ = "npz"
+DATASET_SUFFIXES = {".pkl.gz": LAYOUT_PKL_GZ, ".npz": LAYOUT_NPZ}
+
+
+def dataset_layout(key: str) -> str | None:
+    """The layout an object key announces by its suffix, or None when it is not a dataset."""
+    lowered = key.lower()
+    return next(
+        (layout for suffix, layout in DATASET_SUFFIXES.items() if lowered.endswith(suffix)), None
+    )
+
+
 # Where a failing step leaves its error for the exit handler: runs/<key>/status/<step>.json
 STEP_FAILURE_DIR = "status/"
 

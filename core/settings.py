@@ -478,6 +478,13 @@ PARAMETERS: tuple[Parameter, ...] = (
     ),  # fmt: skip
     # Computed by start-run for each run.
     Parameter("dataset_uri", Text(), "s3://bucket/key of the upload", source="run", pipeline=True),
+    Parameter(
+        "dataset_version",
+        Text(),
+        "the S3 version id of the upload the run reads ('' when the bucket is unversioned)",
+        source="run",
+        pipeline=True,
+    ),
     Parameter("run_key", Text(), "the run key", source="run", pipeline=True),
     Parameter("region", REGION, "the region SageMaker runs in", source="run", pipeline=True),
 )

@@ -57,7 +57,14 @@ def _component(func):
 # The functions below run inside the step's container: everything they use is imported inside.
 
 
-def preprocess(dataset_uri: str, run_key: str, region: str, max_bytes: int) -> NamedTuple(
+def preprocess(
+    dataset_uri: str,
+    dataset_version: str,
+    run_key: str,
+    region: str,
+    max_bytes: int,
+    train_instance_count: int,
+) -> NamedTuple(
     "PreprocessOutputs",
     [
         ("run_uri", str),
@@ -77,7 +84,14 @@ def preprocess(dataset_uri: str, run_key: str, region: str, max_bytes: int) -> N
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="preprocess"):
-        out = steps.preprocess(s3, dataset_uri=dataset_uri, run_key=run_key, max_bytes=max_bytes)
+        out = steps.preprocess(
+            s3,
+            dataset_uri=dataset_uri,
+            dataset_version=dataset_version,
+            run_key=run_key,
+            max_bytes=max_bytes,
+            train_shards=train_instance_count,  # one object per training instance
+        )
     fields = ["run_uri", "train_uri", "test_uri", "labels_uri", "n_train", "n_test"]
     return namedtuple("PreprocessOutputs", fields)(*(out[name] for name in fields))
 

@@ -51,7 +51,12 @@ def _build_graph(p: dict) -> None:
         **run, endpoint_name=p["endpoint_name"], event_bus_name=p["event_bus_name"]
     )
     with dsl.ExitHandler(final_state, name="run"):
-        prep = steps["preprocess"](**run, max_bytes=p["max_dataset_bytes"])
+        prep = steps["preprocess"](
+            **run,
+            dataset_version=p["dataset_version"],
+            max_bytes=p["max_dataset_bytes"],
+            train_instance_count=p["train_instance_count"],
+        )
         training = steps["train"](
             **run,
             role_arn=p["sagemaker_role_arn"],

@@ -60,7 +60,7 @@ def _upload(record: dict[str, Any], data_bucket: str) -> Upload:
 
 def rejection_reason(dataset: DatasetRef, max_dataset_bytes: int) -> str:
     """Why an upload under incoming/ cannot be a dataset, or "" when it may be one."""
-    if not dataset.key.endswith(contracts.DATASET_SUFFIXES):
+    if contracts.dataset_layout(dataset.key) is None:
         return (
             f"unsupported file type: expected a name ending in "
             f"{' or '.join(contracts.DATASET_SUFFIXES)}"

@@ -261,5 +261,9 @@ class StartRun:
     def parameters(self, key: str, dataset: DatasetRef) -> dict[str, Any]:
         """The run's KFP runtime parameters: this run's dataset and key, the configured rest."""
         return run_parameters(
-            self._settings, dataset_uri=dataset.uri, run_key=key, region=self._settings.aws_region
+            self._settings,
+            dataset_uri=dataset.uri,
+            dataset_version=dataset.version,
+            run_key=key,
+            region=self._settings.aws_region,
         )

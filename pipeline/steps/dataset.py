@@ -17,13 +17,16 @@ from typing import BinaryIO
 
 import numpy as np
 
-from core.contracts import FEATURE_DIM, IMAGE_SIDE, NUM_CLASSES
+from core.contracts import (
+    DATASET_SUFFIXES,
+    FEATURE_DIM,
+    IMAGE_SIDE,
+    LAYOUT_PKL_GZ,
+    NUM_CLASSES,
+    dataset_layout,
+)
 from core.settings import BY_KEY
 from pipeline.steps.recordio import write_dense_tensor
-
-LAYOUT_PKL_GZ = "pkl.gz"
-LAYOUT_NPZ = "npz"
-_SUFFIX_LAYOUTS = {".pkl.gz": LAYOUT_PKL_GZ, ".npz": LAYOUT_NPZ}
 
 MAX_DATASET_BYTES = BY_KEY["max_dataset_bytes"].default
 PIXEL_MAX_INT = 255  # integer pixels (Keras layout) are 8-bit grey levels
@@ -49,7 +52,14 @@ MIN_PICKLE_PROTOCOL = 2
 CSV_DECIMALS = 6
 CSV_ROWS_PER_CHUNK = 1024  # about 7 MB of characters per chunk for 784 columns
 
-TRAIN_RECORDIO = "train/train.recordio"
+TRAIN_DIR = "train/"
+
+
+def train_shard(index: int, count: int) -> str:
+    """The relative path of one training shard: one object per training instance at least."""
+    return f"{TRAIN_DIR}train-{index + 1:03d}-of-{count:03d}.recordio"
+
+
 TRANSFORM_INPUT_CSV = "transform-input/test.csv"
 MANIFEST_JSON = "manifest.json"
 
@@ -99,11 +109,9 @@ def load_dataset(
     Raises DatasetError for anything that is not a usable MNIST file of the layout that the
     suffix of `source` announces.
     """
-    layout = next(
-        (lay for suf, lay in _SUFFIX_LAYOUTS.items() if source.lower().endswith(suf)), None
-    )
+    layout = dataset_layout(source)
     if layout is None:
-        expected = " or ".join(_SUFFIX_LAYOUTS)
+        expected = " or ".join(DATASET_SUFFIXES)
         raise _reject(source, f"unsupported file type; expected a name ending in {expected}")
     size = os.stat(path).st_size
     if size == 0:
@@ -415,11 +423,15 @@ def _make_split(source: str, split: str, x, y) -> Split:
 # --- run inputs ---------------------------------------------------------------------------
 
 
-def write_run_inputs(dataset: MnistDataset, out_dir: pathlib.Path) -> dict[str, str]:
+def write_run_inputs(
+    dataset: MnistDataset, out_dir: pathlib.Path, train_shards: int = 1
+) -> dict[str, str]:
     """Write the files a run needs under `out_dir`; returns {logical name: relative path}.
 
-    Names: "train" (RecordIO-protobuf with labels), "transform_input" (test images as CSV,
-    no labels), "<split>_labels" (one integer a line) for each split, and "manifest".
+    Names: "train_<i>" (RecordIO-protobuf with labels, the training rows split in
+    `train_shards` objects: SageMaker's ShardedByS3Key gives each training instance whole
+    objects, so there must be one per instance at least), "transform_input" (test images as
+    CSV, no labels), "<split>_labels" (one integer a line) for each split, and "manifest".
     """
     out_dir = pathlib.Path(out_dir)
     files: dict[str, str] = {}
@@ -431,8 +443,12 @@ def write_run_inputs(dataset: MnistDataset, out_dir: pathlib.Path) -> dict[str, 
         return open(target, "wb")
 
     train = dataset.splits["train"]
-    with create("train", TRAIN_RECORDIO) as out:
-        write_dense_tensor(out, train.x, train.y.astype(np.float32))
+    if not 1 <= train_shards <= train.y.shape[0]:
+        raise ValueError(f"cannot split {train.y.shape[0]} images in {train_shards} shards")
+    bounds = np.linspace(0, train.y.shape[0], train_shards + 1).astype(int)
+    for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        with create(f"train_{index}", train_shard(index, train_shards)) as out:
+            write_dense_tensor(out, train.x[start:stop], train.y[start:stop].astype(np.float32))
     with create("transform_input", TRANSFORM_INPUT_CSV) as out:
         write_pixels_csv(out, dataset.splits["test"].x)
     for split in PKL_SPLITS:

@@ -33,7 +33,13 @@ from core.contracts import (
 )
 from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
 from pipeline.steps import sagemaker_jobs as jobs
-from pipeline.steps.dataset import MAX_DATASET_BYTES, DatasetError, load_dataset, write_run_inputs
+from pipeline.steps.dataset import (
+    MAX_DATASET_BYTES,
+    TRAIN_DIR,
+    DatasetError,
+    load_dataset,
+    write_run_inputs,
+)
 
 TRAINING_VOLUME_GB = 10
 # Beyond the job's own MaxRuntimeInSeconds, how long the step waits for SageMaker to report.
@@ -54,10 +60,23 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def preprocess(s3, *, dataset_uri: str, run_key: str, max_bytes: int = MAX_DATASET_BYTES) -> dict:
-    """Validates the uploaded dataset and writes the run's inputs next to it under runs/<key>/."""
+def preprocess(
+    s3,
+    *,
+    dataset_uri: str,
+    dataset_version: str,
+    run_key: str,
+    max_bytes: int = MAX_DATASET_BYTES,
+    train_shards: int = 1,
+) -> dict:
+    """Validates the uploaded dataset version and writes the run's inputs under runs/<key>/.
+
+    It reads exactly the version that started the run (`dataset_version`, the S3 version id;
+    empty for an unversioned bucket): a newer upload of the same key never leaks into it.
+    """
     bucket, key = split_s3_uri(dataset_uri)
-    size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    version = {"VersionId": dataset_version} if dataset_version else {}
+    size = s3.head_object(Bucket=bucket, Key=key, **version)["ContentLength"]
     if size == 0:
         raise DatasetError(f"{dataset_uri}: the file is empty")
     if size > max_bytes:
@@ -66,16 +85,16 @@ def preprocess(s3, *, dataset_uri: str, run_key: str, max_bytes: int = MAX_DATAS
         )
     prefix = run_prefix(run_key)
     with tempfile.TemporaryDirectory(prefix="mnist-preprocess-") as work:
-        local = Path(work) / Path(key).name
-        s3.download_file(bucket, key, str(local))
+        local = Path(work) / "dataset"
+        s3.download_file(bucket, key, str(local), ExtraArgs=version)
         dataset = load_dataset(local, source=dataset_uri, max_bytes=max_bytes)
-        written = write_run_inputs(dataset, Path(work) / "out")
+        written = write_run_inputs(dataset, Path(work) / "out", train_shards=train_shards)
         for relative in written.values():
             s3.upload_file(str(Path(work) / "out" / relative), bucket, prefix + relative)
     base = f"s3://{bucket}/{prefix}"
     return {
         "run_uri": base,
-        "train_uri": f"{base}{Path(written['train']).parent.as_posix()}/",
+        "train_uri": f"{base}{TRAIN_DIR}",
         "test_uri": f"{base}{written['transform_input']}",
         "labels_uri": f"{base}{Path(written['test_labels']).parent.as_posix()}/",
         "n_train": int(dataset.splits["train"].y.shape[0]),

@@ -1,6 +1,7 @@
 """End to end: the CLI and the local stack, from an upload to the email, on 127.0.0.1 only."""
 
 import gzip
+import json
 import os
 import pickle
 import re
@@ -283,3 +284,57 @@ def test_an_old_kfp_backend_ends_in_start_failed_with_the_version_needed(tmp_pat
         assert stack.runs.get(this_run).status == "START_FAILED"
         [failed] = [e for e in emails if e.kind == KIND_RUN_FAILED]
         assert "2.14.0 or later" in failed.message and not stack.kfp.runs
+
+
+def _run_to_an_email(stack: LocalStack, key: str, version: str) -> list:
+    this_run = run_key(stack.names.data_bucket, key, version)
+    emails = []
+    assert stack.run_until(
+        lambda: emails.extend(stack.inbox())
+        or any(
+            e.run_key == this_run and e.kind in (KIND_ENDPOINT_READY, KIND_RUN_FAILED)
+            for e in emails
+        ),
+        DEMO_DEADLINE_SECONDS,
+    )
+    return [e for e in emails if e.run_key == this_run]
+
+
+def test_a_key_with_every_awkward_character_goes_all_the_way(tmp_path):
+    # Given an upload whose key holds what S3 allows and URLs mangle
+    key = "incoming/ünï côdé #1 ?v=2 100% a+b.npz"
+    with LocalStack(tmp_path) as stack:
+        _, version = stack.upload(SAMPLE_DIR / "mnist-sample.npz", key=key)
+        # When the stack runs it, Then the endpoint is announced for that very object
+        emails = _run_to_an_email(stack, key, version)
+        assert [e.kind for e in emails if e.kind != "RUN_STARTED"] == [KIND_ENDPOINT_READY]
+        record = stack.runs.get(run_key(stack.names.data_bucket, key, version))
+        assert record.dataset.key == key and record.dataset.version == version
+
+
+def test_two_quick_uploads_of_one_key_each_train_on_their_own_version(tmp_path):
+    # Given the sample and a smaller dataset, uploaded one after the other under the same key
+    import numpy as np
+
+    with np.load(SAMPLE_DIR / "mnist-sample.npz") as sample:
+        arrays = {name: sample[name] for name in sample.files}
+    smaller = tmp_path / "smaller.npz"
+    np.savez(smaller, **{**arrays, "x_train": arrays["x_train"][:1500],
+                         "y_train": arrays["y_train"][:1500]})  # fmt: skip
+    key = "incoming/mnist.npz"
+    with LocalStack(tmp_path) as stack:
+        _, first = stack.upload(SAMPLE_DIR / "mnist-sample.npz", key=key)
+        _, second = stack.upload(smaller, key=key)
+        # When both runs go through
+        for version in (first, second):
+            _run_to_an_email(stack, key, version)
+        # Then each trained on the rows of its own upload
+        s3 = stack.emulator.client("s3")
+        counts = []
+        for version in (first, second):
+            this_run = run_key(stack.names.data_bucket, key, version)
+            manifest = s3.get_object(
+                Bucket=stack.names.data_bucket, Key=f"runs/{this_run}/manifest.json"
+            )
+            counts.append(json.loads(manifest["Body"].read())["counts"]["train"])
+        assert counts == [3000, 1500]

@@ -43,13 +43,13 @@ def received_pipeline_events(emulator: AwsEmulator, resources: Provisioned) -> l
     return drain(emulator.client, resources.queue_urls[resources.names.pipeline_events_queue])
 
 
-def upload_dataset(emulator: AwsEmulator, data_file: Path, bucket: str) -> tuple[str, str]:
-    """Puts the file under incoming/; returns its S3 URI and the run key of that version."""
+def upload_dataset(emulator: AwsEmulator, data_file: Path, bucket: str) -> tuple[str, str, str]:
+    """Puts the file under incoming/; returns its S3 URI, version id and the run key."""
     key = f"{INCOMING_PREFIX}{data_file.name}"
     with data_file.open("rb") as body:
         put = emulator.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
-    version = put.get("VersionId") or put["ETag"].strip('"')
-    return f"s3://{bucket}/{key}", run_key(bucket, key, version)
+    version = put.get("VersionId", "")
+    return f"s3://{bucket}/{key}", version, run_key(bucket, key, version or put["ETag"].strip('"'))
 
 
 def take_stock(emulator: AwsEmulator, bucket: str, key: str, endpoint_name: str) -> dict:
@@ -89,13 +89,14 @@ def run_dataset(
 ) -> LocalRun:
     """Uploads `data_file`, runs the compiled pipeline on it, and takes stock."""
     resources = provision(emulator.client, LocalNames(data_bucket=bucket), kfp_token="unused")
-    dataset_uri, key = upload_dataset(emulator, data_file, bucket)
+    dataset_uri, version, key = upload_dataset(emulator, data_file, bucket)
     spec = compile_pipeline(workdir / "mnist_pipeline.yaml")
     # The required parameters; the rest take the pipeline's defaults (the schema's).
     result = run_compiled_pipeline(
         spec,
         {
             "dataset_uri": dataset_uri,
+            "dataset_version": version,
             "run_key": key,
             "region": emulator.region,
             "sagemaker_role_arn": resources.sagemaker_role_arn,

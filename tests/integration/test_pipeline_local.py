@@ -37,7 +37,7 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     prefix = f"runs/{run.run_key}/"
     # and the run's inputs are in the bucket next to the upload
     assert {
-        f"{prefix}train/train.recordio",
+        f"{prefix}train/train-001-of-001.recordio",
         f"{prefix}transform-input/test.csv",
         f"{prefix}labels/train.csv",
         f"{prefix}labels/validation.csv",

@@ -63,6 +63,7 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
     assert create.body["runtime_config"]["parameters"] == {
         **defaults,
         "dataset_uri": f"s3://{BUCKET}/incoming/mnist.pkl.gz",
+        "dataset_version": load_event("s3_put")["Records"][0]["s3"]["object"]["versionId"],
         "run_key": key,
         "region": "us-east-1",
         "sagemaker_role_arn": aws.role_arn,

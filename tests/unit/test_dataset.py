@@ -151,7 +151,7 @@ def test_run_inputs_of_the_classic_sample(tmp_path):
     dataset = load_dataset(PKL_SAMPLE, source=PKL_SOURCE)
     files = write_run_inputs(dataset, tmp_path)
     assert files == {
-        "train": "train/train.recordio",
+        "train_0": "train/train-001-of-001.recordio",
         "transform_input": "transform-input/test.csv",
         "train_labels": "labels/train.csv",
         "validation_labels": "labels/validation.csv",
@@ -163,7 +163,7 @@ def test_run_inputs_of_the_classic_sample(tmp_path):
     )
 
     train, test = dataset.splits["train"], dataset.splits["test"]
-    records = _parse_recordio((tmp_path / files["train"]).read_bytes())
+    records = _parse_recordio((tmp_path / files["train_0"]).read_bytes())
     assert len(records) == 3000
     for i in (0, 1, 2999):
         np.testing.assert_array_equal(records[i][0], train.x[i])
@@ -660,3 +660,18 @@ def test_write_run_inputs_refuses_labels_it_cannot_write(tmp_path):
     dataset = MnistDataset(layout="npz", splits={"train": split, "test": split})
     with pytest.raises(ValueError, match=r"labels must be 0\.\.9"):
         write_run_inputs(dataset, tmp_path)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_training_shards_hold_every_row_once_in_order(tmp_path, shards):
+    # Given the sample, when its training data is written in several shards
+    dataset = load_dataset(NPZ_SAMPLE, source=NPZ_SOURCE)
+    files = write_run_inputs(dataset, tmp_path, train_shards=shards)
+    # Then the shards, read in order, hold every training image once, with its label
+    parts = [_parse_recordio((tmp_path / files[f"train_{i}"]).read_bytes()) for i in range(shards)]
+    assert all(parts) and sum(len(part) for part in parts) == 3000
+    rows = [record for part in parts for record in part]
+    train = dataset.splits["train"]
+    for i in (0, 1499, 1500, 2999):
+        np.testing.assert_array_equal(rows[i][0], train.x[i])
+        assert rows[i][1] == train.y[i]

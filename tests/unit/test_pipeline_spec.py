@@ -57,7 +57,14 @@ def test_the_compiled_parameters_are_the_schemas_with_their_defaults_and_docs(sp
     # Then the per-run and stack-supplied ones are required, the settings carry their defaults
     assert set(params) == set(declared)
     required = {name for name, p in params.items() if not p.get("isOptional")}
-    assert required == {"dataset_uri", "run_key", "region", "sagemaker_role_arn", "event_bus_name"}
+    assert required == {
+        "dataset_uri",
+        "dataset_version",
+        "run_key",
+        "region",
+        "sagemaker_role_arn",
+        "event_bus_name",
+    }
     for name, param in params.items():
         assert param["description"] == declared[name].doc
         if param.get("isOptional"):

@@ -90,7 +90,11 @@ def test_start_run_passes_every_pipeline_parameter_from_its_configuration():
     # Given start-run's configuration, when one run's parameters are made
     settings = read_environment(contracts.START_RUN, _environ(contracts.START_RUN, k=32))
     parameters = run_parameters(
-        settings, dataset_uri="s3://b/incoming/x.npz", run_key="mnist-0123456789ab", region="r"
+        settings,
+        dataset_uri="s3://b/incoming/x.npz",
+        dataset_version="v1",
+        run_key="mnist-0123456789ab",
+        region="r",
     )
     # Then they are exactly the pipeline's parameters, the configured ones from the settings
     assert set(parameters) == {p.key for p in pipeline_parameters()}

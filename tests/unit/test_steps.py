@@ -45,6 +45,7 @@ def test_a_file_over_the_limit_is_refused_before_it_is_downloaded(s3):
         steps.preprocess(
             counting,
             dataset_uri=f"s3://{BUCKET}/incoming/big.npz",
+            dataset_version="",
             run_key="mnist-0",
             max_bytes=1024,
         )
@@ -56,13 +57,21 @@ def test_a_file_over_the_limit_is_refused_before_it_is_downloaded(s3):
 def test_an_empty_object_is_refused_by_name(s3):
     s3.put_object(Bucket=BUCKET, Key="incoming/folder/empty.pkl.gz", Body=b"")
     with pytest.raises(DatasetError, match=r"incoming/folder/empty\.pkl\.gz: the file is empty"):
-        steps.preprocess(s3, dataset_uri=f"s3://{BUCKET}/incoming/folder/empty.pkl.gz", run_key="k")
+        steps.preprocess(
+            s3,
+            dataset_uri=f"s3://{BUCKET}/incoming/folder/empty.pkl.gz",
+            dataset_version="",
+            run_key="k",
+        )
 
 
 def test_the_runs_inputs_land_under_its_prefix_and_the_step_says_where(s3):
     s3.upload_file(str(SAMPLE_DIR / "mnist-sample.npz"), BUCKET, "incoming/a b/mnist.npz")
     out = steps.preprocess(
-        s3, dataset_uri=f"s3://{BUCKET}/incoming/a b/mnist.npz", run_key="mnist-0123456789ab"
+        s3,
+        dataset_uri=f"s3://{BUCKET}/incoming/a b/mnist.npz",
+        dataset_version="",
+        run_key="mnist-0123456789ab",
     )
     base = f"s3://{BUCKET}/runs/mnist-0123456789ab/"
     assert out == {
@@ -74,13 +83,61 @@ def test_the_runs_inputs_land_under_its_prefix_and_the_step_says_where(s3):
         "n_test": 1000,
     }
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/")["Contents"]}
-    assert "runs/mnist-0123456789ab/train/train.recordio" in keys
+    assert "runs/mnist-0123456789ab/train/train-001-of-001.recordio" in keys
 
 
 @pytest.mark.parametrize("uri", ["https://x/y.npz", "s3://bucket-only", "s3:///key.npz"])
 def test_a_dataset_uri_that_is_not_s3_is_refused(s3, uri):
     with pytest.raises(ValueError, match="is not an s3://bucket/key URI"):
-        steps.preprocess(s3, dataset_uri=uri, run_key="k")
+        steps.preprocess(s3, dataset_uri=uri, dataset_version="", run_key="k")
+
+
+@pytest.mark.parametrize(
+    "key", ["incoming/a#b.npz", "incoming/what?.npz", "incoming/100%.npz", "incoming/a+b c é.npz"]
+)
+def test_an_s3_uri_keeps_every_character_of_its_key(key):
+    # S3 keys may hold any UTF-8 character; a URL parser would cut `#` and `?` or decode `%`
+    assert steps.split_s3_uri(f"s3://{BUCKET}/{key}") == (BUCKET, key)
+
+
+@pytest.fixture
+def versioned(s3):
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return s3
+
+
+def test_the_run_reads_the_version_that_started_it_not_the_newest(versioned, tmp_path):
+    # Given two quick uploads of the same key: the sample npz, then a file that is no dataset
+    key = "incoming/mnist.npz"
+    first = versioned.put_object(
+        Bucket=BUCKET, Key=key, Body=(SAMPLE_DIR / "mnist-sample.npz").read_bytes()
+    )["VersionId"]
+    versioned.put_object(Bucket=BUCKET, Key=key, Body=b"not a dataset at all")
+    # When the first upload's run preprocesses it
+    out = steps.preprocess(
+        versioned, dataset_uri=f"s3://{BUCKET}/{key}", dataset_version=first, run_key="mnist-1"
+    )
+    # Then it read the first version, not the newest (which is not a dataset)
+    assert (out["n_train"], out["n_test"]) == (3000, 1000)
+
+
+@pytest.mark.parametrize("instances", [2, 3])
+def test_training_data_is_sharded_one_object_per_training_instance(s3, instances):
+    # Given the sample and a training job on several instances (ShardedByS3Key)
+    s3.upload_file(str(SAMPLE_DIR / "mnist-sample.npz"), BUCKET, "incoming/mnist.npz")
+    # When preprocess writes the training data
+    steps.preprocess(
+        s3,
+        dataset_uri=f"s3://{BUCKET}/incoming/mnist.npz",
+        dataset_version="",
+        run_key="mnist-2",
+        train_shards=instances,
+    )
+    # Then there are as many objects as instances, each holding a non-empty part of the rows
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/mnist-2/train/")["Contents"]
+    assert len(listing) == instances
+    sizes = [obj["Size"] for obj in listing]
+    assert min(sizes) > 0 and max(sizes) - min(sizes) < max(sizes) * 0.01
 
 
 DATASET_URI = f"s3://{BUCKET}/incoming/mnist.npz"
