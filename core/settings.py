@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import contracts, kfp
+from core import contracts, images, kfp
 from core.contracts import KFP_MODE_CLUSTER, KFP_MODE_URL, KFP_MODES, START_RUN
 
 BOTH_FUNCTIONS = frozenset(contracts.FUNCTIONS)
@@ -306,7 +306,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     # What every run trains and deploys with (the pipeline's parameters).
     _context(
         "training_image",
-        Text(re.compile(r"[\w.\-/:@]+"), "an ECR image URI"),
+        Text(images.ECR_IMAGE, "an ECR image, <account>.dkr.ecr.<region>.<domain>/<repo>:<tag>"),
         "",
         "empty: SageMaker's built-in k-means image for the region; else this image",
         functions=START_RUN_ONLY,

@@ -35,7 +35,7 @@ def embedded_runtime_dir() -> str:
     staged = Path(tempfile.mkdtemp(prefix="mnist-steps-"))
     atexit.register(shutil.rmtree, staged, ignore_errors=True)
     for package in EMBEDDED_PACKAGES:
-        for source in sorted((REPO_ROOT / package).glob("*.py")):
+        for source in sorted((REPO_ROOT / package).glob("*.*")):  # modules and their data
             target = staged / package / source.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
@@ -115,7 +115,8 @@ def train(
 
     import boto3
 
-    from pipeline.steps import images, steps
+    from core import images
+    from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
     with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="training"):

@@ -62,7 +62,12 @@ class MnistFlowStack(Stack):
             key=notifications.key,
             emails=settings.operations_emails,
         )
-        execution = SageMakerExecutionRole(self, names.SAGEMAKER_ROLE_ID, bucket=data.bucket)
+        execution = SageMakerExecutionRole(
+            self,
+            names.SAGEMAKER_ROLE_ID,
+            bucket=data.bucket,
+            training_image=settings.training_image,
+        )
         kfp = KfpAccess(self, names.KFP_ACCESS_ID, settings=settings)
         shared = {
             **settings,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Aws, CfnMapping, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from core import images
 from core.contracts import RUNS_PREFIX
 from stacks.arns import log_group_arn
 from stacks.data_bucket import run_data_statements
@@ -16,39 +17,48 @@ SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 SAGEMAKER_LOG_GROUPS = "/aws/sagemaker/*"
 # Namespaces SageMaker jobs and endpoints publish their metrics under.
 SAGEMAKER_METRIC_NAMESPACES = ("/aws/sagemaker/*", "aws/sagemaker/*")
-# The built-in algorithm images the pipeline runs (k-means). They live in an AWS-owned
-# account that differs per region, so the account part of the ARN stays a wildcard.
-BUILT_IN_ALGORITHM_REPOSITORIES = ("kmeans",)
+KMEANS_ACCOUNTS_MAPPING = "KmeansImageAccounts"
 
 
 class SageMakerExecutionRole(Construct):
     """Role SageMaker assumes for training, batch transform and hosting: this bucket, its logs."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, bucket: s3.IBucket) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, bucket: s3.IBucket, training_image: str
+    ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
 
         self.role = iam.Role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal(SAGEMAKER_SERVICE),
+            # Confused-deputy protection, as SageMaker's docs give it ("Cross-service confused
+            # deputy prevention"): only this account's SageMaker resources may assume the role.
+            # One role serves training, transform and endpoints, and the inference form must be
+            # `arn:...:sagemaker:<region>:<account>:*` (the docs: not narrowed to one endpoint).
+            assumed_by=iam.ServicePrincipal(
+                SAGEMAKER_SERVICE,
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="sagemaker", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME
+                        )
+                    },
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            ),
             description="Execution role the MNIST pipeline passes to SageMaker jobs and endpoints",
         )
         statements = [
             *run_data_statements(bucket),
             iam.PolicyStatement(
-                sid="PullBuiltInAlgorithmImages",
+                sid="PullTheTrainingImage",
                 actions=[
                     "ecr:BatchCheckLayerAvailability",
                     "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer",
                 ],
-                resources=[
-                    stack.format_arn(
-                        service="ecr", account="*", resource="repository", resource_name=repository
-                    )
-                    for repository in BUILT_IN_ALGORITHM_REPOSITORIES
-                ],
+                resources=[training_image_repository_arn(self, training_image)],
             ),
             iam.PolicyStatement(
                 sid="AuthenticateToEcr",
@@ -99,17 +109,6 @@ class SageMakerExecutionRole(Construct):
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
                     reason=(
-                        "Built-in algorithm images live in an AWS-owned account that differs by "
-                        "region; the repository is named, the account cannot be."
-                    ),
-                    applies_to=[
-                        f"Resource::arn:<AWS::Partition>:ecr:<AWS::Region>:*:repository/{repo}"
-                        for repo in BUILT_IN_ALGORITHM_REPOSITORIES
-                    ],
-                ),
-                NagPackSuppression(
-                    id="AwsSolutions-IAM5",
-                    reason=(
                         "ecr:GetAuthorizationToken has no resource type; cloudwatch:PutMetricData "
                         "has none either and is limited by the cloudwatch:namespace condition."
                     ),
@@ -130,3 +129,33 @@ class SageMakerExecutionRole(Construct):
                 ),
             ],
         )
+
+
+def training_image_repository_arn(scope: Construct, training_image: str) -> str:
+    """The ECR repository the training image comes from: the override's, or the built-in
+    k-means image's in the stack's region, its AWS-owned account looked up in a mapping made
+    from core/kmeans_images.json (a region missing there fails the deploy, naming the key)."""
+    stack = Stack.of(scope)
+    if training_image:
+        match = images.ECR_IMAGE.fullmatch(training_image)
+        assert match is not None  # the settings schema checked it
+        return stack.format_arn(
+            service="ecr",
+            region=match["region"],
+            account=match["account"],
+            resource="repository",
+            resource_name=match["repository"],
+        )
+    mapping = CfnMapping(
+        stack,
+        KMEANS_ACCOUNTS_MAPPING,
+        mapping={
+            region: {"account": account} for region, account in images.kmeans_registries().items()
+        },
+    )
+    return stack.format_arn(
+        service="ecr",
+        account=mapping.find_in_map(Aws.REGION, "account"),
+        resource="repository",
+        resource_name=images.kmeans_repository(),
+    )

@@ -72,6 +72,16 @@ def url_mode_synth(lambda_asset, tmp_path_factory) -> Synth:
     return _synth(URL_MODE_CONTEXT, lambda_asset, tmp_path_factory.mktemp("cdk-url"))
 
 
+@pytest.fixture(scope="session")
+def custom_image_synth(lambda_asset, tmp_path_factory) -> Synth:
+    """A training image of the deployer's own instead of the built-in k-means."""
+    return _synth(
+        {"training_image": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/kmeans:2"},
+        lambda_asset,
+        tmp_path_factory.mktemp("cdk-image"),
+    )
+
+
 @pytest.fixture
 def template(default_synth) -> Template:
     return default_synth.template

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from core.contracts import PIPELINE_EVENT_SOURCE, SAGEMAKER_NAME_PREFIX
+from core.images import kmeans_registries
 from tests.infra.cfn_text import actions_of, as_list, render, resources_of, role_statements
 
 
@@ -65,8 +66,50 @@ def test_sagemaker_execution_role_logs_and_metrics_are_limited_to_sagemaker(defa
         assert ":log-group:/aws/sagemaker/" in resource
     assert by_sid["PutSageMakerMetrics"]["Condition"]["StringLike"]["cloudwatch:namespace"]
     assert as_list(by_sid["AuthenticateToEcr"]["Action"]) == ["ecr:GetAuthorizationToken"]
-    for resource in resources_of(by_sid["PullBuiltInAlgorithmImages"]):
-        assert ":repository/" in resource and not resource.endswith("/*")
+    # And it pulls the k-means image from its region's AWS-owned account, looked up in a
+    # mapping of every region core/kmeans_images.json knows, and from no other account
+    (image_repository,) = as_list(by_sid["PullTheTrainingImage"]["Resource"])
+    parts = image_repository["Fn::Join"][1]
+    assert {"Fn::FindInMap": ["KmeansImageAccounts", {"Ref": "AWS::Region"}, "account"]} in parts
+    assert parts[-1] == ":repository/kmeans"
+    mapping = default_synth.template.to_json()["Mappings"]["KmeansImageAccounts"]
+    assert {region: row["account"] for region, row in mapping.items()} == kmeans_registries()
+
+
+def test_a_training_image_override_is_the_only_image_sagemaker_may_pull(custom_image_synth):
+    _, statements = _role(custom_image_synth, custom_image_synth.stack.sagemaker_execution)
+    (pull,) = [s for s in statements if s.get("Sid") == "PullTheTrainingImage"]
+    assert resources_of(pull) == [
+        "arn:${AWS::Partition}:ecr:eu-west-1:111122223333:repository/team/kmeans"
+    ]
+    assert "Mappings" not in custom_image_synth.template.to_json()
+
+
+def test_only_this_accounts_sagemaker_may_assume_the_execution_role(default_synth):
+    # Confused-deputy protection, as SageMaker's "Cross-service confused deputy prevention" page
+    # gives it for a role that serves training, transform and inference alike
+    role, _ = _role(default_synth, default_synth.stack.sagemaker_execution)
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert statement["Condition"] == {
+        "ArnLike": {
+            "aws:SourceArn": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        ":sagemaker:",
+                        {"Ref": "AWS::Region"},
+                        ":",
+                        {"Ref": "AWS::AccountId"},
+                        ":*",
+                    ],
+                ]
+            }
+        },
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+    }
 
 
 def test_pipeline_pods_role_is_assumed_through_pod_identity(default_synth):

@@ -6,7 +6,6 @@ import signal
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline.steps import images
 from pipeline.steps import sagemaker_jobs as jobs
 
 
@@ -195,20 +194,3 @@ def test_a_retried_deploy_that_already_happened_changes_nothing():
     fake.calls.clear()
     jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
     assert fake.calls == []
-
-
-@pytest.mark.parametrize(
-    ("region", "expected"),
-    [
-        ("us-east-1", "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"),
-        ("cn-north-1", "390948362332.dkr.ecr.cn-north-1.amazonaws.com.cn/kmeans:1"),
-    ],
-)
-def test_the_kmeans_image_is_resolved_for_the_region(region, expected):
-    assert images.kmeans_image(region) == expected
-
-
-def test_an_image_parameter_overrides_the_table_and_unknown_regions_say_what_to_do():
-    assert images.kmeans_image("xx-nowhere-1", "my/image:2") == "my/image:2"
-    with pytest.raises(ValueError, match="pass the training_image parameter"):
-        images.kmeans_image("xx-nowhere-1")
