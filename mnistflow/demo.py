@@ -30,7 +30,9 @@ from mnistflow.local.stack import LocalStack
 from mnistflow.status import describe_run
 
 DEMO_TIMEOUT_SECONDS = 300
-LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
+# One demo at a time per lock file; MNISTFLOW_DEMO_LOCK names another (the tests use their own).
+LOCK_FILE_VARIABLE = "MNISTFLOW_DEMO_LOCK"
+DEFAULT_LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
 _FINAL_KINDS = (KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED)
 
 
@@ -63,8 +65,8 @@ class DemoOutcome:
 class DemoLock:
     """One demo at a time on a machine: a second one says who holds the lock."""
 
-    def __init__(self, path: Path = LOCK_FILE) -> None:
-        self._path = path
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path or Path(os.environ.get(LOCK_FILE_VARIABLE) or DEFAULT_LOCK_FILE)
         self._file = None
 
     def __enter__(self) -> DemoLock:
