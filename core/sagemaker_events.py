@@ -63,6 +63,9 @@ class SageMakerResource:
         return None
 
 
+# Every status botocore's sagemaker service model (2017-07-24) lists for each resource:
+# TrainingJobStatus, TransformJobStatus and EndpointStatus. tests/unit/test_sagemaker_statuses.py
+# reads the enums from the installed model, so a status AWS adds cannot go unnoticed.
 _JOB_STATUSES = {
     "InProgress": rr.IN_PROGRESS,
     "Stopping": rr.STOPPING,
@@ -74,9 +77,9 @@ TRAINING_JOB = SageMakerResource(
     step="training",
     noun="TrainingJob",
     detail_type="SageMaker Training Job State Change",
-    statuses=_JOB_STATUSES,
+    statuses={**_JOB_STATUSES, "Deleting": rr.DELETING},
     done=frozenset({"Completed"}),
-    failed=frozenset({"Failed", "Stopped"}),
+    failed=frozenset({"Failed", "Stopped", "Deleting"}),
     first_status="InProgress",
 )
 TRANSFORM_JOB = SageMakerResource(
@@ -101,9 +104,14 @@ ENDPOINT = SageMakerResource(
         "InService": rr.IN_SERVICE,
         "Deleting": rr.DELETING,
         "Failed": rr.FAILED,
+        # An update failed and so did its rollback: the endpoint is left in an unknown state.
+        "UpdateRollbackFailed": rr.FAILED,
     },
     done=frozenset({"InService"}),
-    failed=frozenset({"Failed", "OutOfService", "RollingBack"}),
+    # A deploy waits through Creating, Updating and SystemUpdating; anything else ends it.
+    failed=frozenset(
+        {"Failed", "OutOfService", "RollingBack", "UpdateRollbackFailed", "Deleting"}
+    ),
     first_status="Creating",
     events_upper_snake=True,
 )

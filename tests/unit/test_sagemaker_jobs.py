@@ -194,3 +194,22 @@ def test_a_retried_deploy_that_already_happened_changes_nothing():
     fake.calls.clear()
     jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("status", ["UpdateRollbackFailed", "Deleting", "OutOfService"])
+def test_a_deploy_ends_at_once_on_an_endpoint_state_it_cannot_wait_through(status):
+    # Given a shared endpoint whose update went wrong (every EndpointStatus of botocore's model
+    # is either awaited or final: tests/unit/test_sagemaker_statuses.py)
+    fake = FakeSageMaker()
+    fake.configs.add("old-epc")
+    fake.create_endpoint("mnist-e", "old-epc", TAGS)
+    fake.endpoints["mnist-e"]["EndpointStatus"] = status
+    fake.endpoints["mnist-e"]["FailureReason"] = "the update's rollback failed"
+    sleeps = []
+    # When the deploy step moves it to the new config, Then it fails with the state, not a timeout
+    with pytest.raises(jobs.StepFailed, match=f"endpoint mnist-e ended {status}"):
+        jobs.ensure_endpoint(
+            fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, sleep=sleeps.append,
+            **NO_WAIT,
+        )  # fmt: skip
+    assert sleeps == []
