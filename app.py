@@ -12,9 +12,8 @@ import os
 import sys
 
 from core.settings import SettingError
-from stacks.app_factory import create_app
+from stacks.app_factory import NAG_PREFIXES, create_app
 
-NAG_PREFIX = "AwsSolutions-"
 EXIT_BAD_CONTEXT = 2
 
 
@@ -29,7 +28,7 @@ def main() -> int:
         f"[{message.level.value}] {message.id}: {message.entry.data}"
         for stack in assembly.stacks
         for message in stack.messages
-        if str(message.entry.data).startswith(NAG_PREFIX)
+        if str(message.entry.data).startswith(NAG_PREFIXES)
     ]
     for finding in findings:
         print(finding, file=sys.stderr)

@@ -62,7 +62,7 @@ def lambda_environment(spec_path: Path) -> dict[str, str]:
         "kfp_token_secret_arn": "",
         "pipeline_spec_path": str(spec_path),
         "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
-        "event_bus_name": contracts.DEFAULT_EVENT_BUS,
+        "event_bus_name": contracts.PIPELINE_EVENT_BUS,
     }
     return {
         **os.environ,

@@ -124,8 +124,16 @@ STATUS_RUNNING = "RUNNING"
 STATUS_SUCCEEDED = "SUCCEEDED"
 STATUS_FAILED = "FAILED"
 
-# The account's default EventBridge bus, where SageMaker's events arrive.
-DEFAULT_EVENT_BUS = "default"
+# The product's own EventBridge bus, where only the pipeline's pods may put the pipeline's
+# events (SageMaker's arrive on the account's default bus).
+PIPELINE_EVENT_BUS = f"{PRODUCT_PREFIX}flow-pipeline-events"
+
+# Kubernetes: the group start-run's EKS access entry puts it in (a Role in the KFP namespace
+# lets the group reach the API through the service proxy), and KFP's own runner Role
+# (manifests/kustomize/base/pipeline/pipeline-runner-role.yaml), which the pipeline's pods
+# get through their own service account.
+START_RUN_KUBERNETES_GROUP = f"{PRODUCT_PREFIX}flow-start-run"
+KFP_RUNNER_ROLE = "pipeline-runner"
 
 # Physical names the stack gives its data resources; the local stack creates the same ones.
 RUNS_TABLE_NAME = f"{PRODUCT_PREFIX}flow-runs"

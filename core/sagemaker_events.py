@@ -109,9 +109,7 @@ ENDPOINT = SageMakerResource(
     },
     done=frozenset({"InService"}),
     # A deploy waits through Creating, Updating and SystemUpdating; anything else ends it.
-    failed=frozenset(
-        {"Failed", "OutOfService", "RollingBack", "UpdateRollbackFailed", "Deleting"}
-    ),
+    failed=frozenset({"Failed", "OutOfService", "RollingBack", "UpdateRollbackFailed", "Deleting"}),
     first_status="Creating",
     events_upper_snake=True,
 )

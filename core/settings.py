@@ -47,6 +47,10 @@ class SettingError(ValueError):
 # -- kinds: how a value is read, checked, written to an environment, typed in the pipeline ----
 
 
+# cdk.json ships placeholders for what a deployer must fill in; they all start with this.
+PLACEHOLDER_PREFIX = "REPLACE-WITH-"
+
+
 @dataclass(frozen=True)
 class Text:
     pattern: re.Pattern[str] | None = None
@@ -63,6 +67,11 @@ class Text:
         value = raw.strip()
         if not value:
             return ""
+        if value.startswith(PLACEHOLDER_PREFIX):
+            raise ValueError(
+                f"is still cdk.json's placeholder {value!r}: set it in cdk.json or with"
+                " `-c <key>=<value>`"
+            )
         if self.choices and value not in self.choices:
             raise ValueError(f"must be one of {', '.join(self.choices)} (got {value!r})")
         if self.max_chars is not None and len(value) > self.max_chars:
@@ -80,9 +89,12 @@ class Text:
 class Whole:
     minimum: int
     maximum: int
+    optional: bool = False  # None (null, empty, absent) means "not set"
     python_type: type = int
 
-    def parse(self, raw: Any) -> int:
+    def parse(self, raw: Any) -> int | None:
+        if self.optional and (raw is None or (isinstance(raw, str) and not raw.strip())):
+            return None
         if isinstance(raw, bool):
             raise ValueError(f"must be a whole number (got {raw!r})")
         try:
@@ -94,7 +106,7 @@ class Whole:
         return number
 
     def to_env(self, value: Any) -> str:
-        return str(value)
+        return "" if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -261,8 +273,11 @@ PARAMETERS: tuple[Parameter, ...] = (
     _context(
         "kfp_service_account",
         K8S_SUBDOMAIN,
-        "pipeline-runner",
-        "service account the pipeline's pods run as",
+        f"{contracts.PRODUCT_PREFIX}flow-pipeline",
+        "service account the pipeline's pods run as (start-run names it on each run); standalone"
+        " KFP: the product's own, bound to KFP's runner Role; multi-user: the profile's"
+        " default-editor",
+        functions=START_RUN_ONLY,
     ),
     _context(
         "kfp_url",
@@ -304,6 +319,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
     ),
     # What every run trains and deploys with (the pipeline's parameters).
+    _context(
+        "allowed_instance_types",
+        TextList(INSTANCE_TYPE, unique=True),
+        (),
+        "the instance types a run may use (an IAM condition on SageMaker's create calls);"
+        " empty: the train, transform and endpoint instance types above",
+    ),
     _context(
         "training_image",
         Text(images.ECR_IMAGE, "an ECR image, <account>.dkr.ecr.<region>.<domain>/<repo>:<tag>"),
@@ -405,6 +427,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         pipeline=True,
     ),
     # Housekeeping.
+    _context(
+        "reserved_concurrency",
+        Whole(1, 1000, optional=True),
+        None,
+        "reserved concurrency of each function; unset by default (accounts whose concurrency"
+        " quota is 10 refuse any reservation)",
+    ),
     _context("runs_retention_days", DAYS, 30, "lifecycle expiry of runs/ in the data bucket"),
     _context("access_logs_retention_days", DAYS, 90, "expiry of the bucket's server access logs"),
     _context(
@@ -646,3 +675,13 @@ def run_parameters(settings: Mapping[str, Any], **run: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"not per-run pipeline parameters: {', '.join(sorted(unknown))}")
     return parameters
+
+
+def allowed_instance_types(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """The instance types a run may use: the context's list, else the configured three."""
+    configured = (
+        settings["train_instance_type"],
+        settings["transform_instance_type"],
+        settings["endpoint_instance_type"],
+    )
+    return tuple(settings["allowed_instance_types"]) or tuple(dict.fromkeys(configured))

@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import App, Aspects, Environment
-from cdk_nag import AwsSolutionsChecks
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from core.settings import cdk_json_context, read_context
 from stacks.lambda_asset import build_lambda_asset
 from stacks.mnist_flow_stack import MnistFlowStack
 from stacks.names import STACK_ID
+
+# The cdk-nag rule packs every synth runs; a finding is fixed, or suppressed with a reason.
+NAG_PACKS = (AwsSolutionsChecks, ServerlessChecks)
+# The prefixes their findings carry (cdk-nag names a rule `<pack name>-<rule>`).
+NAG_PREFIXES = ("AwsSolutions-", "Serverless-")
 
 
 def create_app(
@@ -37,7 +42,8 @@ def create_app(
         lambda_code_folder=lambda_code_folder or build_lambda_asset(),
         env=_environment(),
     )
-    Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    for pack in NAG_PACKS:
+        Aspects.of(app).add(pack(verbose=True))
     return app, stack
 
 

@@ -1,10 +1,10 @@
-"""ARN patterns for the resources this product owns outside the stack (SageMaker, logs, ECR)."""
+"""ARN patterns for the resources this product owns outside the stack (SageMaker, logs)."""
 
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Stack
 
-from core.contracts import DEFAULT_EVENT_BUS, SAGEMAKER_NAME_PREFIX
+from core.contracts import SAGEMAKER_NAME_PREFIX
 
 # SageMaker resource types a run creates (the ARN's resource part before the name).
 SAGEMAKER_RESOURCE_TYPES = ("training-job", "model", "transform-job", "endpoint-config", "endpoint")
@@ -27,8 +27,3 @@ def log_group_arn(stack: Stack, name_pattern: str) -> str:
         resource_name=name_pattern,
         arn_format=ArnFormat.COLON_RESOURCE_NAME,
     )
-
-
-def default_event_bus_arn(stack: Stack) -> str:
-    """The account's default EventBridge bus in the stack's region."""
-    return stack.format_arn(service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS)

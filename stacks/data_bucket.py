@@ -43,7 +43,7 @@ class DataBucket(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(expiration=Duration.days(access_logs_retention_days))
             ],
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         NagSuppressions.add_resource_suppressions(
             self.logs_bucket,
@@ -81,8 +81,11 @@ class DataBucket(Construct):
                     ),
                 ),
             ],
-            # Datasets and run outputs outlive the stack; delete them on purpose, not by accident.
-            removal_policy=RemovalPolicy.RETAIN,
+            # Datasets and run outputs outlive the stack: delete them on purpose, not by accident.
+            # RetainExceptOnCreate: kept when the stack is deleted, but removed when the deploy
+            # that created them rolls back, so a failed first deploy leaves no bucket whose
+            # fixed name would make the next one fail with "already exists".
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
 
     def start_on_upload(self, function: lambda_.IFunction) -> None:

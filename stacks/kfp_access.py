@@ -1,12 +1,14 @@
 """How the start-run Lambda reaches the KFP API: the cluster API (access entry) or a direct URL.
 
-Cluster mode: the Lambda's role gets an EKS access entry with `AmazonEKSEditPolicy` scoped to
-the KFP namespace. The Lambda calls KFP through the API server's service proxy
-(`services/ml-pipeline:http/proxy/...`), which Kubernetes authorizes as `create`/`get` on the
-`services/proxy` subresource. Of the AWS-managed access policies only Edit and Admin (and
-ClusterAdmin) grant `services/proxy`; View does not. Edit is the narrowest of them, and the
-namespace scope keeps it out of every other namespace. A tighter grant needs a custom RBAC Role
-bound to an access-entry group, which CloudFormation cannot create inside the cluster.
+Cluster mode: the Lambda's role gets an EKS access entry (type STANDARD) that puts it in one
+Kubernetes group, and no AWS-managed access policy: AmazonEKSEditPolicy, the narrowest that
+allows `services/proxy`, also allows secrets, `pods/exec` and impersonating service accounts.
+What the group may do is a namespaced Role shipped with the product (`mnistflow
+kubernetes-manifest`, docs/deploy.md): `get` and `create` on `services/proxy` of ml-pipeline only,
+which is how Kubernetes authorizes GET and POST through the API server's service proxy
+(k8s.io/apiserver requestinfo.go: GET -> get, POST -> create). EKS does not check that the group
+is bound to anything ("creating-access-entries": "Amazon EKS doesn't confirm..."): until the
+manifest is applied, every call is refused, and the RUN_FAILED email says what to check.
 
 URL mode: the Lambda reads a bearer token from Secrets Manager; no cluster permission at all.
 """
@@ -18,13 +20,9 @@ from aws_cdk import aws_eks as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from core.contracts import KFP_MODE_CLUSTER
+from core.contracts import KFP_MODE_CLUSTER, START_RUN_KUBERNETES_GROUP
 from core.settings import Settings
-from stacks.names import (
-    EKS_ACCESS_ENTRY_TYPE,
-    EKS_ACCESS_POLICY_NAME,
-    EKS_ACCESS_SCOPE_NAMESPACE,
-)
+from stacks.names import EKS_ACCESS_ENTRY_TYPE
 
 SECRET_ARN_RANDOM_SUFFIX = "-??????"  # noqa: S105 (not a password) - Secrets Manager appends six random characters
 
@@ -62,21 +60,7 @@ class KfpAccess(Construct):
                 cluster_name=self._settings.eks_cluster_name,
                 principal_arn=role.role_arn,
                 type=EKS_ACCESS_ENTRY_TYPE,
-                access_policies=[
-                    eks.CfnAccessEntry.AccessPolicyProperty(
-                        policy_arn=Stack.of(self).format_arn(
-                            service="eks",
-                            region="",
-                            account="aws",
-                            resource="cluster-access-policy",
-                            resource_name=EKS_ACCESS_POLICY_NAME,
-                        ),
-                        access_scope=eks.CfnAccessEntry.AccessScopeProperty(
-                            type=EKS_ACCESS_SCOPE_NAMESPACE,
-                            namespaces=[self._settings.kfp_namespace],
-                        ),
-                    )
-                ],
+                kubernetes_groups=[START_RUN_KUBERNETES_GROUP],
             )
         else:
             role.add_to_principal_policy(

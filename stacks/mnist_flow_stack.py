@@ -10,8 +10,9 @@ from constructs import Construct
 
 from core import contracts
 from core.contracts import INCOMING_PREFIX
-from core.settings import Settings
+from core.settings import Settings, allowed_instance_types
 from stacks import names
+from stacks.alarms import ALARM_NAME_PREFIX
 from stacks.data_bucket import DataBucket
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
@@ -54,13 +55,18 @@ class MnistFlowStack(Stack):
         )
         runs = RunsTable(self, names.RUNS_TABLE_ID)
         notifications = Notifications(
-            self, names.NOTIFICATIONS_ID, emails=settings.notification_emails
+            self,
+            names.NOTIFICATIONS_ID,
+            emails=settings.notification_emails,
+            alarm_name_prefix=ALARM_NAME_PREFIX,
         )
         operations = OperationsTopic(
             self,
             names.OPERATIONS_TOPIC_ID,
             key=notifications.key,
             emails=settings.operations_emails,
+            alarm_name_prefix=ALARM_NAME_PREFIX,
+            undelivered=notifications.undelivered,
         )
         execution = SageMakerExecutionRole(
             self,
@@ -88,11 +94,12 @@ class MnistFlowStack(Stack):
                 "kfp_token_secret_arn": kfp.token_secret_arn,
                 "pipeline_spec_path": contracts.PIPELINE_SPEC_FILE,
                 "sagemaker_role_arn": execution.role.role_arn,
-                "event_bus_name": contracts.DEFAULT_EVENT_BUS,  # the exit handler reports there
+                "event_bus_name": contracts.PIPELINE_EVENT_BUS,  # the exit handler reports there
             },
             log_retention_days=settings.log_retention_days,
             operations_topic=operations.topic,
             failures_mean="an upload event was not handled after its retries",
+            reserved_concurrency=settings.reserved_concurrency,
             **_vpc_placement(self, settings),
         )
         start_run.grant_runs_and_notifications(runs.table, notifications.topic)
@@ -112,6 +119,7 @@ class MnistFlowStack(Stack):
             log_retention_days=settings.log_retention_days,
             operations_topic=operations.topic,
             failures_mean="a SageMaker or pipeline event never reached its run record",
+            reserved_concurrency=settings.reserved_concurrency,
         )
         track_progress.grant_runs_and_notifications(runs.table, notifications.topic)
         rules = ProgressRules(self, names.PROGRESS_RULES_ID, target=track_progress)
@@ -121,10 +129,13 @@ class MnistFlowStack(Stack):
             names.PIPELINE_POD_ROLE_ID,
             bucket=data.bucket,
             execution_role=execution.role,
+            event_bus=rules.pipeline_bus,
             cluster_name=settings.eks_cluster_name,
             namespace=settings.kfp_namespace,
             service_account=settings.kfp_service_account,
+            instance_types=allowed_instance_types(settings),
         )
+        rules.admit_only(pods.role)
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
 
         self.data_bucket = data

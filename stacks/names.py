@@ -23,9 +23,7 @@ KFP_ACCESS_ID = "KfpAccess"
 PIPELINE_POD_ROLE_ID = "PipelinePods"
 PROGRESS_RULES_ID = "ProgressRules"
 
-# EKS: the AWS-managed access policy for the start-run Lambda (see kfp_access.py for why).
-EKS_ACCESS_POLICY_NAME = "AmazonEKSEditPolicy"
-EKS_ACCESS_SCOPE_NAMESPACE = "namespace"
+# EKS: start-run's access entry, whose Kubernetes group a namespaced Role authorizes.
 EKS_ACCESS_ENTRY_TYPE = "STANDARD"
 
 # Stack outputs.

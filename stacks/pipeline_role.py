@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Stack
 from aws_cdk import aws_eks as eks
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from core.contracts import PIPELINE_EVENT_SOURCE, RUNS_PREFIX, SAGEMAKER_NAME_PREFIX
-from stacks.arns import SAGEMAKER_RESOURCE_TYPES, default_event_bus_arn, product_sagemaker_arns
+from stacks.arns import SAGEMAKER_RESOURCE_TYPES, product_sagemaker_arns
 from stacks.data_bucket import run_data_statements
 from stacks.sagemaker_role import SAGEMAKER_SERVICE
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 # What the pipeline's steps do with SageMaker: create, wait (describe), stop on cancel, move a
-# named endpoint to a new config, tag what they create.
-PIPELINE_SAGEMAKER_ACTIONS = (
+# named endpoint to a new config, tag what they create. The creates that choose instances are
+# apart: `sagemaker:InstanceTypes` holds for them (service authorization reference:
+# CreateTrainingJob, CreateTransformJob, CreateEndpointConfig; not CreateEndpoint/CreateModel).
+SAGEMAKER_CREATES_WITH_INSTANCES = (
     "sagemaker:CreateTrainingJob",
+    "sagemaker:CreateTransformJob",
+    "sagemaker:CreateEndpointConfig",
+)
+PIPELINE_SAGEMAKER_ACTIONS = (
     "sagemaker:DescribeTrainingJob",
     "sagemaker:StopTrainingJob",
     "sagemaker:CreateModel",
     "sagemaker:DescribeModel",
-    "sagemaker:CreateTransformJob",
     "sagemaker:DescribeTransformJob",
     "sagemaker:StopTransformJob",
-    "sagemaker:CreateEndpointConfig",
     "sagemaker:DescribeEndpointConfig",
     "sagemaker:CreateEndpoint",
     "sagemaker:DescribeEndpoint",
     "sagemaker:UpdateEndpoint",
     "sagemaker:AddTags",
-    "sagemaker:ListTags",
 )
 # events:source is a PutEvents condition key (service authorization reference). It holds the
 # source of every entry of the request (up to ten), so the grant requires all of them to be the
@@ -53,9 +59,11 @@ class PipelinePodRole(Construct):
         *,
         bucket: s3.IBucket,
         execution_role: iam.IRole,
+        event_bus: events.IEventBus,
         cluster_name: str,
         namespace: str,
         service_account: str,
+        instance_types: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -63,14 +71,36 @@ class PipelinePodRole(Construct):
         self.role = iam.Role(
             self,
             "Role",
-            # Pod Identity needs sts:TagSession next to sts:AssumeRole.
-            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal(POD_IDENTITY_SERVICE)),
+            # Pod Identity needs sts:TagSession next to sts:AssumeRole, and sends the pod's
+            # namespace, service account and cluster as session tags, which the trust checks
+            # (EKS user guide, "Create IAM role with trust policy required by EKS Pod Identity").
+            assumed_by=iam.SessionTagsPrincipal(
+                iam.ServicePrincipal(
+                    POD_IDENTITY_SERVICE,
+                    conditions={
+                        "StringEquals": pod_session_tags(cluster_name, namespace, service_account)
+                    },
+                )
+            ),
             description=f"KFP pipeline pods ({namespace}/{service_account}) of the MNIST product",
         )
         policy = iam.Policy(
             self,
             "Policy",
             statements=[
+                iam.PolicyStatement(
+                    sid="CreateProductSageMakerResourcesOnAllowedInstances",
+                    actions=list(SAGEMAKER_CREATES_WITH_INSTANCES),
+                    resources=product_sagemaker_arns(stack),
+                    # Multi-valued: every instance type of the request must be allowed, and the
+                    # request must carry the key (an empty set passes ForAllValues).
+                    conditions={
+                        "ForAllValues:StringEquals": {
+                            "sagemaker:InstanceTypes": list(instance_types)
+                        },
+                        "Null": {"sagemaker:InstanceTypes": "false"},
+                    },
+                ),
                 iam.PolicyStatement(
                     sid="RunProductSageMakerResources",
                     actions=list(PIPELINE_SAGEMAKER_ACTIONS),
@@ -83,12 +113,12 @@ class PipelinePodRole(Construct):
                     conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_SERVICE}},
                 ),
                 *run_data_statements(bucket),
-                # The exit handler reports the run's final state on the default bus, where the
-                # tracking rule listens; no other bus, no other source.
+                # The exit handler reports the run's final state on the product's own bus,
+                # where the tracking rule listens; no other bus, no other source.
                 iam.PolicyStatement(
                     sid="ReportRunStateToEventBridge",
                     actions=["events:PutEvents"],
-                    resources=[default_event_bus_arn(stack)],
+                    resources=[event_bus.event_bus_arn],
                     conditions=PUT_PIPELINE_EVENTS_CONDITIONS,
                 ),
             ],
@@ -135,3 +165,16 @@ class PipelinePodRole(Construct):
                 service_account=service_account,
                 role_arn=self.role.role_arn,
             )
+
+
+def pod_session_tags(cluster_name: str, namespace: str, service_account: str) -> dict[str, str]:
+    """The session tags Pod Identity sends (eks-cluster-name, kubernetes-namespace,
+    kubernetes-service-account), as the trust requires them: only this service account's pods,
+    of this cluster when one is named."""
+    tags = {
+        "aws:RequestTag/kubernetes-namespace": namespace,
+        "aws:RequestTag/kubernetes-service-account": service_account,
+    }
+    if cluster_name:
+        tags["aws:RequestTag/eks-cluster-name"] = cluster_name
+    return tags

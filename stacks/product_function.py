@@ -17,34 +17,37 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from core import contracts
 from core.settings import environment
+from stacks.alarms import errors_alarm, waiting_messages_alarm
+from stacks.queues import last_stop_queue
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
-BASIC_EXECUTION_POLICY = "service-role/AWSLambdaBasicExecutionRole"
-VPC_EXECUTION_POLICY = "service-role/AWSLambdaVPCAccessExecutionRole"
-FAILED_EVENTS_RETENTION_DAYS = 14
+LAMBDA_SERVICE = "lambda.amazonaws.com"
+# What a function in a VPC needs to attach its network interfaces: the EC2 actions of the
+# AWS-managed AWSLambdaVPCAccessExecutionRole, without its logs:* on every log group. EC2 offers
+# no resource-level permission for them.
+VPC_NETWORK_INTERFACE_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+
 # Asynchronous invocations: retried by Lambda, then sent to the failure queue.
 RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 6 * 60 * 60
-ALARM_PERIOD_MINUTES = 5
-ALARM_EVALUATION_PERIODS = 1
-# One message left in a failure queue is one event that was never handled.
-FAILED_EVENTS_THRESHOLD = 1
-# One failed invocation in a period: the handlers re-raise, so each one is a real failure.
-ERRORS_THRESHOLD = 1
-
 # The retention periods CloudWatch Logs accepts, in days.
 _RETENTION_BY_DAYS = {
     1: logs.RetentionDays.ONE_DAY,
@@ -92,18 +95,15 @@ class ProductFunction(Construct):
         log_retention_days: int,
         operations_topic: sns.ITopic,
         failures_mean: str,
+        reserved_concurrency: int | None = None,
         **function_props: Any,
     ) -> None:
         """`name` is one of core.contracts.FUNCTIONS; `values` holds what its environment needs,
         by settings key; `failures_mean` says what a message in the failure queue is."""
         super().__init__(scope, construct_id(name))
         self.name = name
-        self.failed_events = sqs.Queue(
-            self,
-            "FailedEvents",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(FAILED_EVENTS_RETENTION_DAYS),
+        self.failed_events = last_stop_queue(
+            self, "FailedEvents", holds=f"events the {name} function could not handle"
         )
         self.log_group = logs.LogGroup(
             self,
@@ -111,9 +111,35 @@ class ProductFunction(Construct):
             retention=log_retention(log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # A role of its own, instead of the basic execution policy's logs:* on every log group:
+        # the function writes to its own log group and nowhere else.
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal(LAMBDA_SERVICE),
+            description=f"The {name} Lambda function",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteItsOwnLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                # The log group's Arn attribute ends in `:*`: its streams, no other group's.
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        if "vpc" in function_props:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="AttachNetworkInterfaces",
+                    actions=list(VPC_NETWORK_INTERFACE_ACTIONS),
+                    resources=["*"],
+                )
+            )
         self.function = lambda_.Function(
             self,
             "Function",
+            role=role,
+            reserved_concurrent_executions=reserved_concurrency,
             description=description,
             runtime=LAMBDA_RUNTIME,
             architecture=lambda_.Architecture.X86_64,  # the asset's wheels are manylinux x86_64
@@ -140,11 +166,12 @@ class ProductFunction(Construct):
         return role
 
     def grant_runs_and_notifications(self, table: dynamodb.ITable, topic: sns.ITopic) -> None:
-        """What every function needs: read and write run records, publish notifications."""
+        """What every function needs: write run records (conditional UpdateItem is the only
+        call either makes; it returns the item as it was), publish notifications."""
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
-                sid="ReadAndWriteRunRecords",
-                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                sid="WriteRunRecords",
+                actions=["dynamodb:UpdateItem"],
                 resources=[table.table_arn],
             )
         )
@@ -165,70 +192,49 @@ class ProductFunction(Construct):
         )
 
     def _alarms(self, topic: sns.ITopic, failures_mean: str) -> dict[str, cloudwatch.Alarm]:
-        period = Duration.minutes(ALARM_PERIOD_MINUTES)
-        alarms = {
-            "FailedEventsAlarm": cloudwatch.Alarm(
+        return {
+            "FailedEventsAlarm": waiting_messages_alarm(
                 self,
                 "FailedEventsAlarm",
-                alarm_description=(
-                    f"{self.name}: {failures_mean}. At least one message is waiting in the "
-                    "failure queue; read it, fix the cause, then redrive or delete it."
-                ),
-                metric=self.failed_events.metric_approximate_number_of_messages_visible(
-                    period=period, statistic=cloudwatch.Stats.MAXIMUM
-                ),
-                threshold=FAILED_EVENTS_THRESHOLD,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                evaluation_periods=ALARM_EVALUATION_PERIODS,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                queue=self.failed_events,
+                name=f"{self.name}-failed-events",
+                what=f"{self.name}: {failures_mean}",
+                topic=topic,
             ),
-            "ErrorsAlarm": cloudwatch.Alarm(
+            "ErrorsAlarm": errors_alarm(
                 self,
                 "ErrorsAlarm",
-                alarm_description=(
-                    f"{self.name} Lambda: at least one invocation failed in "
-                    f"{ALARM_PERIOD_MINUTES} minutes; see the function's logs."
-                ),
-                metric=self.function.metric_errors(period=period, statistic=cloudwatch.Stats.SUM),
-                threshold=ERRORS_THRESHOLD,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                evaluation_periods=ALARM_EVALUATION_PERIODS,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                function=self.function,
+                name=f"{self.name}-errors",
+                what=f"{self.name} Lambda",
+                topic=topic,
             ),
         }
-        notify = cloudwatch_actions.SnsAction(topic)
-        for alarm in alarms.values():
-            alarm.add_alarm_action(notify)
-        return alarms
 
     def _suppress_findings(self, *, in_vpc: bool) -> None:
-        managed = (
-            (BASIC_EXECUTION_POLICY, VPC_EXECUTION_POLICY) if in_vpc else (BASIC_EXECUTION_POLICY,)
-        )
-        NagSuppressions.add_resource_suppressions(
-            self.role,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-IAM4",
-                    reason=(
-                        "AWS-managed Lambda execution policies: CloudWatch Logs (and, in a VPC, "
-                        "network interfaces) for this function; AWS keeps them current."
-                    ),
-                    applies_to=[
-                        f"Policy::arn:<AWS::Partition>:iam::aws:policy/{name}" for name in managed
-                    ],
+        reasons = [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason=(
+                    "X-Ray PutTraceSegments/PutTelemetryRecords (active tracing) have no "
+                    "resource type, so they can only be granted on '*'."
                 ),
+                applies_to=["Resource::*"],
+            ),
+        ]
+        if in_vpc:
+            reasons.append(
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
                     reason=(
-                        "X-Ray PutTraceSegments/PutTelemetryRecords (active tracing) have no "
-                        "resource type, so they can only be granted on '*'."
+                        "Attaching the function's network interfaces in its VPC: these EC2 "
+                        "actions have no resource-level permissions (the same actions as the "
+                        "AWS-managed AWSLambdaVPCAccessExecutionRole, without its logs:*)."
                     ),
                     applies_to=["Resource::*"],
-                ),
-            ],
-            apply_to_children=True,
-        )
+                )
+            )
+        NagSuppressions.add_resource_suppressions(self.role, reasons, apply_to_children=True)
         NagSuppressions.add_resource_suppressions(
             self.function,
             [
@@ -242,15 +248,22 @@ class ProductFunction(Construct):
             ],
         )
         NagSuppressions.add_resource_suppressions(
-            self.failed_events,
+            self.function,
             [
                 NagPackSuppression(
-                    id="AwsSolutions-SQS3",
+                    id="Serverless-LambdaLatestVersion",
                     reason=(
-                        "This queue is itself the last stop for events the function could not "
-                        "handle (its on-failure destination and dead-letter queue); nothing "
-                        "consumes it automatically."
+                        "The product targets Python 3.12 (architecture contract): the Lambda "
+                        "dependencies are built and tested for 3.12, not the newest runtime."
                     ),
-                )
+                ),
+                NagPackSuppression(
+                    id="Serverless-LambdaDLQ",
+                    reason=(
+                        "Invoked asynchronously only (S3, EventBridge): failed events go to the "
+                        "function's on-failure destination (failed_events), which also records "
+                        "the error and the retries, what a DeadLetterConfig would not."
+                    ),
+                ),
             ],
         )

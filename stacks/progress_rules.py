@@ -11,13 +11,19 @@ retries, then its on-failure destination: the message wraps the event in `reques
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from core import sagemaker_events
-from core.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE, SAGEMAKER_NAME_PREFIX
+from core.contracts import (
+    PIPELINE_EVENT_BUS,
+    PIPELINE_EVENT_DETAIL_TYPE,
+    PIPELINE_EVENT_SOURCE,
+    SAGEMAKER_NAME_PREFIX,
+)
 from stacks.product_function import ProductFunction
 
 PIPELINE_RULE_ID = "PipelineRunStateChange"
@@ -32,17 +38,21 @@ def rule_id(resource: sagemaker_events.SageMakerResource) -> str:
 
 
 class ProgressRules(Construct):
-    """One rule per SageMaker resource type the product follows, and one for the pipeline."""
+    """One rule per SageMaker resource type the product follows (on the default bus, where
+    SageMaker puts them), and one for the pipeline's final-state event on the product's own
+    bus, `pipeline_bus`, which only the pipeline's pods may write to (`admit_only`)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, target: ProductFunction) -> None:
         super().__init__(scope, construct_id)
+        self.pipeline_bus = events.EventBus(
+            self, "PipelineEventBus", event_bus_name=PIPELINE_EVENT_BUS
+        )
         invoke = targets.LambdaFunction(
             target.function,
             retry_attempts=TARGET_RETRY_ATTEMPTS,
             max_event_age=Duration.seconds(TARGET_MAX_EVENT_AGE_SECONDS),
             dead_letter_queue=target.failed_events,
         )
-        # On the default bus: where SageMaker's events arrive and the pipeline puts its own.
         self.rules: dict[str, events.Rule] = {}
         for resource in sagemaker_events.RESOURCES:
             self.rules[rule_id(resource)] = events.Rule(
@@ -60,9 +70,38 @@ class ProgressRules(Construct):
             self,
             PIPELINE_RULE_ID,
             description="The MNIST pipeline's final-state event (its exit handler puts it)",
+            event_bus=self.pipeline_bus,
             event_pattern=events.EventPattern(
                 source=[PIPELINE_EVENT_SOURCE],
                 detail_type=[PIPELINE_EVENT_DETAIL_TYPE],
             ),
             targets=[invoke],
         )
+
+    def admit_only(self, writer: iam.IRole) -> None:
+        """Deny events:PutEvents on the pipeline's bus to every principal but `writer`.
+
+        Within one account an allow in either the identity's policy or the bus's policy is
+        enough ("Policy evaluation for requests within a single account"), so a bus policy that
+        only allows would stop nobody: the deny, on aws:PrincipalArn (a role's ARN, not its
+        session's), is what keeps others from forging a run's final state.
+        """
+        deny = iam.PolicyStatement(
+            sid="OnlyThePipelinesPodsMayPutEvents",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["events:PutEvents"],
+            # The ARN from the bus's name: its own Arn attribute would make the bus depend on
+            # itself.
+            resources=[
+                Stack.of(self).format_arn(
+                    service="events", resource="event-bus", resource_name=PIPELINE_EVENT_BUS
+                )
+            ],
+            conditions={"ArnNotEquals": {"aws:PrincipalArn": writer.role_arn}},
+        )
+        # The bus's own Policy property (AWS::Events::EventBus), rather than a separate
+        # AWS::Events::EventBusPolicy, whose CDK class warns of a deprecated property at synth.
+        bus = self.pipeline_bus.node.default_child
+        assert isinstance(bus, events.CfnEventBus)
+        bus.policy = iam.PolicyDocument(statements=[deny]).to_json()

@@ -25,6 +25,8 @@ class RunsTable(Construct):
                 point_in_time_recovery_enabled=True
             ),
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            # The run history is the product's audit trail; keep it if the stack goes.
-            removal_policy=RemovalPolicy.RETAIN,
+            # The run history is the product's audit trail: kept if the stack goes, but removed
+            # if the deploy that created it rolls back (RetainExceptOnCreate), so a failed first
+            # deploy leaves nothing behind under the table's fixed name.
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )

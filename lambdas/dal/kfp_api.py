@@ -94,6 +94,7 @@ class KfpHttpApi(KfpRunsApi):
         description: str,
         pipeline_spec: dict[str, Any],
         parameters: dict[str, Any],
+        service_account: str = "",
     ) -> KfpRun:
         payload = {
             "display_name": display_name,
@@ -102,6 +103,8 @@ class KfpHttpApi(KfpRunsApi):
             "pipeline_spec": pipeline_spec,
             "runtime_config": {"parameters": parameters},
         }
+        if service_account:
+            payload["service_account"] = service_account  # run.proto Run.service_account
         return _run(self._call("POST", "/runs", body=payload))
 
     def get_run(self, run_id: str) -> KfpRun:

@@ -92,7 +92,10 @@ class KfpRunsApi(ABC):
         description: str,
         pipeline_spec: dict[str, Any],
         parameters: dict[str, Any],
-    ) -> KfpRun: ...
+        service_account: str = "",
+    ) -> KfpRun:
+        """`service_account`: the Kubernetes service account the run's pods use ("" = KFP's
+        default, `pipeline-runner`)."""
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,7 @@ class StartRun:
             description=f"MNIST run for {dataset.uri}"[:1000],
             pipeline_spec=self._pipeline_spec(),
             parameters=self.parameters(key, dataset),
+            service_account=self._settings.kfp_service_account,
         )
         return run, True
 

@@ -271,6 +271,7 @@ class LocalKfpApi:
                 "description": body.get("description", ""),
                 "experiment_id": body["experiment_id"],
                 "runtime_config": body.get("runtime_config") or {},
+                "service_account": body.get("service_account", ""),
                 "state": STATE_PENDING,
                 "created_at": timestamp(),
                 "storage_state": "AVAILABLE",

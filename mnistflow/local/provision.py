@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import contracts
-from core.contracts import INCOMING_PREFIX, PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
+from core.contracts import (
+    INCOMING_PREFIX,
+    PIPELINE_EVENT_BUS,
+    PIPELINE_EVENT_DETAIL_TYPE,
+    PIPELINE_EVENT_SOURCE,
+)
 from core.run_record import ATTR
 
 ClientFactory = Callable[[str], Any]
@@ -89,14 +94,17 @@ def provision(client: ClientFactory, names: LocalNames, *, kfp_token: str) -> Pr
     topic_arn = sns.create_topic(Name=names.topic)["TopicArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queues[names.inbox_queue][1])
     events = client("events")
+    events.create_event_bus(Name=PIPELINE_EVENT_BUS)
     events.put_rule(
         Name=names.pipeline_events_rule,
+        EventBusName=PIPELINE_EVENT_BUS,
         EventPattern=json.dumps(
             {"source": [PIPELINE_EVENT_SOURCE], "detail-type": [PIPELINE_EVENT_DETAIL_TYPE]}
         ),
     )
     events.put_targets(
         Rule=names.pipeline_events_rule,
+        EventBusName=PIPELINE_EVENT_BUS,
         Targets=[{"Id": "queue", "Arn": queues[names.pipeline_events_queue][1]}],
     )
     role = client("iam").create_role(

@@ -116,6 +116,7 @@ class LocalStack:
                 {
                     **cdk_json_context(CDK_JSON),
                     "kfp_mode": contracts.KFP_MODE_URL,  # there is no cluster here
+                    "eks_cluster_name": "",
                     "kfp_url": self.kfp.url,
                     "kfp_token_secret_name": self.names.kfp_token_secret,
                 },
@@ -126,7 +127,7 @@ class LocalStack:
                     "kfp_token_secret_arn": self.resources.kfp_token_secret_arn,
                     "pipeline_spec_path": str(spec),
                     "sagemaker_role_arn": self.resources.sagemaker_role_arn,
-                    "event_bus_name": contracts.DEFAULT_EVENT_BUS,
+                    "event_bus_name": contracts.PIPELINE_EVENT_BUS,
                 },
                 self.emulator.environment(),
             )

@@ -171,6 +171,7 @@ class ScriptedKfp(KfpRunsApi):
         description: str,
         pipeline_spec: dict[str, Any],
         parameters: dict[str, Any],
+        service_account: str = "",
     ) -> KfpRun:
         self._maybe_fail("create_run")
         run = KfpRun(f"run-{next(self._ids)}", display_name, experiment_id, f"t{len(self.runs)}")
@@ -181,6 +182,7 @@ class ScriptedKfp(KfpRunsApi):
                 "display_name": display_name,
                 "pipeline_spec": pipeline_spec,
                 "parameters": parameters,
+                "service_account": service_account,
             }
         )
         if self.lose_create_response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import contracts
 from core.settings import CONTEXT_KEYS, Settings, environment, read_context, read_environment
 
 REGION = "eu-west-1"
@@ -15,7 +16,7 @@ STACK_VALUES = {
     "kfp_token_secret_arn": "",
     "pipeline_spec_path": "mnist_pipeline.yaml",
     "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
-    "event_bus_name": "default",
+    "event_bus_name": contracts.PIPELINE_EVENT_BUS,
 }
 CLUSTER_CONTEXT = {"eks_cluster_name": "mnist-cluster"}
 

@@ -13,7 +13,7 @@ from aws_cdk.assertions import Template
 
 from stacks.app_factory import MnistFlowStack, create_app
 from stacks.lambda_asset import build_lambda_asset
-from tests.infra.variants import EMAILS, URL_MODE_CONTEXT
+from tests.infra.variants import CLUSTER_CONTEXT, EMAILS, URL_MODE_CONTEXT
 
 INFRA_DIR = Path(__file__).parent
 
@@ -57,13 +57,19 @@ def _synth(context: dict, asset: Path, outdir: Path) -> Synth:
 def default_synth(lambda_asset, tmp_path_factory) -> Synth:
     """cdk.json's context (cluster mode) with two notification addresses."""
     return _synth(
-        {"notification_emails": list(EMAILS)}, lambda_asset, tmp_path_factory.mktemp("cdk-default")
+        {**CLUSTER_CONTEXT, "notification_emails": list(EMAILS)},
+        lambda_asset,
+        tmp_path_factory.mktemp("cdk-default"),
     )
 
 
 @pytest.fixture(scope="session")
 def no_email_synth(lambda_asset, tmp_path_factory) -> Synth:
-    return _synth({"notification_emails": []}, lambda_asset, tmp_path_factory.mktemp("cdk-noemail"))
+    return _synth(
+        {**CLUSTER_CONTEXT, "notification_emails": []},
+        lambda_asset,
+        tmp_path_factory.mktemp("cdk-noemail"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +82,10 @@ def url_mode_synth(lambda_asset, tmp_path_factory) -> Synth:
 def custom_image_synth(lambda_asset, tmp_path_factory) -> Synth:
     """A training image of the deployer's own instead of the built-in k-means."""
     return _synth(
-        {"training_image": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/kmeans:2"},
+        {
+            **CLUSTER_CONTEXT,
+            "training_image": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/kmeans:2",
+        },
         lambda_asset,
         tmp_path_factory.mktemp("cdk-image"),
     )

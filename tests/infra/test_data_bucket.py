@@ -6,6 +6,7 @@ from aws_cdk.assertions import Match
 
 from core.contracts import INCOMING_PREFIX, RUNS_PREFIX
 from core.settings import cdk_json_context, read_context
+from tests.infra.variants import CLUSTER_CONTEXT
 
 
 def _lambda_notifications(synth) -> list[dict]:
@@ -90,7 +91,7 @@ def test_data_bucket_refuses_requests_without_tls(default_synth, template):
 
 def test_run_outputs_expire_after_the_configured_days(default_synth):
     # Given the retention cdk.json sets for runs/
-    days = read_context(cdk_json_context()).runs_retention_days
+    days = read_context({**cdk_json_context(), **CLUSTER_CONTEXT}).runs_retention_days
     bucket = default_synth.resources[
         default_synth.logical_id(default_synth.stack.data_bucket.bucket)
     ]

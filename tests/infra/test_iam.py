@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from core.contracts import PIPELINE_EVENT_SOURCE, SAGEMAKER_NAME_PREFIX
+from core.contracts import PIPELINE_EVENT_BUS, PIPELINE_EVENT_SOURCE, SAGEMAKER_NAME_PREFIX
 from core.images import kmeans_registries
 from tests.infra.cfn_text import actions_of, as_list, render, resources_of, role_statements
+from tests.infra.variants import CLUSTER
 
 
 @pytest.fixture(params=["default_synth", "no_email_synth", "url_mode_synth"])
@@ -166,20 +167,68 @@ def test_endpoint_policy_invokes_this_products_endpoints_only(default_synth):
     )
 
 
-def test_pipeline_pods_may_put_only_the_pipelines_events_and_only_on_the_default_bus(
-    default_synth,
-):
+def test_pipeline_pods_may_put_only_the_pipelines_events_and_only_on_its_own_bus(default_synth):
     # Given the pods' EventBridge statements
     _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
     events = [s for s in statements if any(a.startswith("events:") for a in as_list(s["Action"]))]
-    # Then there is one: PutEvents on the account's default bus in the stack's region
+    # Then there is one: PutEvents on the product's pipeline bus
     (put_events,) = events
+    bus_id = default_synth.logical_id(default_synth.stack.progress_rules.pipeline_bus)
     assert as_list(put_events["Action"]) == ["events:PutEvents"]
-    assert resources_of(put_events) == [
-        "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
-    ]
+    assert resources_of(put_events) == ["${" + bus_id + ".Arn}"]
     # And every entry of a request must carry the pipeline's source, which must be present
     assert put_events["Condition"] == {
         "ForAllValues:StringEquals": {"events:source": [PIPELINE_EVENT_SOURCE]},
         "Null": {"events:source": "false"},
+    }
+
+
+def test_the_pipeline_bus_denies_putting_events_to_everyone_but_the_pods(default_synth):
+    # Within one account an identity allow is enough ("Policy evaluation for requests within a
+    # single account"): only an explicit deny on the bus keeps other principals out.
+    bus_id = default_synth.logical_id(default_synth.stack.progress_rules.pipeline_bus)
+    bus = default_synth.resources[bus_id]["Properties"]
+    assert bus["Name"] == PIPELINE_EVENT_BUS
+    (deny,) = bus["Policy"]["Statement"]
+    pods_role = default_synth.logical_id(default_synth.stack.pipeline_pods.role)
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == (
+        "Deny",
+        {"AWS": "*"},
+        "events:PutEvents",
+    )
+    assert deny["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": [pods_role, "Arn"]}}
+    }
+    assert render(deny["Resource"]).endswith(f":event-bus/{PIPELINE_EVENT_BUS}")
+
+
+def test_pods_create_sagemaker_jobs_on_allowed_instance_types_only(default_synth):
+    _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
+    by_sid = {statement["Sid"]: statement for statement in statements}
+    creates = by_sid["CreateProductSageMakerResourcesOnAllowedInstances"]
+    assert set(as_list(creates["Action"])) == {
+        "sagemaker:CreateTrainingJob",
+        "sagemaker:CreateTransformJob",
+        "sagemaker:CreateEndpointConfig",
+    }
+    assert creates["Condition"] == {
+        "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": ["ml.m5.large"]},
+        "Null": {"sagemaker:InstanceTypes": "false"},
+    }
+    others = {a for s in statements for a in as_list(s["Action"]) if s is not creates}
+    assert not others & set(as_list(creates["Action"]))
+    assert "sagemaker:ListTags" not in others  # never called
+
+
+def test_only_the_pods_service_account_of_the_cluster_may_assume_their_role(default_synth):
+    # EKS user guide, "Create IAM role with trust policy required by EKS Pod Identity": Pod
+    # Identity sends the pod's cluster, namespace and service account as session tags
+    role, _ = _role(default_synth, default_synth.stack.pipeline_pods)
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/kubernetes-namespace": "kubeflow",
+            "aws:RequestTag/kubernetes-service-account": "mnistflow-pipeline",
+            "aws:RequestTag/eks-cluster-name": CLUSTER,
+        }
     }

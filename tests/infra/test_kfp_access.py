@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+from core.contracts import START_RUN_KUBERNETES_GROUP
 from core.settings import cdk_json_context, read_context
-from tests.infra.cfn_text import render
+from tests.infra.variants import CLUSTER, CLUSTER_CONTEXT
 
 
-def test_start_run_role_gets_an_access_entry_limited_to_the_kfp_namespace(default_synth):
-    # Given cluster mode and the namespace from cdk.json
-    context = read_context(cdk_json_context())
+def test_start_run_gets_an_access_entry_in_its_kubernetes_group_and_no_access_policy(
+    default_synth,
+):
+    # Given cluster mode
     role_id = default_synth.logical_id(default_synth.stack.start_run.function.role)
     # When reading the access entries
     (entry,) = default_synth.of_type("AWS::EKS::AccessEntry").values()
     properties = entry["Properties"]
-    # Then the start-run role has one, on the configured cluster, with a namespace-scoped policy
+    # Then the start-run role is in one Kubernetes group, which the namespaced Role of
+    # `mnistflow kubernetes-manifest` authorizes, and holds no AWS-managed access policy (Edit,
+    # the narrowest with services/proxy, also allows secrets and pods/exec)
     assert properties["PrincipalArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
-    assert properties["ClusterName"] == context["eks_cluster_name"]
+    assert properties["ClusterName"] == CLUSTER
     assert properties["Type"] == "STANDARD"
-    (policy,) = properties["AccessPolicies"]
-    assert render(policy["PolicyArn"]).endswith(
-        ":eks::aws:cluster-access-policy/AmazonEKSEditPolicy"
-    )
-    assert policy["AccessScope"] == {"Type": "namespace", "Namespaces": [context["kfp_namespace"]]}
+    assert properties["KubernetesGroups"] == [START_RUN_KUBERNETES_GROUP]
+    assert "AccessPolicies" not in properties
 
 
 def test_pipeline_runner_service_account_gets_the_pod_role(default_synth):
     # Given the context's cluster, namespace and service account
-    context = read_context(cdk_json_context())
+    context = read_context({**cdk_json_context(), **CLUSTER_CONTEXT})
     pod_role_id = default_synth.logical_id(default_synth.stack.pipeline_pods.role)
     # When reading the Pod Identity associations
     (association,) = default_synth.of_type("AWS::EKS::PodIdentityAssociation").values()

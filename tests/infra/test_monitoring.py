@@ -64,10 +64,11 @@ def test_an_error_in_either_lambda_raises_an_alarm(default_synth, owner):
     assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]
 
 
-def test_there_are_exactly_four_alarms_and_none_emails_the_run_topic(default_synth):
+def test_there_are_exactly_five_alarms_and_none_emails_the_run_topic(default_synth):
+    # Two per function (failed events, errors), one for notifications SNS could not deliver
     run_topic = {"Ref": default_synth.logical_id(default_synth.stack.notifications.topic)}
     alarms = _alarms(default_synth)
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     for alarm in alarms:
         assert run_topic not in alarm["AlarmActions"]
         assert alarm["AlarmDescription"]
@@ -102,3 +103,11 @@ def test_operators_default_to_the_notification_addresses(default_synth):
     ]
     assert sorted(s["Endpoint"] for s in subscriptions) == sorted(EMAILS)
     assert {s["Protocol"] for s in subscriptions} == {"email"}
+
+
+def test_a_notification_sns_could_not_deliver_raises_an_alarm(default_synth):
+    queue_id = default_synth.logical_id(default_synth.stack.notifications.undelivered)
+    alarm = _alarm_with_dimension(default_synth, {"Fn::GetAtt": [queue_id, "QueueName"]})
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Threshold"] == 1
+    assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]

@@ -6,9 +6,9 @@ import pytest
 
 from core import contracts
 from core.contracts import PIPELINE_SPEC_FILE
-from core.settings import cdk_json_context, function_parameters
-from tests.infra.cfn_text import actions_of, render, resources_of, role_statements
-from tests.infra.variants import TOKEN_SECRET_NAME
+from core.settings import function_parameters
+from tests.infra.cfn_text import actions_of, as_list, render, resources_of, role_statements
+from tests.infra.variants import CLUSTER, TOKEN_SECRET_NAME
 
 # The configuration start-run reads, as the schema declares it (the runtime sets the region).
 START_RUN_ENVIRONMENT = {
@@ -17,9 +17,9 @@ START_RUN_ENVIRONMENT = {
 # Everything the start-run role may do: its own work, plus what Lambda itself needs to
 # trace (X-Ray) and to send failed events to the on-failure queue.
 BASE_ACTIONS = {
-    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sns:Publish",
-    "kms:Decrypt", "kms:GenerateDataKey*", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-    "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+    "dynamodb:UpdateItem", "sns:Publish", "kms:Decrypt", "kms:GenerateDataKey*",
+    "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords", "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
 }  # fmt: skip
 
 
@@ -97,10 +97,9 @@ def test_cluster_mode_role_may_only_record_runs_notify_and_describe_the_cluster(
     assert actions_of(statements) == BASE_ACTIONS | {"eks:DescribeCluster"}
     by_sid = {statement.get("Sid"): statement for statement in statements}
     table_id = default_synth.logical_id(default_synth.stack.runs_table.table)
-    assert resources_of(by_sid["ReadAndWriteRunRecords"]) == ["${" + table_id + ".Arn}"]
+    assert resources_of(by_sid["WriteRunRecords"]) == ["${" + table_id + ".Arn}"]
     assert resources_of(by_sid["ReadClusterEndpoint"]) == [
-        "arn:${AWS::Partition}:eks:${AWS::Region}:${AWS::AccountId}:cluster/"
-        + cdk_json_context()["eks_cluster_name"]
+        "arn:${AWS::Partition}:eks:${AWS::Region}:${AWS::AccountId}:cluster/" + CLUSTER
     ]
 
 
@@ -133,3 +132,18 @@ def test_url_mode_places_the_function_in_the_given_subnets(url_mode_synth):
 def test_start_run_role_has_no_service_wide_action(default_synth, url_mode_synth, action):
     for synth in (default_synth, url_mode_synth):
         assert action not in actions_of(_start_run_statements(synth))
+
+
+@pytest.mark.parametrize("function", ["start_run", "track_progress"])
+def test_each_function_writes_logs_to_its_own_log_group_only(default_synth, function):
+    # Instead of the basic execution policy's logs:* on "*": the function's own group's streams
+    product_function = getattr(default_synth.stack, function)
+    role_id = default_synth.logical_id(product_function.function.role)
+    statements = role_statements(default_synth.resources, role_id)
+    logs = [s for s in statements if any(a.startswith("logs:") for a in as_list(s["Action"]))]
+    (statement,) = logs
+    assert set(as_list(statement["Action"])) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    log_group_id = default_synth.logical_id(product_function.log_group)
+    assert resources_of(statement) == ["${" + log_group_id + ".Arn}"]
+    # And the role carries no AWS-managed policy at all
+    assert "ManagedPolicyArns" not in default_synth.resources[role_id]["Properties"]

@@ -8,6 +8,7 @@ from core import contracts
 from core.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
 from core.settings import cdk_json_context, environment, function_parameters, read_context
 from tests.infra.cfn_text import actions_of, as_list, resources_of, role_statements
+from tests.infra.variants import CLUSTER_CONTEXT
 
 # The SageMaker events the product follows and the detail field that names the resource,
 # spelled as AWS documents them ("Events that Amazon SageMaker sends to Amazon EventBridge",
@@ -26,9 +27,9 @@ TRACK_PROGRESS_ENVIRONMENT = {
 }
 # Its own work (record, announce), plus what Lambda needs to trace and to park failed events.
 TRACK_PROGRESS_ACTIONS = {
-    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sns:Publish",
-    "kms:Decrypt", "kms:GenerateDataKey*", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-    "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+    "dynamodb:UpdateItem", "sns:Publish", "kms:Decrypt", "kms:GenerateDataKey*",
+    "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords", "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
 }  # fmt: skip
 
 
@@ -72,12 +73,17 @@ def test_the_pipelines_final_state_event_has_a_rule(default_synth):
     }
 
 
-def test_there_are_exactly_the_tracking_rules_and_all_listen_on_the_default_bus(default_synth):
+def test_sagemaker_rules_listen_on_the_default_bus_the_pipelines_on_its_own(default_synth):
     rules = _rules(default_synth).values()
     detail_types = sorted(rule["EventPattern"]["detail-type"][0] for rule in rules)
     assert detail_types == sorted([*SAGEMAKER_RULES, PIPELINE_EVENT_DETAIL_TYPE])
-    # No EventBusName means the default bus, where SageMaker and the exit handler put events
-    assert all("EventBusName" not in rule for rule in rules)
+    # No EventBusName means the default bus, where SageMaker puts its events
+    bus_id = default_synth.logical_id(default_synth.stack.progress_rules.pipeline_bus)
+    for rule in rules:
+        if rule["EventPattern"]["detail-type"] == [PIPELINE_EVENT_DETAIL_TYPE]:
+            assert rule["EventBusName"] == {"Ref": bus_id}
+        else:
+            assert "EventBusName" not in rule
 
 
 def test_every_rule_invokes_track_progress_with_retries_and_the_dead_letter_queue(default_synth):
@@ -197,7 +203,9 @@ def test_track_progress_may_only_record_runs_announce_and_park_failures(default_
 
 def test_the_configured_kfp_ui_url_reaches_track_progress_for_run_links():
     # Given a KFP UI URL in the context (with a trailing slash)
-    settings = read_context({**cdk_json_context(), "kfp_ui_url": "https://kfp.example.com/"})
+    settings = read_context(
+        {**cdk_json_context(), **CLUSTER_CONTEXT, "kfp_ui_url": "https://kfp.example.com/"}
+    )
     # When the track-progress environment is built
     variables = environment(
         contracts.TRACK_PROGRESS,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 EMAILS = ("ops@example.com", "data-team@example.org")
+CLUSTER = "mnist-cluster"
+# What a deployer sets on top of cdk.json, which ships a placeholder cluster name.
+CLUSTER_CONTEXT = {"eks_cluster_name": CLUSTER}
 TOKEN_SECRET_NAME = "mnistflow/kfp-token"
 URL_MODE_CONTEXT = {
     "kfp_mode": "url",

@@ -100,7 +100,7 @@ def run_dataset(
             "run_key": key,
             "region": emulator.region,
             "sagemaker_role_arn": resources.sagemaker_role_arn,
-            "event_bus_name": contracts.DEFAULT_EVENT_BUS,
+            "event_bus_name": contracts.PIPELINE_EVENT_BUS,
             "endpoint_name": endpoint_name,
         },
         pipeline_root=workdir / "pipeline-root",

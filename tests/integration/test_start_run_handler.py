@@ -67,11 +67,13 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
         "run_key": key,
         "region": "us-east-1",
         "sagemaker_role_arn": aws.role_arn,
-        "event_bus_name": contracts.DEFAULT_EVENT_BUS,
+        "event_bus_name": contracts.PIPELINE_EVENT_BUS,
         "train_instance_type": "ml.m5.xlarge",
         "transform_instance_count": 2,
         "endpoint_instance_type": "ml.t2.medium",
     }
+    # And the run's pods use the product's own service account (bound to KFP's runner Role)
+    assert create.body["service_account"] == "mnistflow-pipeline"
     # And every parameter it sends is one the pipeline declares
     declared = create.body["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
     assert set(create.body["runtime_config"]["parameters"]) <= set(declared)

@@ -284,3 +284,18 @@ def test_the_lambda_init_fails_naming_the_variable():
     assert "SettingError: environment variable TRAIN_INSTANCE_COUNT: is missing or empty" in (
         result.stderr
     )
+
+
+def test_the_placeholder_cluster_name_of_cdk_json_is_refused_naming_the_key():
+    with pytest.raises(SettingError) as raised:
+        read_context(cdk_json_context())
+    assert raised.value.key == "eks_cluster_name"
+    assert "still cdk.json's placeholder 'REPLACE-WITH-YOUR-EKS-CLUSTER'" in str(raised.value)
+    assert "-c <key>=<value>" in str(raised.value)
+
+
+def test_reserved_concurrency_is_unset_unless_given():
+    assert read_context(CLUSTER_CONTEXT).reserved_concurrency is None
+    assert read_context({**CLUSTER_CONTEXT, "reserved_concurrency": "5"}).reserved_concurrency == 5
+    with pytest.raises(SettingError, match="reserved_concurrency"):
+        read_context({**CLUSTER_CONTEXT, "reserved_concurrency": 0})
