@@ -157,6 +157,10 @@ HANDLERS = {
 METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
 # The compiled pipeline, at the root of the Lambda asset.
 PIPELINE_SPEC_FILE = "mnist_pipeline.yaml"
+# The image the compiled spec names for every step. The real one (built at deploy, or the
+# `step_image` context key) is known only at deploy, so start-run puts it in at submit. The
+# word "python" keeps kfp.local from warning that the image may not have Python.
+STEP_IMAGE_PLACEHOLDER = "mnistflow-step-python:set-by-start-run"
 
 KFP_MODE_CLUSTER = "cluster"
 KFP_MODE_URL = "url"

@@ -11,9 +11,10 @@ says where it goes:
 - `pipeline=True`: a runtime parameter of the KFP pipeline, under its key.
 
 From this table come: the context's validation (`read_context`), each function's environment
-(`environment`) and its validated configuration (`read_environment`), the pipeline's signature
-(`pipeline_signature`) and the runtime parameters start-run submits (`run_parameters`). The
-same checks run on every path. Standard library only.
+(`environment`) and its validated configuration (`read_environment`), the pipeline's parameters
+(`pipeline_parameters`, from which pipeline/mnist_pipeline.py makes its signature) and the
+runtime parameters start-run submits (`run_parameters`). The same checks run on every path.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -178,6 +179,34 @@ K8S_SUBDOMAIN = Text(
 # Kubernetes port names (IANA_SVC_NAME): lower-case letters, digits and hyphens, 15 at most.
 K8S_PORT_NAME = Text(re.compile(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?"), "a Kubernetes port name")
 HTTP_URL = Url(re.compile(r"https?://[^\s/]+(/\S*)?"), "an http(s) URL")
+
+
+@dataclass(frozen=True)
+class ImageRef(Text):
+    """A container image reference pinned to a tag other than `latest` or to a digest, so the
+    steps of a run never change under it (the grammar of github.com/distribution/reference,
+    reference.go: [registry[:port]/]path[:tag][@sha256:digest], a tag of at most 128 word
+    characters, dots and hyphens)."""
+
+    pattern: re.Pattern[str] | None = re.compile(
+        r"(?:[a-zA-Z0-9.-]+(?::\d+)?/)?"
+        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+        r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+    )
+    hint: str = "an image reference, [registry/]repository:tag or ...@sha256:<digest>"
+
+    def parse(self, raw: Any) -> str:
+        value = super().parse(raw)
+        if value:
+            match = self.pattern.fullmatch(value)
+            if not match["digest"] and match["tag"] in (None, "latest"):
+                raise ValueError(
+                    f"{value!r} is not pinned: give a tag other than latest, or @sha256:<digest>"
+                )
+        return value
+
+
+STEP_IMAGE = ImageRef()
 SECRET_ARN_PATTERN = re.compile(
     r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+"
 )
@@ -325,6 +354,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         (),
         "the instance types a run may use (an IAM condition on SageMaker's create calls);"
         " empty: the train, transform and endpoint instance types above",
+    ),
+    _context(
+        "step_image",
+        STEP_IMAGE,
+        "",
+        "empty: pipeline/image/Dockerfile is built for linux/amd64 into the account's ECR at"
+        " deploy (needs Docker or Finch); else this prebuilt image, pinned by tag or digest",
     ),
     _context(
         "training_image",
@@ -475,6 +511,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
     ),
     _stack(
+        "step_image_uri",
+        STEP_IMAGE,
+        "the image every step runs in (the built asset's, pinned to its tag, or step_image)",
+        functions=START_RUN_ONLY,
+        env="STEP_IMAGE",
+    ),
+    _stack(
         # botocore's sagemaker model, shape RoleArn.
         "sagemaker_role_arn",
         _arn(r"arn:aws[a-z-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+", "an IAM role ARN"),
@@ -519,9 +562,9 @@ PARAMETERS: tuple[Parameter, ...] = (
 )
 BY_KEY = {parameter.key: parameter for parameter in PARAMETERS}
 CONTEXT_KEYS = tuple(p.key for p in PARAMETERS if p.source == "context")
-# Context keys of this app look like this; CDK's own keys (feature flags `@aws-cdk/...`, the
-# CLI's `aws:cdk:...`, cached lookups `availability-zones:account=...`) never do.
-_APP_KEY_SHAPE = re.compile(r"[a-z][a-z0-9_]*")
+# The instance types a run's SageMaker calls name.
+INSTANCE_TYPE_KEYS = ("train_instance_type", "transform_instance_type", "endpoint_instance_type")
+_CDK_KEYS = frozenset({"acknowledged-issue-numbers"})
 
 # Keys that are required together, or when the KFP mode needs them.
 REQUIRED_IN_MODE = {
@@ -552,18 +595,23 @@ class Settings(Mapping[str, Any]):
         except KeyError:
             raise AttributeError(key) from None
 
-    def replace(self, **changes: Any) -> Settings:
-        return Settings({**self._values, **changes})
-
     def __repr__(self) -> str:
         return f"Settings({self._values!r})"
 
 
 def _parse(parameter: Parameter, raw: Any, where: str) -> Any:
     try:
-        return parameter.kind.parse(raw)
+        value = parameter.kind.parse(raw)
     except ValueError as error:
         raise SettingError(parameter.key, str(error), where=where) from None
+    if value == "" and isinstance(parameter.default, str) and parameter.default:
+        # An empty value would skip every check; leave the key out to get the default.
+        raise SettingError(
+            parameter.key,
+            f"must not be empty (leave it out for the default {parameter.default!r})",
+            where=where,
+        )
+    return value
 
 
 def _check_together(values: Mapping[str, Any], where: Any) -> None:
@@ -599,13 +647,21 @@ def cdk_json_context(path: Path = CDK_JSON) -> dict[str, Any]:
     return dict(json.loads(path.read_text()).get("context", {}))
 
 
+def _is_cdk_key(key: str) -> bool:
+    """CDK's own context keys: feature flags `@aws-cdk/...`, the CLI's `aws:cdk:...`, cached
+    lookups `availability-zones:account=...`, and the CLI's acknowledged notices."""
+    return key.startswith("@") or ":" in key or key in _CDK_KEYS
+
+
 def read_context(context: Mapping[str, Any]) -> Settings:
     """The CDK context, validated: every error names the key (and, if unknown, the closest)."""
     for key in context:
-        if _APP_KEY_SHAPE.fullmatch(key) and key not in CONTEXT_KEYS:
-            near = closest_key(key)
-            hint = f"; did you mean '{near}'?" if near else ""
-            raise SettingError(key, f"unknown context key{hint}")
+        if key in CONTEXT_KEYS or _is_cdk_key(key):
+            continue
+        normal = key.strip().lower().replace("-", "_")
+        near = normal if normal in CONTEXT_KEYS else closest_key(normal)
+        hint = f"; did you mean '{near}'?" if near else ""
+        raise SettingError(key, f"unknown context key{hint}")
     values = {}
     for parameter in PARAMETERS:
         if parameter.source != "context":
@@ -615,6 +671,14 @@ def read_context(context: Mapping[str, Any]) -> Settings:
     if values["operations_emails"] is None:
         values["operations_emails"] = values["notification_emails"]
     _check_together(values, lambda key: "context")
+    allowed = values["allowed_instance_types"]
+    for key in INSTANCE_TYPE_KEYS:
+        if allowed and values[key] not in allowed:
+            raise SettingError(
+                key,
+                f"{values[key]!r} is not in allowed_instance_types ({', '.join(allowed)}):"
+                " add it there, or the run's own SageMaker call is denied",
+            )
     return Settings(values)
 
 
@@ -679,9 +743,5 @@ def run_parameters(settings: Mapping[str, Any], **run: Any) -> dict[str, Any]:
 
 def allowed_instance_types(settings: Mapping[str, Any]) -> tuple[str, ...]:
     """The instance types a run may use: the context's list, else the configured three."""
-    configured = (
-        settings["train_instance_type"],
-        settings["transform_instance_type"],
-        settings["endpoint_instance_type"],
-    )
+    configured = [settings[key] for key in INSTANCE_TYPE_KEYS]
     return tuple(settings["allowed_instance_types"]) or tuple(dict.fromkeys(configured))

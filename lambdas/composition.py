@@ -88,7 +88,7 @@ def start_run_service(
         runs=DynamoRunsRepository(settings.runs_table_name, clients.factory("dynamodb")),
         notifier=SnsNotifier(settings.notification_topic_arn, clients.factory("sns")),
         kfp=kfp,
-        pipeline_spec=PipelineSpecFile(spec_path),
+        pipeline_spec=PipelineSpecFile(spec_path, settings.step_image_uri),
         settings=settings,
         connection_hint=what_to_check(settings),
         sleep=sleep,

@@ -107,6 +107,34 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kubernetes_manifest(args: argparse.Namespace) -> int:
+    from core.settings import SettingError, cdk_json_context, read_context
+    from mnistflow.kubernetes import manifest
+
+    context = cdk_json_context()
+    for pair in args.context:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            print(f"kubernetes-manifest: -c takes key=value (got {pair!r})", file=sys.stderr)
+            return EXIT_USAGE
+        context[key] = value
+    try:
+        settings = read_context(context)
+    except SettingError as error:
+        print(f"kubernetes-manifest: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    text = manifest(settings)
+    if not text:
+        print(
+            "kubernetes-manifest: nothing to apply in url mode (multi-user Kubeflow: runs use the"
+            " profile namespace's default-editor service account)",
+            file=sys.stderr,
+        )
+        return 0
+    print(text, end="")
+    return 0
+
+
 def _aws_options(parser: argparse.ArgumentParser) -> None:
     from core.contracts import RUNS_TABLE_NAME
 
@@ -173,6 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("run_key", help="the earlier run's key")
     _aws_options(again)
     again.set_defaults(func=_rerun)
+
+    k8s = commands.add_parser(
+        "kubernetes-manifest",
+        help="the Role, RoleBinding and service account to apply in KFP's namespace",
+        description="Print, for cdk.json's context with any -c overrides (as cdk deploy takes "
+        "them), the Kubernetes objects cluster mode needs: start-run's access to KFP's API "
+        "through the service proxy, and the pipeline pods' service account bound to KFP's "
+        "runner Role. Apply with: mnistflow kubernetes-manifest | kubectl apply -f -",
+    )
+    k8s.add_argument(
+        "-c",
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a context value, as for cdk deploy (repeatable)",
+    )
+    k8s.set_defaults(func=_kubernetes_manifest)
 
     comp = commands.add_parser("compile", help="write the pipeline's IR YAML")
     comp.add_argument("--output", type=Path, default=DEFAULT_SPEC_PATH)

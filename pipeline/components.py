@@ -19,14 +19,16 @@ from typing import NamedTuple
 
 from kfp import dsl
 
+from core.contracts import STEP_IMAGE_PLACEHOLDER
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the steps import, as paths relative to the repository root: the packages are copied as
 # they are (their parent package's __init__ included, so `pipeline.steps` resolves).
 EMBEDDED_PACKAGES = ("core", "pipeline/steps")
 
-BASE_IMAGE = "python:3.11-slim"
-# The steps' own dependencies, pinned like requirements.txt (the image brings Python only).
-STEP_PACKAGES = ["boto3==1.43.11", "numpy==2.4.6"]
+# The steps' image (pipeline/image/Dockerfile) has kfp, boto3 and numpy baked in: nothing is
+# installed when a step starts. Start-run names the real image when it submits a run.
+BASE_IMAGE = STEP_IMAGE_PLACEHOLDER
 
 
 @functools.cache
@@ -49,7 +51,7 @@ def _component(func):
     return dsl.component(
         func,
         base_image=BASE_IMAGE,
-        packages_to_install=STEP_PACKAGES,
+        install_kfp_package=False,
         embedded_artifact_path=embedded_runtime_dir(),
     )
 

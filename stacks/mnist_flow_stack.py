@@ -23,6 +23,7 @@ from stacks.product_function import ProductFunction
 from stacks.progress_rules import ProgressRules
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
+from stacks.step_image import StepImage
 
 START_RUN_MEMORY_MB = 256
 # KFP calls are retried with backoff inside one invocation; leave room for that.
@@ -75,6 +76,7 @@ class MnistFlowStack(Stack):
             training_image=settings.training_image,
         )
         kfp = KfpAccess(self, names.KFP_ACCESS_ID, settings=settings)
+        step_image = StepImage(self, names.STEP_IMAGE_ID, prebuilt=settings.step_image)
         shared = {
             **settings,
             "runs_table_name": runs.table.table_name,
@@ -93,6 +95,7 @@ class MnistFlowStack(Stack):
                 "data_bucket_name": data.bucket.bucket_name,
                 "kfp_token_secret_arn": kfp.token_secret_arn,
                 "pipeline_spec_path": contracts.PIPELINE_SPEC_FILE,
+                "step_image_uri": step_image.uri,
                 "sagemaker_role_arn": execution.role.role_arn,
                 "event_bus_name": contracts.PIPELINE_EVENT_BUS,  # the exit handler reports there
             },
@@ -149,6 +152,7 @@ class MnistFlowStack(Stack):
         self.progress_rules = rules
         self.pipeline_pods = pods
         self.endpoint_invoke = invoke
+        self.step_image = step_image
 
         outputs = {
             names.OUTPUT_BUCKET_NAME: (data.bucket.bucket_name, "Data bucket"),
@@ -170,6 +174,7 @@ class MnistFlowStack(Stack):
                 pods.role.role_arn,
                 "Role of the KFP runner's pods (EKS Pod Identity)",
             ),
+            names.OUTPUT_STEP_IMAGE: (step_image.uri, "Image every pipeline step runs in"),
             names.OUTPUT_START_RUN_FUNCTION: (start_run.function.function_name, "start-run Lambda"),
             names.OUTPUT_START_RUN_FAILURES_QUEUE: (
                 start_run.failed_events.queue_url,

@@ -1,7 +1,9 @@
 """The compiled pipeline shipped in the package, read and parsed once per container.
 
 KFP's IR YAML holds the pipeline spec, optionally followed by a platform spec document;
-a JSON copy (one object) is read without PyYAML, which is then never imported.
+a JSON copy (one object) is read without PyYAML, which is then never imported. The steps'
+image is known only at deploy: the compiled spec names core.contracts.STEP_IMAGE_PLACEHOLDER,
+which is replaced here by the deployed one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from core.contracts import STEP_IMAGE_PLACEHOLDER
 from lambdas.logic.ports import KfpCallFailed
 
 
@@ -49,9 +52,27 @@ def parse_pipeline_spec(text: str, source: str = "pipeline spec") -> dict[str, A
     return {"pipeline_spec": first, "platform_spec": platform}
 
 
+def with_step_image(spec: dict[str, Any], image: str) -> dict[str, Any]:
+    """`spec` (either shape parse_pipeline_spec returns) with every executor that names the
+    placeholder image running `image` instead (the IR's deploymentSpec.executors.<name>.
+    container.image, kubeflow/pipelines api/v2alpha1/pipeline_spec.proto)."""
+    pipeline = spec if "pipelineInfo" in spec else spec["pipeline_spec"]
+    executors = pipeline.get("deploymentSpec", {}).get("executors", {})
+    replaced = 0
+    for executor in executors.values():
+        container = executor.get("container") or {}
+        if container.get("image") == STEP_IMAGE_PLACEHOLDER:
+            container["image"] = image
+            replaced += 1
+    if not replaced:
+        raise PipelineSpecError(f"no step names the image {STEP_IMAGE_PLACEHOLDER!r}")
+    return spec
+
+
 class PipelineSpecFile:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, step_image: str):
         self._path = path
+        self._step_image = step_image
         self._spec: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
@@ -60,7 +81,8 @@ class PipelineSpecFile:
             if self._spec is None:
                 try:
                     text = self._path.read_text(encoding="utf-8")
-                    self._spec = parse_pipeline_spec(text, str(self._path))
+                    spec = parse_pipeline_spec(text, str(self._path))
+                    self._spec = with_step_image(spec, self._step_image)
                 except (OSError, ValueError) as error:
                     raise KfpCallFailed(
                         KfpCallFailed.PERMANENT, f"the packaged pipeline spec is unusable: {error}"

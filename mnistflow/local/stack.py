@@ -42,6 +42,9 @@ from pipeline.compile import compile_pipeline
 POLL_INTERVAL_SECONDS = 0.2
 LAMBDA_TIMEOUT_SECONDS = 60
 LOCAL_KFP_TOKEN = "local-kfp-token"  # noqa: S105 (the local KFP API checks it is sent)
+# The local KFP API runs each step with kfp.local's subprocess runner, in this Python: the image
+# start-run names is recorded with the run (tests read it) but not pulled.
+LOCAL_STEP_IMAGE = "mnistflow-step-python:local"
 # The local stack's host settings (not a function's): no CloudWatch metrics to print.
 HOST_ENVIRONMENT = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
@@ -126,6 +129,7 @@ class LocalStack:
                     "data_bucket_name": self.names.data_bucket,
                     "kfp_token_secret_arn": self.resources.kfp_token_secret_arn,
                     "pipeline_spec_path": str(spec),
+                    "step_image_uri": LOCAL_STEP_IMAGE,
                     "sagemaker_role_arn": self.resources.sagemaker_role_arn,
                     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
                 },

@@ -16,7 +16,7 @@ import pytest
 
 from core import contracts
 from core.contracts import KIND_DATA_REJECTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, run_key
-from mnistflow.local.stack import LocalStack
+from mnistflow.local.stack import LOCAL_STEP_IMAGE, LocalStack
 from tests.conftest import SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
@@ -268,6 +268,11 @@ def test_the_run_ends_on_the_current_backends_complete(tmp_path):
         record = stack.runs.get(this_run)
         assert record.entry("pipeline", "SUCCEEDED").event_status == "COMPLETE"
         assert [e.kind for e in emails].count(KIND_ENDPOINT_READY) == 1
+        # And the steps ran without installing anything, in the image start-run named
+        [run] = stack.kfp.runs_named(this_run)
+        executors = run["pipeline_spec"]["deploymentSpec"]["executors"].values()
+        assert {e["container"]["image"] for e in executors} == {LOCAL_STEP_IMAGE}
+        assert "pip install" not in Path(run["log_file"]).read_text()
 
 
 def test_an_old_kfp_backend_ends_in_start_failed_with_the_version_needed(tmp_path):

@@ -15,6 +15,7 @@ STACK_VALUES = {
     "data_bucket_name": "mnistflow-data-123456789012",
     "kfp_token_secret_arn": "",
     "pipeline_spec_path": "mnist_pipeline.yaml",
+    "step_image_uri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mnistflow-step:1",
     "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
 }

@@ -5,6 +5,7 @@ The Lambda asset is built once (pip results cached under build/); later synths r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from aws_cdk.assertions import Template
 
 from stacks.app_factory import MnistFlowStack, create_app
 from stacks.lambda_asset import build_lambda_asset
-from tests.infra.variants import CLUSTER_CONTEXT, EMAILS, URL_MODE_CONTEXT
+from tests.infra.variants import CLUSTER_CONTEXT, EMAILS, PREBUILT_STEP_IMAGE, URL_MODE_CONTEXT
 
 INFRA_DIR = Path(__file__).parent
 
@@ -30,6 +31,14 @@ class Synth:
 
     stack: MnistFlowStack
     template: Template
+
+    @property
+    def assets(self) -> dict:
+        """The cloud assembly's asset manifest (files and container images to publish)."""
+        directory = Path(self.stack.node.root.synth().directory)
+        return json.loads(
+            (directory / self.stack.artifact_id).with_suffix(".assets.json").read_text()
+        )
 
     @property
     def resources(self) -> dict:
@@ -80,11 +89,13 @@ def url_mode_synth(lambda_asset, tmp_path_factory) -> Synth:
 
 @pytest.fixture(scope="session")
 def custom_image_synth(lambda_asset, tmp_path_factory) -> Synth:
-    """A training image of the deployer's own instead of the built-in k-means."""
+    """Images of the deployer's own: a training image instead of the built-in k-means, and a
+    prebuilt step image instead of the one built at deploy."""
     return _synth(
         {
             **CLUSTER_CONTEXT,
             "training_image": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/kmeans:2",
+            "step_image": PREBUILT_STEP_IMAGE,
         },
         lambda_asset,
         tmp_path_factory.mktemp("cdk-image"),

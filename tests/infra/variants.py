@@ -16,3 +16,5 @@ URL_MODE_CONTEXT = {
     "eks_cluster_name": "",
     "notification_emails": [],
 }
+# A step image built and pushed by the deployer, pinned by digest.
+PREBUILT_STEP_IMAGE = "registry.example.com:5000/ml/mnist-steps@sha256:" + "ab" * 32

@@ -14,6 +14,7 @@ from core import contracts
 from core.settings import pipeline_parameters
 from mnistflow.local.kfp_api import Fault, LocalKfpApi, parse_filter
 from tests.conftest import load_event
+from tests.fakes.settings import STACK_VALUES
 from tests.integration.conftest import BUCKET, CLUSTER, KFP_TEST_TIMEOUT_SECONDS, SECRET_TOKEN
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,17 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
     assert create.headers["authorization"] == f"Bearer {SECRET_TOKEN}"
     assert create.headers["content-type"] == "application/json"
     assert create.body["display_name"] == key
-    assert create.body["pipeline_spec"] == yaml.safe_load(pipeline_spec_file.read_text())
+    compiled = yaml.safe_load(pipeline_spec_file.read_text())
+    sent = create.body["pipeline_spec"]
+    assert {k: v for k, v in sent.items() if k != "deploymentSpec"} == {
+        k: v for k, v in compiled.items() if k != "deploymentSpec"
+    }
+    # And every step runs in the image the stack deployed, not the compiled placeholder
+    executors = sent["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {STACK_VALUES["step_image_uri"]}
+    for name, executor in executors.items():
+        original = compiled["deploymentSpec"]["executors"][name]["container"]
+        assert {**executor["container"], "image": original["image"]} == original
     # And its parameters are the pipeline's: this run's, the stack's, the configured ones
     defaults = {p.key: p.default for p in pipeline_parameters() if not p.required}
     assert create.body["runtime_config"]["parameters"] == {

@@ -1,14 +1,22 @@
 """The compiled pipeline (the IR YAML start-run submits): steps, order, parameters, runtime."""
 
+import base64
+import gzip
+import io
+import re
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from core.contracts import STEP_IMAGE_PLACEHOLDER
 from core.settings import pipeline_parameters
-from pipeline.compile import compile_pipeline
+from pipeline.compile import compile_pipeline, reproducible
+from pipeline.components import embedded_runtime_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEP_ORDER = ["preprocess", "train", "create-model", "batch-transform", "deploy"]
@@ -79,10 +87,63 @@ def test_no_step_is_cached_and_sagemaker_steps_retry(spec):
     assert retried == {"train", "create-model", "batch-transform", "deploy"}
 
 
-def test_every_step_pins_its_packages(spec):
+def test_no_step_installs_anything_when_it_starts(spec):
+    # The steps' image has their packages baked in (pipeline/image): a step needs no internet.
     for name, executor in spec["deploymentSpec"]["executors"].items():
-        install = executor["container"]["command"][2]
-        assert "'boto3==1.43.11'" in install and "'numpy==2.4.6'" in install, name
+        container = executor["container"]
+        assert container["image"] == STEP_IMAGE_PLACEHOLDER, name
+        program = " ".join(container["command"])
+        assert "pip" not in program.split() and "pip install" not in program, name
+
+
+def _pins(text):
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.MULTILINE))
+
+
+def test_the_step_image_has_the_versions_the_tests_ran_with():
+    # Given the image's hashed lock and the project's lock
+    image = _pins((REPO_ROOT / "pipeline" / "image" / "requirements.txt").read_text())
+    project = _pins((REPO_ROOT / "requirements.lock").read_text())
+    # Then what the steps import is there, each at the version the tests ran with
+    assert {"kfp", "boto3", "numpy"} <= set(image)
+    assert {name: project.get(name) for name in image} == image
+
+
+def test_the_compiled_spec_is_the_same_bytes_every_time(tmp_path, monkeypatch):
+    # Given a first compilation
+    first = compile_pipeline(tmp_path / "first.yaml").read_bytes()
+    # When it is compiled again, a day later, from freshly staged copies of the packages
+    embedded_runtime_dir.cache_clear()
+    later = time.time() + 86400
+    monkeypatch.setattr(time, "time", lambda: later)
+    second = compile_pipeline(tmp_path / "second.yaml").read_bytes()
+    # Then the bytes are the same: the Lambda asset's hash moves only when the pipeline does
+    assert first == second
+
+
+def test_an_embedded_archive_loses_its_timestamps_and_owners_not_its_contents():
+    # Given an archive as KFP embeds it, with a file's mtime, owner and the gzip header's time
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        member = tarfile.TarInfo("./core/contracts.py")
+        member.size, member.mtime, member.uid, member.uname = 5, 1_700_000_000, 1000, "dev"
+        tar.addfile(member, io.BytesIO(b"x = 1"))
+    archive = base64.b64encode(gzip.compress(raw.getvalue(), mtime=1_700_000_000)).decode()
+    # When the compiled text is made reproducible
+    text = reproducible(f"__KFP_EMBEDDED_ARCHIVE_B64 = '{archive}'\n")
+    # Then the archive reads back with the same file, and nothing that varies
+    fixed = re.search(r"'(.+)'", text)[1]
+    packed = base64.b64decode(fixed)
+    assert packed[4:8] == b"\0\0\0\0"  # the gzip header's MTIME field (RFC 1952)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(packed))) as tar:
+        (member,) = tar.getmembers()
+        assert (member.name, member.mtime, member.uid, member.uname) == (
+            "./core/contracts.py",
+            0,
+            0,
+            "",
+        )
+        assert tar.extractfile(member).read() == b"x = 1"
 
 
 def test_a_steps_program_carries_the_steps_library_and_the_contracts(spec, tmp_path):

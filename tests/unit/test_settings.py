@@ -135,6 +135,20 @@ def test_the_deploy_guide_documents_every_context_key_with_its_default():
         ({"kfp_mode": "url", "kfp_url": ""}, "kfp_url", "required when kfp_mode is 'url'"),
         ({"vpc_id": "vpc-0123456789abcdef0"}, "subnet_ids", "go together"),
         ({"notification_emails": "a@example.com,a@example.com"}, "notification_emails", "twice"),
+        # An empty value would pass every check: only leaving the key out gives the default
+        ({"kfp_namespace": ""}, "kfp_namespace", "must not be empty (leave it out"),
+        ({"train_instance_type": " "}, "train_instance_type", "must not be empty"),
+        ({"kfp_experiment_name": ""}, "kfp_experiment_name", "must not be empty"),
+        # A run's own SageMaker calls would be denied by the InstanceTypes condition
+        (
+            {"allowed_instance_types": ["ml.m5.large"], "endpoint_instance_type": "ml.t2.medium"},
+            "endpoint_instance_type",
+            "is not in allowed_instance_types",
+        ),
+        # Step images must be pinned: a moving tag changes what a run runs under it
+        ({"step_image": "registry.example.com/ml/steps"}, "step_image", "is not pinned"),
+        ({"step_image": "registry.example.com/ml/steps:latest"}, "step_image", "not pinned"),
+        ({"step_image": "Registry.example.com/ML/Steps:1"}, "step_image", "malformed value"),
     ],
 )
 def test_a_bad_context_value_names_the_key(context, key, problem):
@@ -147,7 +161,15 @@ def test_a_bad_context_value_names_the_key(context, key, problem):
 
 @pytest.mark.parametrize(
     ("key", "closest"),
-    [("kfp_mod", "kfp_mode"), ("train_instance_cont", "train_instance_count"), ("kk", "k")],
+    [
+        ("kfp_mod", "kfp_mode"),
+        ("train_instance_cont", "train_instance_count"),
+        ("kk", "k"),
+        # Spelled the way a CLI flag or an environment variable is
+        ("kfp-mode", "kfp_mode"),
+        ("KFP_MODE", "kfp_mode"),
+        ("Train-Instance-Type", "train_instance_type"),
+    ],
 )
 def test_an_unknown_context_key_names_the_closest_known_key(key, closest):
     with pytest.raises(SettingError) as raised:
@@ -174,6 +196,26 @@ def test_cdk_own_keys_are_not_this_apps_to_judge():
         }
     )
     assert settings.eks_cluster_name == "mnist-cluster"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mnist-steps:2026-11-29",
+        "registry.example.com:5000/ml/mnist-steps@sha256:" + "ab" * 32,
+        "ghcr.io/team/mnist_steps:v1.2",
+        "mnist-steps:latest@sha256:" + "0" * 64,  # a digest pins even the latest tag
+    ],
+)
+def test_a_pinned_step_image_is_taken_as_given(image):
+    assert read_context({**CLUSTER_CONTEXT, "step_image": image}).step_image == image
+
+
+def test_the_allowed_instance_types_may_widen_the_configured_ones():
+    settings = read_context(
+        {**CLUSTER_CONTEXT, "allowed_instance_types": ["ml.m5.large", "ml.c5.xlarge"]}
+    )
+    assert settings.allowed_instance_types == ("ml.m5.large", "ml.c5.xlarge")
 
 
 def test_cli_strings_are_accepted_for_lists_and_numbers():

@@ -1,4 +1,5 @@
-"""Reading the packaged pipeline spec into the run's `pipeline_spec` field."""
+"""Reading the packaged pipeline spec into the run's `pipeline_spec` field, with the steps'
+image the stack deployed."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import json
 
 import pytest
 
-from lambdas.dal.pipeline_spec import PipelineSpecFile, parse_pipeline_spec
+from core.contracts import STEP_IMAGE_PLACEHOLDER
+from lambdas.dal.pipeline_spec import PipelineSpecFile, parse_pipeline_spec, with_step_image
 from lambdas.logic.ports import KfpCallFailed
+from pipeline.compile import compile_pipeline
 
-PIPELINE = """\
+STEP_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cdk-hnb659fds-container-assets:3f2a"
+PIPELINE = f"""\
+deploymentSpec:
+  executors:
+    exec-train:
+      container: {{image: '{STEP_IMAGE_PLACEHOLDER}', command: [sh]}}
+    exec-deploy:
+      container: {{image: '{STEP_IMAGE_PLACEHOLDER}', command: [sh]}}
 pipelineInfo:
   name: mnist
 root:
   inputDefinitions:
     parameters:
-      run_key: {parameterType: STRING}
+      run_key: {{parameterType: STRING}}
 schemaVersion: 2.1.0
 """
 PLATFORM = """\
@@ -57,14 +67,46 @@ def test_unusable_spec_fails_the_start_clearly(tmp_path, text):
 
     # When the run start needs it, Then it fails permanently, naming the file
     with pytest.raises(KfpCallFailed) as raised:
-        PipelineSpecFile(path)()
+        PipelineSpecFile(path, STEP_IMAGE)()
     assert raised.value.kind == KfpCallFailed.PERMANENT and str(path) in str(raised.value)
 
 
 def test_spec_is_read_once_per_container(tmp_path):
     path = tmp_path / "pipeline.yaml"
     path.write_text(PIPELINE)
-    spec_file = PipelineSpecFile(path)
+    spec_file = PipelineSpecFile(path, STEP_IMAGE)
     first = spec_file()
     path.write_text("garbage")
     assert spec_file() is first
+
+
+def _images(spec):
+    executors = spec.get("pipeline_spec", spec)["deploymentSpec"]["executors"]
+    return {name: e["container"]["image"] for name, e in executors.items()}
+
+
+def test_every_step_runs_the_deployed_image(tmp_path):
+    # Given the spec as the pipeline compiles it (the image is known only at deploy)
+    path = compile_pipeline(tmp_path / "pipeline.yaml")
+    assert set(_images(parse_pipeline_spec(path.read_text())).values()) == {STEP_IMAGE_PLACEHOLDER}
+
+    # When start-run reads it, Then every step names the deployed image, pinned as deployed
+    images = _images(PipelineSpecFile(path, STEP_IMAGE)())
+    assert len(images) == 6 and set(images.values()) == {STEP_IMAGE}
+
+
+def test_the_image_goes_into_the_spec_beside_a_platform_spec():
+    spec = with_step_image(parse_pipeline_spec(PIPELINE + "---\n" + PLATFORM), STEP_IMAGE)
+    assert set(_images(spec).values()) == {STEP_IMAGE} and "platform_spec" in spec
+
+
+def test_a_spec_without_the_placeholder_is_refused(tmp_path):
+    # Given a spec compiled some other way (its steps name their own images)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE.replace(STEP_IMAGE_PLACEHOLDER, "python:3.11-slim"))
+
+    # Then the run does not start on images nobody deployed: a permanent failure that says why
+    with pytest.raises(KfpCallFailed) as raised:
+        PipelineSpecFile(path, STEP_IMAGE)()
+    assert raised.value.kind == KfpCallFailed.PERMANENT
+    assert STEP_IMAGE_PLACEHOLDER in str(raised.value)
