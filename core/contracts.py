@@ -79,7 +79,13 @@ def resource_name(key: str, suffix: str) -> str:
 # The steps of a run, in pipeline order, as the run record names them. The pipeline's own
 # final-state event counts as a step of its own ("pipeline") unless it names the step that
 # failed.
-STEPS = ("preprocess", "training", "model", "transform", "evaluate", "endpoint")
+STEP_PREPROCESS = "preprocess"
+STEP_TRAINING = "training"
+STEP_MODEL = "model"
+STEP_TRANSFORM = "transform"
+STEP_EVALUATE = "evaluate"
+STEP_ENDPOINT = "endpoint"
+STEPS = (STEP_PREPROCESS, STEP_TRAINING, STEP_MODEL, STEP_TRANSFORM, STEP_EVALUATE, STEP_ENDPOINT)
 PIPELINE_STEP = "pipeline"
 PROGRESS_STEPS = (*STEPS, PIPELINE_STEP)
 
@@ -149,12 +155,25 @@ def data_bucket_name(account: str, region: str) -> str:
 # construct id (CDK), its Powertools service name and its key in the settings schema.
 START_RUN = "start-run"
 TRACK_PROGRESS = "track-progress"
+WATCHDOG = "watchdog"  # reconciles stuck runs on a schedule
 FUNCTIONS = (START_RUN, TRACK_PROGRESS)
 HANDLERS = {
     START_RUN: "lambdas.handlers.start_run.handler",
     TRACK_PROGRESS: "lambdas.handlers.track_progress.handler",
 }
 METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
+# The product's own metrics (CloudWatch embedded metric format, namespace METRICS_NAMESPACE,
+# dimension `service` = the emitting function's name), declared once: the functions emit them
+# and the dashboard draws them.
+METRIC_RUNS_STARTED = "RunsStarted"  # start-run, Count: a KFP run created
+METRIC_START_FAILURES = "RunStartFailures"  # start-run, Count: START_FAILED (given up)
+METRIC_DATASETS_REJECTED = "DatasetsRejected"  # start-run, Count: DATA_REJECTED
+METRIC_ENDPOINTS_READY = "EndpointsReady"  # track-progress, Count: ENDPOINT_READY announced
+METRIC_RUNS_FAILED = "RunsFailed"  # track-progress, Count: RUN_FAILED announced
+METRIC_UPLOAD_TO_ENDPOINT = "UploadToEndpointSeconds"  # track-progress, Seconds
+METRIC_STEP_SECONDS = "StepSeconds"  # track-progress, Seconds, extra dimension `step`
+METRIC_STEP_DIMENSION = "step"
+METRIC_STUCK_RUNS_CLOSED = "StuckRunsClosed"  # watchdog, Count
 # The compiled pipeline, at the root of the Lambda asset.
 PIPELINE_SPEC_FILE = "mnist_pipeline.yaml"
 # The image the compiled spec names for every step. The real one (built at deploy, or the

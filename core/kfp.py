@@ -84,3 +84,11 @@ def service_proxy_name(port_name: str) -> str:
 
 def service_proxy_path(namespace: str, port_name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/services/{service_proxy_name(port_name)}/proxy"
+
+
+def run_url(ui_base_url: str, run_id: str) -> str:
+    """The run's page in KFP's UI (frontend/src/components/Router.tsx: `/runs/details/:rid`,
+    under the hash router), or "" when the UI's address or the run is not known."""
+    if not ui_base_url or not run_id:
+        return ""
+    return f"{ui_base_url}/#/runs/details/{run_id}"

@@ -11,7 +11,7 @@ events came in.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,12 +47,30 @@ STATUS_RANK = {
 PROGRESS_ATTRIBUTE_PREFIX = "progress:"
 # The bound on the record's progress: one attribute per (step, status) at most.
 PROGRESS_MAX_ATTRIBUTES = len(contracts.PROGRESS_STEPS) * len(STATUS_RANK)
+# The field of a progress entry that orders events; a stored entry is replaced only by a later
+# one (ProgressEntry.ord).
+ORDER_FIELD = "ord"
 # start-run's own timeline keeps the most recent entries only.
 TIMELINE_MAX_ENTRIES = 50
 
 
 def progress_attribute(step: str, status: str) -> str:
     return f"{PROGRESS_ATTRIBUTE_PREFIX}{step}:{status}"
+
+
+def _tolerant(cls: type, item: Any) -> Any:
+    """`cls` from a stored map, whatever else it holds: unknown names are left out, and a
+    missing required field reads as "" (a record written by another version, or by hand, must
+    not fail every read of the run)."""
+    if not isinstance(item, Mapping):
+        return None
+    values = {}
+    for spec in fields(cls):
+        if spec.name in item:
+            values[spec.name] = item[spec.name]
+        elif spec.default is MISSING and spec.default_factory is MISSING:
+            values[spec.name] = ""
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -107,12 +125,7 @@ class ProgressEntry:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> ProgressEntry:
-        known = {f.name for f in fields(cls)}
-        values = {name: value for name, value in item.items() if name in known}
-        values.setdefault("metrics", {})
-        for name in ("status", "event_status", "at", "ord", "event_id", "source"):
-            values.setdefault(name, "")
-        return cls(**values)
+        return _tolerant(cls, item)
 
 
 @dataclass(frozen=True)
@@ -160,7 +173,7 @@ class RunRecord:
         return cls(
             run_key=str(item[ATTR.run_key]),
             status=str(item.get(ATTR.status, "")),
-            dataset=DatasetRef(**dataset) if isinstance(dataset, Mapping) else None,
+            dataset=_tolerant(DatasetRef, dataset),
             created_at=str(item.get(ATTR.created_at, "")),
             updated_at=str(item.get(ATTR.updated_at, "")),
             start_attempts=int(item.get(ATTR.start_attempts, 0)),
@@ -171,7 +184,11 @@ class RunRecord:
             experiment_id=str(item.get(ATTR.experiment_id, "")),
             outcome=str(item.get(ATTR.outcome, "")),
             metrics=dict(item.get(ATTR.metrics) or {}),
-            timeline=tuple(TimelineEntry(**entry) for entry in item.get(ATTR.timeline) or ()),
+            timeline=tuple(
+                entry
+                for entry in (_tolerant(TimelineEntry, e) for e in item.get(ATTR.timeline) or ())
+                if entry is not None
+            ),
             progress=tuple(sorted(progress, key=lambda p: p.entry.ord)),
         )
 
@@ -209,7 +226,7 @@ class RunRecord:
 
     def endpoint_names(self) -> list[str]:
         """The endpoints the run's progress names, first seen first."""
-        names = [p.entry.job_name for p in self.progress if p.step == "endpoint"]
+        names = [p.entry.job_name for p in self.progress if p.step == contracts.STEP_ENDPOINT]
         return list(dict.fromkeys(name for name in names if name))
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from core import contracts
 from core import run_record as rr
 
 SOURCE = "aws.sagemaker"
@@ -32,7 +33,15 @@ class SageMakerResource:
     done: frozenset[str]  # API statuses a step waiting on it takes as success
     failed: frozenset[str]  # API statuses a step waiting on it takes as failure
     first_status: str  # what a new resource reports first
+    log_group: str  # under LOG_GROUP_PREFIX; "{name}" when the group is the resource's own
     events_upper_snake: bool = False  # events spell statuses IN_SERVICE, not InService
+
+    def where_logs(self, name: str) -> str:
+        """Where SageMaker writes the logs of the resource `name` in CloudWatch Logs."""
+        group = LOG_GROUP_PREFIX + self.log_group.format(name=name)
+        if "{name}" in self.log_group:
+            return f"log group {group}"
+        return f"log group {group}, streams starting {name}/"
 
     @property
     def name_field(self) -> str:
@@ -63,6 +72,12 @@ class SageMakerResource:
         return None
 
 
+# SageMaker's log groups (SageMaker developer guide, "Log groups and streams that Amazon
+# SageMaker AI sends to Amazon CloudWatch Logs"): /aws/sagemaker/TrainingJobs and
+# /aws/sagemaker/TransformJobs with a stream per job instance named <job>/..., and
+# /aws/sagemaker/Endpoints/<endpoint> per endpoint.
+LOG_GROUP_PREFIX = "/aws/sagemaker/"
+
 # Every status botocore's sagemaker service model (2017-07-24) lists for each resource:
 # TrainingJobStatus, TransformJobStatus and EndpointStatus. tests/unit/test_sagemaker_statuses.py
 # reads the enums from the installed model, so a status AWS adds cannot go unnoticed.
@@ -74,25 +89,27 @@ _JOB_STATUSES = {
     "Stopped": rr.STOPPED,
 }
 TRAINING_JOB = SageMakerResource(
-    step="training",
+    step=contracts.STEP_TRAINING,
     noun="TrainingJob",
     detail_type="SageMaker Training Job State Change",
     statuses={**_JOB_STATUSES, "Deleting": rr.DELETING},
     done=frozenset({"Completed"}),
     failed=frozenset({"Failed", "Stopped", "Deleting"}),
     first_status="InProgress",
+    log_group="TrainingJobs",
 )
 TRANSFORM_JOB = SageMakerResource(
-    step="transform",
+    step=contracts.STEP_TRANSFORM,
     noun="TransformJob",
     detail_type="SageMaker Transform Job State Change",
     statuses=_JOB_STATUSES,
     done=frozenset({"Completed"}),
     failed=frozenset({"Failed", "Stopped"}),
     first_status="InProgress",
+    log_group="TransformJobs",
 )
 ENDPOINT = SageMakerResource(
-    step="endpoint",
+    step=contracts.STEP_ENDPOINT,
     noun="Endpoint",
     detail_type="SageMaker Endpoint State Change",
     statuses={
@@ -111,6 +128,7 @@ ENDPOINT = SageMakerResource(
     # A deploy waits through Creating, Updating and SystemUpdating; anything else ends it.
     failed=frozenset({"Failed", "OutOfService", "RollingBack", "UpdateRollbackFailed", "Deleting"}),
     first_status="Creating",
+    log_group="Endpoints/{name}",
     events_upper_snake=True,
 )
 # The resources whose state changes the product follows. A run also creates a model and an
@@ -119,3 +137,4 @@ ENDPOINT = SageMakerResource(
 # the pipeline's final-state event reports.
 RESOURCES = (TRAINING_JOB, TRANSFORM_JOB, ENDPOINT)
 BY_DETAIL_TYPE = {resource.detail_type: resource for resource in RESOURCES}
+BY_STEP = {resource.step: resource for resource in RESOURCES}

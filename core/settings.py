@@ -353,7 +353,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         TextList(INSTANCE_TYPE, unique=True),
         (),
         "the instance types a run may use (an IAM condition on SageMaker's create calls);"
-        " empty: the train, transform and endpoint instance types above",
+        " empty: train_instance_type, transform_instance_type and endpoint_instance_type",
     ),
     _context(
         "step_image",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from core.contracts import STEPS
+from core.contracts import STEP_PREPROCESS, STEP_TRAINING, STEP_TRANSFORM, STEPS
 from core.run_record import RunRecord
 from lambdas.dal.runs_table import RunsTableReader
 
-_SHORT_STEPS = {"preprocess": "prep", "training": "train", "transform": "xform"}
+_SHORT_STEPS = {STEP_PREPROCESS: "prep", STEP_TRAINING: "train", STEP_TRANSFORM: "xform"}
 
 
 class UnknownRun(LookupError):

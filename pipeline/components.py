@@ -82,10 +82,13 @@ def preprocess(
 
     import boto3
 
+    from core import contracts
     from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
-    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="preprocess"):
+    with steps.failure_marker(
+        s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_PREPROCESS
+    ):
         out = steps.preprocess(
             s3,
             dataset_uri=dataset_uri,
@@ -117,11 +120,13 @@ def train(
 
     import boto3
 
-    from core import images
+    from core import contracts, images
     from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
-    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="training"):
+    with steps.failure_marker(
+        s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_TRAINING
+    ):
         image = images.kmeans_image(region, training_image)
         out = steps.train(
             boto3.client("sagemaker", region_name=region),
@@ -146,10 +151,13 @@ def create_model(
     """Create the SageMaker model from the training job's artifacts."""
     import boto3
 
+    from core import contracts
     from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
-    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="model"):
+    with steps.failure_marker(
+        s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_MODEL
+    ):
         return steps.create_model(
             boto3.client("sagemaker", region_name=region),
             run_key=run_key,
@@ -172,10 +180,13 @@ def batch_transform(
     """Score the test split with a batch transform (text/csv, split by line)."""
     import boto3
 
+    from core import contracts
     from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
-    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="transform"):
+    with steps.failure_marker(
+        s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_TRANSFORM
+    ):
         return steps.batch_transform(
             boto3.client("sagemaker", region_name=region),
             run_key=run_key,
@@ -199,10 +210,13 @@ def deploy(
     """Create or update the endpoint config and the endpoint; wait until it is in service."""
     import boto3
 
+    from core import contracts
     from pipeline.steps import steps
 
     s3 = boto3.client("s3", region_name=region)
-    with steps.failure_marker(s3, dataset_uri=dataset_uri, run_key=run_key, step="endpoint"):
+    with steps.failure_marker(
+        s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_ENDPOINT
+    ):
         return steps.deploy(
             boto3.client("sagemaker", region_name=region),
             run_key=run_key,

@@ -10,11 +10,12 @@ from constructs import Construct
 
 from core import images
 from core.contracts import RUNS_PREFIX
+from core.sagemaker_events import LOG_GROUP_PREFIX
 from stacks.arns import log_group_arn
 from stacks.data_bucket import run_data_statements
 
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
-SAGEMAKER_LOG_GROUPS = "/aws/sagemaker/*"
+SAGEMAKER_LOG_GROUPS = f"{LOG_GROUP_PREFIX}*"
 # Namespaces SageMaker jobs and endpoints publish their metrics under.
 SAGEMAKER_METRIC_NAMESPACES = ("/aws/sagemaker/*", "aws/sagemaker/*")
 KMEANS_ACCOUNTS_MAPPING = "KmeansImageAccounts"
@@ -122,9 +123,9 @@ class SageMakerExecutionRole(Construct):
                     ),
                     applies_to=[
                         "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
-                        "log-group:/aws/sagemaker/*",
+                        f"log-group:{SAGEMAKER_LOG_GROUPS}",
                         "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
-                        "log-group:/aws/sagemaker/*:log-stream:*",
+                        f"log-group:{SAGEMAKER_LOG_GROUPS}:log-stream:*",
                     ],
                 ),
             ],

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from core import contracts
-from core.run_record import ATTR, TIMELINE_MAX_ENTRIES, DatasetRef, RunRecord
+from core.run_record import (
+    ATTR,
+    ORDER_FIELD,
+    TIMELINE_MAX_ENTRIES,
+    DatasetRef,
+    RunRecord,
+    TimelineEntry,
+)
 from lambdas.logic.ports import Claim, KfpRun, ProgressWrite, RunProgress, RunsRepository
 
 
@@ -71,7 +79,7 @@ def _key(run_key: str) -> dict[str, Any]:
 
 
 def _entry(now: str, event: str, detail: str) -> dict[str, Any]:
-    return to_attribute_value([{"at": now, "event": event, "detail": detail[:500]}])
+    return to_attribute_value([asdict(TimelineEntry(at=now, event=event, detail=detail[:500]))])
 
 
 class DynamoRunsRepository(RunsRepository):
@@ -243,8 +251,9 @@ class DynamoRunProgress(RunProgress):
         # A top-level attribute per (step, status): DynamoDB cannot SET a nested path whose
         # parent map may not exist yet, nor create overlapping paths in one expression.
         update = "SET #attr = :entry"
-        values = {":entry": to_attribute_value(entry), ":ord": to_attribute_value(entry["ord"])}
-        names = {"#attr": attribute, "#ord": "ord"}
+        order = entry[ORDER_FIELD]
+        values = {":entry": to_attribute_value(entry), ":ord": to_attribute_value(order)}
+        names = {"#attr": attribute, "#ord": ORDER_FIELD}
         if outcome:
             update += ", #outcome = if_not_exists(#outcome, :outcome)"
             names.update(_names(ATTR.outcome))
@@ -308,16 +317,25 @@ class RunsTableReader:
         return self._table
 
     def get(self, run_key: str) -> RunRecord | None:
+        item = self.item(run_key)
+        return RunRecord.from_item(item) if item else None
+
+    def item(self, run_key: str) -> dict[str, Any] | None:
+        """The run's item as stored, in plain values (every attribute, known or not)."""
         item = (
             self._ddb()
             .get_item(TableName=self._table, Key=_key(run_key), ConsistentRead=True)
             .get("Item")
         )
-        return _record(item)
+        return plain_item(item) if item else None
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every item as stored, in plain values, in the table's order."""
+        return [plain_item(item) for item in self._items()]
 
     def scan(self) -> list[RunRecord]:
         """Every run record (one item per dataset version: a scan is fine), newest first."""
-        records = [RunRecord.from_item(plain_item(item)) for item in self._items()]
+        records = [RunRecord.from_item(item) for item in self.items()]
         return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     def _items(self) -> Iterator[dict[str, Any]]:

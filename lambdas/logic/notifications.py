@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from core import contracts
+from core import contracts, sagemaker_events
 from core import run_record as rr
 from core.run_record import DatasetRef, RunRecord
 from lambdas.logic.progress_events import ProgressEvent
@@ -94,16 +94,11 @@ def run_could_not_start(
     )
 
 
-# Where SageMaker writes each step's logs (CloudWatch Logs); other steps log in KFP.
-LOG_GROUPS = {
-    "training": "/aws/sagemaker/TrainingJobs",
-    "transform": "/aws/sagemaker/TransformJobs",
-}
 _STEP_SUFFIXES = {
-    "training": contracts.TRAINING_JOB_SUFFIX,
-    "model": contracts.MODEL_SUFFIX,
-    "transform": contracts.TRANSFORM_JOB_SUFFIX,
-    "endpoint": contracts.ENDPOINT_SUFFIX,
+    contracts.STEP_TRAINING: contracts.TRAINING_JOB_SUFFIX,
+    contracts.STEP_MODEL: contracts.MODEL_SUFFIX,
+    contracts.STEP_TRANSFORM: contracts.TRANSFORM_JOB_SUFFIX,
+    contracts.STEP_ENDPOINT: contracts.ENDPOINT_SUFFIX,
 }
 DIGIT_SAMPLE = 5  # how many test digits the `mnistflow predict` example sends
 
@@ -114,7 +109,7 @@ def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
     name, arn = _endpoint(event, record)
     region = event.region
     accuracy = record.metrics.get("accuracy")
-    training = record.entry("training", rr.COMPLETED)
+    training = record.entry(contracts.STEP_TRAINING, rr.COMPLETED)
     lines = [
         "The MNIST model of this run is deployed and the endpoint is in service.",
         "",
@@ -175,12 +170,9 @@ def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notifi
     ]
     if resource:
         lines.append(f"  SageMaker resource: {resource}")
-    if step in LOG_GROUPS:
-        lines.append(
-            f"  CloudWatch logs:    log group {LOG_GROUPS[step]}, streams starting {resource}/"
-        )
-    elif step == "endpoint":
-        lines.append(f"  CloudWatch logs:    log group /aws/sagemaker/Endpoints/{resource}")
+    # SageMaker's resources log in CloudWatch Logs; the other steps log in KFP.
+    if step in sagemaker_events.BY_STEP and resource:
+        lines.append(f"  CloudWatch logs:    {sagemaker_events.BY_STEP[step].where_logs(resource)}")
     else:
         lines.append(f"  KFP step logs:      the {step} step of the KFP run (link below)")
     # The run id start-run recorded names the run in KFP's UI and API; the pipeline's own
@@ -202,10 +194,10 @@ def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notifi
 
 
 def _endpoint(event: ProgressEvent, record: RunRecord) -> tuple[str, str]:
-    if event.step == "endpoint":
+    if event.step == contracts.STEP_ENDPOINT:
         return event.resource_name, event.arn or _endpoint_arn(event, event.resource_name)
     name = event.endpoint_name or contracts.resource_name(event.run_key, contracts.ENDPOINT_SUFFIX)
-    seen = record.entry("endpoint", rr.IN_SERVICE)
+    seen = record.entry(contracts.STEP_ENDPOINT, rr.IN_SERVICE)
     if seen is not None and seen.job_name == name and seen.arn:
         return name, seen.arn
     return name, _endpoint_arn(event, name)
@@ -235,7 +227,7 @@ def _failure_reason(event: ProgressEvent) -> str:
 
 
 def _resource_of(event: ProgressEvent, step: str) -> str:
-    if step == "endpoint" and event.endpoint_name:
+    if step == contracts.STEP_ENDPOINT and event.endpoint_name:
         return event.endpoint_name
     suffix = _STEP_SUFFIXES.get(step)
     return contracts.resource_name(event.run_key, suffix) if suffix else ""

@@ -75,7 +75,7 @@ class ProgressEvent:
                 return ""  # recorded as it came; the stuck-run watchdog asks KFP
             succeeded = self.normalized == rr.SUCCEEDED
             return contracts.STATUS_SUCCEEDED if succeeded else contracts.STATUS_FAILED
-        if self.step == "endpoint" and self.normalized == rr.IN_SERVICE:
+        if self.step == contracts.STEP_ENDPOINT and self.normalized == rr.IN_SERVICE:
             return contracts.STATUS_SUCCEEDED
         if self.normalized in (rr.FAILED, rr.STOPPED):
             return contracts.STATUS_FAILED

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import contracts
+from core.kfp import run_url
 from core.run_record import DatasetRef
 from core.settings import Settings, run_parameters
 from lambdas.logic import notifications
@@ -192,8 +193,7 @@ class StartRun:
             self._notifier.publish(note.kind, key, note.subject, note.message)
 
     def run_url(self, run_id: str) -> str:
-        base = self._settings.kfp_ui_url
-        return f"{base}/#/runs/details/{run_id}" if base else ""
+        return run_url(self._settings.kfp_ui_url, run_id)
 
     def _find_or_create_run(
         self, key: str, dataset: DatasetRef, seconds_left: Callable[[], float]

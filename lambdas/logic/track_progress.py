@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from core import contracts
+from core.kfp import run_url
 from core.run_record import RunRecord
 from lambdas.logic import notifications
 from lambdas.logic.ports import Notifier, RunProgress
@@ -114,6 +115,4 @@ class TrackProgress:
     def _kfp_link(self, record: RunRecord) -> str:
         if record.kfp_run_url:
             return record.kfp_run_url
-        if self._kfp_ui_url and record.kfp_run_id:
-            return f"{self._kfp_ui_url}/#/runs/details/{record.kfp_run_id}"
-        return ""
+        return run_url(self._kfp_ui_url, record.kfp_run_id)

@@ -16,6 +16,7 @@ import pytest
 
 from core import contracts
 from core.contracts import KIND_DATA_REJECTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, run_key
+from mnistflow.demo import LOCK_FILE_VARIABLE
 from mnistflow.local.stack import LOCAL_STEP_IMAGE, LocalStack
 from tests.conftest import SAMPLE_DIR
 
@@ -37,13 +38,19 @@ def _cli(*args, timeout=DEMO_DEADLINE_SECONDS, **kwargs):
 
 
 def _leftover_processes() -> list[str]:
+    """Pipeline processes started by this test session: they inherit its own demo lock path
+    (tests/e2e/conftest.py), so another checkout's demo on the same machine is not counted."""
+    ours = f"{LOCK_FILE_VARIABLE}={os.environ[LOCK_FILE_VARIABLE]}".encode()
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(pid) != os.getpid() and any(marker in cmdline for marker in LEFTOVER_MARKERS):
+        if int(pid) == os.getpid() or ours not in environ:
+            continue
+        if any(marker in cmdline for marker in LEFTOVER_MARKERS):
             found.append(cmdline)
     return found
 

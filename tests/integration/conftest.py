@@ -19,7 +19,7 @@ from moto import mock_aws
 from core import contracts
 from core.run_record import RunRecord
 from lambdas.composition import start_run_handler, track_progress_handler
-from lambdas.dal.runs_table import RunsTableReader, plain_item
+from lambdas.dal.runs_table import RunsTableReader
 from mnistflow.local.kfp_api import LocalKfpApi
 from mnistflow.local.provision import LocalNames, Provisioned, provision, read_inbox
 from tests.fakes import FakeClock
@@ -69,18 +69,20 @@ class AwsWorld:
     def role_arn(self) -> str:
         return self.resources.sagemaker_role_arn
 
+    @property
+    def reader(self) -> RunsTableReader:
+        """The product's one reader of the runs table."""
+        return RunsTableReader(TABLE, lambda: _client("dynamodb"))
+
     def item(self, run_key: str) -> dict[str, Any] | None:
         """The stored item, as plain values."""
-        raw = _client("dynamodb").get_item(
-            TableName=TABLE, Key={"run_key": {"S": run_key}}, ConsistentRead=True
-        )
-        return plain_item(raw["Item"]) if "Item" in raw else None
+        return self.reader.item(run_key)
 
     def record(self, run_key: str) -> RunRecord | None:
-        return RunsTableReader(TABLE, lambda: _client("dynamodb")).get(run_key)
+        return self.reader.get(run_key)
 
     def items(self) -> list[dict[str, Any]]:
-        return [plain_item(i) for i in _client("dynamodb").scan(TableName=TABLE)["Items"]]
+        return self.reader.items()
 
     def messages(self) -> list[dict[str, Any]]:
         """Everything published so far, as SNS delivered it to the subscribed queue."""

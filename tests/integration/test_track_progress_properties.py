@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from core import contracts
-from lambdas.dal.runs_table import DynamoRunProgress, plain_item, to_attribute_value
+from lambdas.dal.runs_table import DynamoRunProgress, RunsTableReader, to_attribute_value
 from lambdas.logic.track_progress import TrackProgress
 from lambdas.observability import metrics
 from mnistflow.local.provision import create_runs_table
@@ -56,7 +56,8 @@ def replay(deliveries: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]
     for delivery in deliveries:
         service.handle(delivery)
     metrics.clear_metrics()  # Powertools flushes by itself at 100 metrics; nothing reads them
-    item = plain_item(ddb.get_item(TableName=table, Key={"run_key": {"S": RUN_KEY}})["Item"])
+    item = RunsTableReader(table, lambda: ddb).item(RUN_KEY)
+    assert item is not None
     ddb.delete_table(TableName=table)
     return item, notifier.kinds()
 

@@ -7,7 +7,6 @@ core.settings.PARAMETERS; these tests hold them to each other.
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import subprocess
@@ -30,7 +29,6 @@ from core.settings import (
     read_environment,
     run_parameters,
 )
-from pipeline.mnist_pipeline import signature
 from tests.fakes.settings import CLUSTER_CONTEXT, STACK_VALUES
 from tests.fakes.settings import function_environ as _environ
 
@@ -56,20 +54,6 @@ def test_lambda_variable_names_are_ones_cloudformation_accepts():
     for parameter in PARAMETERS:
         if parameter.functions:
             assert re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]+", parameter.env_name), parameter.key
-
-
-def test_the_pipeline_signature_is_the_schema_pipeline_parameters():
-    # Given the pipeline function's signature and the schema's pipeline parameters
-    parameters = signature().parameters
-    declared = {p.key: p for p in pipeline_parameters()}
-    # Then they are the same names, types and defaults
-    assert list(parameters) == list(declared)
-    for name, parameter in parameters.items():
-        assert parameter.annotation is declared[name].kind.python_type
-        if declared[name].required:
-            assert parameter.default is inspect.Parameter.empty
-        else:
-            assert parameter.default == declared[name].default
 
 
 def test_a_context_key_a_function_reads_reaches_it_under_its_variable():
