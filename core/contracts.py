@@ -156,10 +156,29 @@ def data_bucket_name(account: str, region: str) -> str:
 START_RUN = "start-run"
 TRACK_PROGRESS = "track-progress"
 WATCHDOG = "watchdog"  # reconciles stuck runs on a schedule
-FUNCTIONS = (START_RUN, TRACK_PROGRESS)
+# Lambda retries a failed asynchronous invocation this many times (then the failure queue),
+# with the same request id (AWS Lambda developer guide, "How Lambda handles errors and retries
+# with asynchronous invocation": one minute, then two minutes between attempts).
+LAMBDA_ASYNC_RETRIES = 2
+LAMBDA_ASYNC_ATTEMPTS = 1 + LAMBDA_ASYNC_RETRIES
+
+# The deployed stack, and the outputs the CLI reads from it (`mnistflow redrive`).
+STACK_NAME = "MnistFlow"
+OUTPUT_START_RUN_FUNCTION = "StartRunFunctionName"
+OUTPUT_START_RUN_FAILURES_QUEUE = "StartRunFailuresQueueUrl"
+OUTPUT_TRACK_PROGRESS_FUNCTION = "TrackProgressFunctionName"
+OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE = "TrackProgressFailuresQueueUrl"
+# The functions whose failed events are worth handing back, with their (function, queue)
+# outputs: an upload that did not start a run, a SageMaker or pipeline event not recorded.
+REDRIVEN = {
+    START_RUN: (OUTPUT_START_RUN_FUNCTION, OUTPUT_START_RUN_FAILURES_QUEUE),
+    TRACK_PROGRESS: (OUTPUT_TRACK_PROGRESS_FUNCTION, OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE),
+}
+FUNCTIONS = (START_RUN, TRACK_PROGRESS, WATCHDOG)
 HANDLERS = {
     START_RUN: "lambdas.handlers.start_run.handler",
     TRACK_PROGRESS: "lambdas.handlers.track_progress.handler",
+    WATCHDOG: "lambdas.handlers.watchdog.handler",
 }
 METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
 # The product's own metrics (CloudWatch embedded metric format, namespace METRICS_NAMESPACE,

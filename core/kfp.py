@@ -92,3 +92,10 @@ def run_url(ui_base_url: str, run_id: str) -> str:
     if not ui_base_url or not run_id:
         return ""
     return f"{ui_base_url}/#/runs/details/{run_id}"
+
+
+def runtime_state(value: object) -> str:
+    """A run's `state` as its name, whether the API spelled the enum by name or by number."""
+    if isinstance(value, int) and 0 <= value < len(RUNTIME_STATES):
+        return RUNTIME_STATES[value]
+    return str(value or "")

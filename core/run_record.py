@@ -58,6 +58,15 @@ def progress_attribute(step: str, status: str) -> str:
     return f"{PROGRESS_ATTRIBUTE_PREFIX}{step}:{status}"
 
 
+# A claim on sending one notification kind: {"owner": request id, "at": epoch seconds}, a
+# top-level attribute per kind (like the progress entries), removed when the email is confirmed.
+ANNOUNCEMENT_CLAIM_PREFIX = "announcing:"
+
+
+def announcement_claim_attribute(kind: str) -> str:
+    return f"{ANNOUNCEMENT_CLAIM_PREFIX}{kind}"
+
+
 def _tolerant(cls: type, item: Any) -> Any:
     """`cls` from a stored map, whatever else it holds: unknown names are left out, and a
     missing required field reads as "" (a record written by another version, or by hand, must
@@ -143,20 +152,28 @@ class StepProgress:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run record as stored. Start-run owns every field but `outcome` and the progress."""
+    """A run record as stored. Start-run owns every field but the outcome and the progress;
+    `announced` is shared: each kind is claimed once, by whoever sends it."""
 
     run_key: str
     status: str = ""  # start-run's: ACCEPTED, REJECTED, RUN_STARTED, START_FAILED
     dataset: DatasetRef | None = None  # None: an orphan (progress for a run start-run never saw)
     created_at: str = ""
     updated_at: str = ""
-    start_attempts: int = 0
+    start_attempts: int = 0  # every claim of the record, by any invocation
+    claim_owner: str = ""  # the Lambda request id holding (or last holding) the claim
+    claim_attempts: int = 0  # the owner's tries: Lambda retries an invocation with its id
     claim_expires_at: int | None = None  # epoch seconds; while ACCEPTED
-    reason: str = ""  # why REJECTED or START_FAILED
+    reason: str = ""  # why REJECTED or START_FAILED, or why the last attempt failed
     kfp_run_id: str = ""
     kfp_run_url: str = ""
     experiment_id: str = ""
-    outcome: str = ""  # the announced outcome (SUCCEEDED or FAILED), claimed once
+    # The run's outcome (SUCCEEDED or FAILED): that of its latest deciding event, by ord.
+    outcome: str = ""
+    outcome_ord: str = ""
+    announced: frozenset[str] = frozenset()  # the notification kinds sent for this run
+    # Emails being sent: kind -> {"owner": request id, "at": epoch seconds}
+    announcing: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)  # e.g. accuracy, when evaluated
     timeline: tuple[TimelineEntry, ...] = ()
     progress: tuple[StepProgress, ...] = ()  # stored as progress:<step>:<status> attributes
@@ -177,12 +194,21 @@ class RunRecord:
             created_at=str(item.get(ATTR.created_at, "")),
             updated_at=str(item.get(ATTR.updated_at, "")),
             start_attempts=int(item.get(ATTR.start_attempts, 0)),
+            claim_owner=str(item.get(ATTR.claim_owner, "")),
+            claim_attempts=int(item.get(ATTR.claim_attempts, 0)),
             claim_expires_at=item.get(ATTR.claim_expires_at),
             reason=str(item.get(ATTR.reason, "")),
             kfp_run_id=str(item.get(ATTR.kfp_run_id, "")),
             kfp_run_url=str(item.get(ATTR.kfp_run_url, "")),
             experiment_id=str(item.get(ATTR.experiment_id, "")),
             outcome=str(item.get(ATTR.outcome, "")),
+            outcome_ord=str(item.get(ATTR.outcome_ord, "")),
+            announced=frozenset(item.get(ATTR.announced) or ()),
+            announcing={
+                name[len(ANNOUNCEMENT_CLAIM_PREFIX) :]: value
+                for name, value in item.items()
+                if name.startswith(ANNOUNCEMENT_CLAIM_PREFIX) and isinstance(value, Mapping)
+            },
             metrics=dict(item.get(ATTR.metrics) or {}),
             timeline=tuple(
                 entry
@@ -231,4 +257,6 @@ class RunRecord:
 
 
 # The record's attribute names, as writers name them: ATTR.status == "status", and so on.
-ATTR = SimpleNamespace(**{f.name: f.name for f in fields(RunRecord) if f.name != "progress"})
+ATTR = SimpleNamespace(
+    **{f.name: f.name for f in fields(RunRecord) if f.name not in ("progress", "announcing")}
+)

@@ -30,8 +30,10 @@ from typing import Any
 from core import contracts, images, kfp
 from core.contracts import KFP_MODE_CLUSTER, KFP_MODE_URL, KFP_MODES, START_RUN
 
-BOTH_FUNCTIONS = frozenset(contracts.FUNCTIONS)
+ALL_FUNCTIONS = frozenset(contracts.FUNCTIONS)
 START_RUN_ONLY = frozenset({START_RUN})
+KFP_CALLERS = frozenset({START_RUN, contracts.WATCHDOG})  # both reach KFP's API
+WATCHDOG_ONLY = frozenset({contracts.WATCHDOG})
 REQUIRED: Any = object()  # no default: the stack, the runtime or start-run always supplies it
 
 
@@ -274,7 +276,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         Text(choices=KFP_MODES),
         KFP_MODE_CLUSTER,
         "cluster (EKS API + service proxy) or url (direct URL + bearer token)",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     _context(
         "eks_cluster_name",
@@ -282,14 +284,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         "",
         "the EKS cluster running KFP (required in cluster mode; in url mode, when set, the Pod"
         " Identity association is created)",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     _context(
         "kfp_namespace",
         K8S_LABEL,
         "kubeflow",
         "namespace of KFP; scope of the access entry and of Pod Identity",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     _context(
         "kfp_service_port",
@@ -297,7 +299,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         kfp.DEFAULT_HTTP_PORT_NAME,
         "cluster mode: the name of ml-pipeline's API port; `http`, or `tls` for KFP's TLS"
         " overlay (then reached over HTTPS)",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     _context(
         "kfp_service_account",
@@ -313,7 +315,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         HTTP_URL,
         "",
         "url mode: KFP API base URL, https://...",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     _context(
         "kfp_token_secret_name",
@@ -338,14 +340,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         HTTP_URL,
         "",
         "KFP UI base URL, for run links in the record and emails",
-        functions=BOTH_FUNCTIONS,
+        functions=ALL_FUNCTIONS,
     ),
     _context(
         "kfp_experiment_name",
         Text(max_chars=128),
         contracts.PRODUCT_PREFIX,
         "KFP experiment the runs go into",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     # What every run trains and deploys with (the pipeline's parameters).
     _context(
@@ -462,6 +464,37 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
+    _context(
+        "preprocess_memory",
+        # A Kubernetes quantity, because the pipeline hands it to the pod as it is (KFP resolves
+        # a string parameter in a resource field; a number would be read as bytes).
+        Text(
+            re.compile(r"[1-9][0-9]{3,6}Mi|[1-9][0-9]{0,3}Gi"),
+            "a memory size of at least 1000Mi, as <n>Mi or <n>Gi, e.g. 4608Mi",
+        ),
+        # 2 x the 2 GiB max_dataset_bytes (a decoded dataset and one copy) + 512Mi for the step's
+        # runtime (pipeline/steps/dataset.py, MEMORY_RESERVE_BYTES).
+        "4608Mi",
+        "memory request and limit of the preprocess step's pod; a dataset whose load would need"
+        " more (less 512Mi kept for the runtime) is refused before it is allocated",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    # The stuck-run watchdog (a scheduled function).
+    _context(
+        "watchdog_no_progress_minutes",
+        Whole(10, 7 * 24 * 60),
+        60,
+        "a started run with no SageMaker progress for this long is checked against KFP",
+        functions=WATCHDOG_ONLY,
+    ),
+    _context(
+        "watchdog_max_run_hours",
+        Whole(1, 30 * 24),
+        24,
+        "a run without an outcome this long after its upload is checked against KFP",
+        functions=WATCHDOG_ONLY,
+    ),
     # Housekeeping.
     _context(
         "reserved_concurrency",
@@ -483,13 +516,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         "runs_table_name",
         Text(re.compile(r"[a-zA-Z0-9_.-]{3,255}"), "a DynamoDB table name"),
         "the runs table",
-        functions=BOTH_FUNCTIONS,
+        functions=ALL_FUNCTIONS,
     ),
     _stack(
         "notification_topic_arn",
         _arn(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}", "an SNS topic ARN"),
         "the run notification topic",
-        functions=BOTH_FUNCTIONS,
+        functions=ALL_FUNCTIONS,
     ),
     _stack(
         "data_bucket_name",
@@ -502,7 +535,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         Text(SECRET_ARN_PATTERN, "a Secrets Manager secret ARN"),
         "url mode: the token secret's ARN (from kfp_token_secret_name); else empty",
         default="",
-        functions=START_RUN_ONLY,
+        functions=KFP_CALLERS,
     ),
     _stack(
         "pipeline_spec_path",
@@ -536,17 +569,17 @@ PARAMETERS: tuple[Parameter, ...] = (
         "powertools_service_name",
         Text(choices=contracts.FUNCTIONS),
         "the function's name, in its logs and metrics",
-        functions=BOTH_FUNCTIONS,
+        functions=ALL_FUNCTIONS,
     ),
     _stack(
         "powertools_metrics_namespace",
         Text(),
         "the product's CloudWatch metric namespace",
-        functions=BOTH_FUNCTIONS,
+        functions=ALL_FUNCTIONS,
     ),
     # Set by the Lambda runtime.
     Parameter(
-        "aws_region", REGION, "the function's region", source="lambda", functions=BOTH_FUNCTIONS
+        "aws_region", REGION, "the function's region", source="lambda", functions=ALL_FUNCTIONS
     ),  # fmt: skip
     # Computed by start-run for each run.
     Parameter("dataset_uri", Text(), "s3://bucket/key of the upload", source="run", pipeline=True),

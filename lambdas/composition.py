@@ -32,7 +32,8 @@ def start_run_handler(environ: Mapping[str, str], **options: Any) -> Handler:
 
     def handle(event: dict[str, Any], context: Any) -> Any:
         seconds_left = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
-        return service.handle_notification(event, seconds_left)
+        # Lambda keeps the request id across the retries of an asynchronous invocation.
+        return service.handle_notification(event, seconds_left, context.aws_request_id)
 
     return _lambda_handler(settings, handle, service, clients)
 
@@ -42,7 +43,21 @@ def track_progress_handler(environ: Mapping[str, str]) -> Handler:
     settings = read_environment(contracts.TRACK_PROGRESS, environ)
     clients = AwsClients(settings.aws_region, environ)
     service = track_progress_service(settings, clients)
-    return _lambda_handler(settings, lambda event, context: service.handle(event), service, clients)
+    return _lambda_handler(
+        settings,
+        lambda event, context: service.handle(event, context.aws_request_id),
+        service,
+        clients,
+    )
+
+
+def watchdog_handler(environ: Mapping[str, str], **options: Any) -> Handler:
+    """The stuck-run watchdog, run on a schedule (the event itself carries nothing it needs);
+    `options` go to `watchdog_service` (the tests' clock, KFP timeout)."""
+    settings = read_environment(contracts.WATCHDOG, environ)
+    clients = AwsClients(settings.aws_region, environ)
+    service = watchdog_service(settings, clients, **options)
+    return _lambda_handler(settings, lambda event, context: service.run(), service, clients)
 
 
 def _lambda_handler(settings: Settings, handle: Handler, service: Any, clients: AwsClients):
@@ -105,6 +120,32 @@ def track_progress_service(settings: Settings, clients: AwsClients):
         runs=DynamoRunProgress(settings.runs_table_name, clients.factory("dynamodb")),
         notifier=SnsNotifier(settings.notification_topic_arn, clients.factory("sns")),
         kfp_ui_url=settings.kfp_ui_url,
+    )
+
+
+def watchdog_service(
+    settings: Settings,
+    clients: AwsClients,
+    *,
+    clock: Callable[[], float] = time.time,
+    kfp_timeout_seconds: float | None = None,
+):
+    from lambdas.dal.kfp_api import KFP_REQUEST_TIMEOUT_SECONDS
+    from lambdas.dal.runs_table import DynamoRunProgress, DynamoRunsRepository, RunsTableReader
+    from lambdas.dal.topic import SnsNotifier
+    from lambdas.logic.watchdog import Watchdog, WatchdogPolicy
+
+    ddb = clients.factory("dynamodb")
+    return Watchdog(
+        records=RunsTableReader(settings.runs_table_name, ddb).scan,
+        runs=DynamoRunsRepository(settings.runs_table_name, ddb),
+        progress=DynamoRunProgress(settings.runs_table_name, ddb),
+        notifier=SnsNotifier(settings.notification_topic_arn, clients.factory("sns")),
+        kfp=_kfp_api(settings, clients, kfp_timeout_seconds or KFP_REQUEST_TIMEOUT_SECONDS),
+        settings=settings,
+        policy=WatchdogPolicy.from_settings(settings),
+        connection_hint=what_to_check(settings),
+        clock=clock,
     )
 
 

@@ -100,6 +100,30 @@ def _rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    from mnistflow.redrive import (
+        RedriveError,
+        describe,
+        lambda_invoker,
+        redrive,
+        targets_from_stack,
+    )
+
+    try:
+        targets = targets_from_stack(_client(args, "cloudformation"), args.stack)
+        results = redrive(
+            _client(args, "sqs"),
+            lambda_invoker(_client(args, "lambda")),
+            targets,
+            dry_run=args.dry_run,
+        )
+    except RedriveError as error:
+        print(f"redrive: {error}", file=sys.stderr)
+        return 1
+    print(describe(results, args.dry_run))
+    return 1 if any(r.outcome.startswith("failed again") for r in results) else 0
+
+
 def _compile(args: argparse.Namespace) -> int:
     from pipeline.compile import compile_pipeline
 
@@ -149,6 +173,8 @@ def _aws_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core import contracts
+
     parser = argparse.ArgumentParser(prog="mnistflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -201,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("run_key", help="the earlier run's key")
     _aws_options(again)
     again.set_defaults(func=_rerun)
+
+    back = commands.add_parser(
+        "redrive",
+        help="hand the events on the failure queues back to their functions",
+        description="Read start-run's and track-progress's failure queues (from the stack's "
+        "outputs), invoke each function with each event, and delete a message only when its "
+        "function handled it. Exit 0 when all went through, 1 when some failed again (kept).",
+    )
+    back.add_argument("--dry-run", action="store_true", help="list what would be handed back")
+    back.add_argument(
+        "--stack", default=contracts.STACK_NAME, help=f"the stack (default {contracts.STACK_NAME})"
+    )
+    _aws_options(back)
+    back.set_defaults(func=_redrive)
 
     k8s = commands.add_parser(
         "kubernetes-manifest",

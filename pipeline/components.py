@@ -66,6 +66,7 @@ def preprocess(
     region: str,
     max_bytes: int,
     train_instance_count: int,
+    memory: str,
 ) -> NamedTuple(
     "PreprocessOutputs",
     [
@@ -96,6 +97,7 @@ def preprocess(
             run_key=run_key,
             max_bytes=max_bytes,
             train_shards=train_instance_count,  # one object per training instance
+            memory=memory,  # the pod's memory limit, which the load stays under
         )
     fields = ["run_uri", "train_uri", "test_uri", "labels_uri", "n_train", "n_test"]
     return namedtuple("PreprocessOutputs", fields)(*(out[name] for name in fields))

@@ -20,6 +20,12 @@ PIPELINE_NAME = "mnist-classification"
 PIPELINE_DESCRIPTION = "Train k-means on MNIST with SageMaker, batch-score the test split, deploy."
 # Steps that only create or wait on named SageMaker resources are safe to retry.
 SAGEMAKER_STEP_RETRIES = 2
+# Memory of the pods of the steps that only call AWS (SageMaker, EventBridge): the interpreter
+# with kfp and boto3 is ~150 MB, KFP's launcher in the same container some 50 MB more.
+# Preprocess gets the `preprocess_memory` parameter as its request and limit: the same value
+# its load stays under (pipeline/steps/dataset.py, MemoryBudget).
+AWS_STEP_MEMORY_REQUEST = "256Mi"
+AWS_STEP_MEMORY_LIMIT = "512Mi"
 
 
 def signature() -> inspect.Signature:
@@ -56,7 +62,10 @@ def _build_graph(p: dict) -> None:
             dataset_version=p["dataset_version"],
             max_bytes=p["max_dataset_bytes"],
             train_instance_count=p["train_instance_count"],
+            memory=p["preprocess_memory"],
         )
+        # A string parameter: KFP puts its value into the pod's resources as it is ("4608Mi").
+        prep.set_memory_request(p["preprocess_memory"]).set_memory_limit(p["preprocess_memory"])
         training = steps["train"](
             **run,
             role_arn=p["sagemaker_role_arn"],
@@ -95,6 +104,8 @@ def _build_graph(p: dict) -> None:
         task.set_caching_options(False)
     for task in (training, model, transform, endpoint):
         task.set_retry(num_retries=SAGEMAKER_STEP_RETRIES)
+    for task in (final_state, training, model, transform, endpoint):
+        task.set_memory_request(AWS_STEP_MEMORY_REQUEST).set_memory_limit(AWS_STEP_MEMORY_LIMIT)
 
 
 @functools.cache

@@ -42,10 +42,11 @@ class KfpAccess(Construct):
             else ""
         )
         self.token_secret_arn, self._token_secret_resource = _token_secret(stack, settings)
-        self.access_entry: eks.CfnAccessEntry | None = None
+        self.access_entries: list[eks.CfnAccessEntry] = []
 
-    def grant_start_run(self, role: iam.IRole) -> None:
-        """Let `role` reach the KFP API in the configured mode, and nothing more."""
+    def grant_kfp_caller(self, role: iam.IRole, entry_id: str) -> None:
+        """Let `role` reach the KFP API in the configured mode, and nothing more (start-run and
+        the watchdog: each its own access entry, both in the one Kubernetes group)."""
         if self._settings.kfp_mode == KFP_MODE_CLUSTER:
             role.add_to_principal_policy(
                 iam.PolicyStatement(
@@ -54,13 +55,15 @@ class KfpAccess(Construct):
                     resources=[self.cluster_arn],
                 )
             )
-            self.access_entry = eks.CfnAccessEntry(
-                self,
-                "StartRunAccessEntry",
-                cluster_name=self._settings.eks_cluster_name,
-                principal_arn=role.role_arn,
-                type=EKS_ACCESS_ENTRY_TYPE,
-                kubernetes_groups=[START_RUN_KUBERNETES_GROUP],
+            self.access_entries.append(
+                eks.CfnAccessEntry(
+                    self,
+                    entry_id,
+                    cluster_name=self._settings.eks_cluster_name,
+                    principal_arn=role.role_arn,
+                    type=EKS_ACCESS_ENTRY_TYPE,
+                    kubernetes_groups=[START_RUN_KUBERNETES_GROUP],
+                )
             )
         else:
             role.add_to_principal_policy(

@@ -13,6 +13,7 @@ from core.contracts import INCOMING_PREFIX
 from core.settings import Settings, allowed_instance_types
 from stacks import names
 from stacks.alarms import ALARM_NAME_PREFIX
+from stacks.dashboard import ProductDashboard
 from stacks.data_bucket import DataBucket
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
@@ -24,6 +25,7 @@ from stacks.progress_rules import ProgressRules
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
 from stacks.step_image import StepImage
+from stacks.watchdog_schedule import WatchdogSchedule
 
 START_RUN_MEMORY_MB = 256
 # KFP calls are retried with backoff inside one invocation; leave room for that.
@@ -31,6 +33,9 @@ START_RUN_TIMEOUT_SECONDS = 120
 TRACK_PROGRESS_MEMORY_MB = 256
 # One conditional DynamoDB write and at most one SNS publish per event.
 TRACK_PROGRESS_TIMEOUT_SECONDS = 30
+WATCHDOG_MEMORY_MB = 256
+# One pass: a scan of the runs table and a KFP call per stuck run, each with a 10 s timeout.
+WATCHDOG_TIMEOUT_SECONDS = 120
 
 
 class MnistFlowStack(Stack):
@@ -83,6 +88,8 @@ class MnistFlowStack(Stack):
             "notification_topic_arn": notifications.topic.topic_arn,
         }
 
+        # KFP's API may be reachable from given subnets only: both functions that call it go there.
+        placement = _vpc_placement(self, settings)
         start_run = ProductFunction(
             self,
             contracts.START_RUN,
@@ -103,10 +110,10 @@ class MnistFlowStack(Stack):
             operations_topic=operations.topic,
             failures_mean="an upload event was not handled after its retries",
             reserved_concurrency=settings.reserved_concurrency,
-            **_vpc_placement(self, settings),
+            **placement,
         )
         start_run.grant_runs_and_notifications(runs.table, notifications.topic)
-        kfp.grant_start_run(start_run.role)
+        kfp.grant_kfp_caller(start_run.role, "StartRunAccessEntry")
         data.start_on_upload(start_run.function)
 
         track_progress = ProductFunction(
@@ -126,6 +133,25 @@ class MnistFlowStack(Stack):
         )
         track_progress.grant_runs_and_notifications(runs.table, notifications.topic)
         rules = ProgressRules(self, names.PROGRESS_RULES_ID, target=track_progress)
+
+        watchdog = ProductFunction(
+            self,
+            contracts.WATCHDOG,
+            description="Closes runs that went quiet: stale claims, runs KFP ended, lost emails",
+            code_folder=lambda_code_folder,
+            memory_mb=WATCHDOG_MEMORY_MB,
+            timeout_seconds=WATCHDOG_TIMEOUT_SECONDS,
+            values={**shared, "kfp_token_secret_arn": kfp.token_secret_arn},
+            log_retention_days=settings.log_retention_days,
+            operations_topic=operations.topic,
+            failures_mean="a watchdog pass failed after its retries",
+            reserved_concurrency=settings.reserved_concurrency,
+            **placement,
+        )
+        watchdog.grant_runs_and_notifications(runs.table, notifications.topic)
+        watchdog.grant_scan(runs.table)
+        kfp.grant_kfp_caller(watchdog.role, "WatchdogAccessEntry")
+        WatchdogSchedule(self, names.WATCHDOG_SCHEDULE_ID, target=watchdog)
 
         pods = PipelinePodRole(
             self,
@@ -149,10 +175,14 @@ class MnistFlowStack(Stack):
         self.kfp_access = kfp
         self.start_run = start_run
         self.track_progress = track_progress
+        self.watchdog = watchdog
         self.progress_rules = rules
         self.pipeline_pods = pods
         self.endpoint_invoke = invoke
         self.step_image = step_image
+        self.dashboard = ProductDashboard(
+            self, names.DASHBOARD_ID, functions=(start_run, track_progress)
+        )
 
         outputs = {
             names.OUTPUT_BUCKET_NAME: (data.bucket.bucket_name, "Data bucket"),
@@ -215,7 +245,7 @@ def _vpc_placement(scope: Construct, settings: Settings) -> dict:
         scope,
         "StartRunSecurityGroup",
         vpc=vpc,
-        description="start-run Lambda: outbound only (KFP URL, AWS APIs)",
+        description="start-run and watchdog Lambdas: outbound only (KFP URL, AWS APIs)",
         allow_all_outbound=True,
     )
     return {

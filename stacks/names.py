@@ -6,7 +6,9 @@ Names shared with the runtime (physical resource names, handlers, prefixes) live
 
 from __future__ import annotations
 
-STACK_ID = "MnistFlow"
+from core import contracts
+
+STACK_ID = contracts.STACK_NAME
 STACK_DESCRIPTION = (
     "MNIST product: S3 upload starts a Kubeflow Pipelines run on EKS (SageMaker); "
     "SageMaker's events keep each run's record and announce the endpoint"
@@ -23,6 +25,8 @@ KFP_ACCESS_ID = "KfpAccess"
 PIPELINE_POD_ROLE_ID = "PipelinePods"
 PROGRESS_RULES_ID = "ProgressRules"
 STEP_IMAGE_ID = "StepImage"
+WATCHDOG_SCHEDULE_ID = "WatchdogSchedule"
+DASHBOARD_ID = "Dashboard"
 
 # EKS: start-run's access entry, whose Kubernetes group a namespaced Role authorizes.
 EKS_ACCESS_ENTRY_TYPE = "STANDARD"
@@ -36,8 +40,8 @@ OUTPUT_SAGEMAKER_ROLE_ARN = "SageMakerExecutionRoleArn"
 OUTPUT_INVOKE_POLICY_ARN = "EndpointInvokePolicyArn"
 OUTPUT_PIPELINE_ROLE_ARN = "PipelinePodRoleArn"
 OUTPUT_STEP_IMAGE = "StepImageUri"
-OUTPUT_START_RUN_FUNCTION = "StartRunFunctionName"
-OUTPUT_START_RUN_FAILURES_QUEUE = "StartRunFailuresQueueUrl"
-OUTPUT_TRACK_PROGRESS_FUNCTION = "TrackProgressFunctionName"
-OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE = "TrackProgressFailuresQueueUrl"
+OUTPUT_START_RUN_FUNCTION = contracts.OUTPUT_START_RUN_FUNCTION
+OUTPUT_START_RUN_FAILURES_QUEUE = contracts.OUTPUT_START_RUN_FAILURES_QUEUE
+OUTPUT_TRACK_PROGRESS_FUNCTION = contracts.OUTPUT_TRACK_PROGRESS_FUNCTION
+OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE = contracts.OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE
 OUTPUT_OPERATIONS_TOPIC_ARN = "OperationsTopicArn"

@@ -46,7 +46,7 @@ VPC_NETWORK_INTERFACE_ACTIONS = (
 )
 
 # Asynchronous invocations: retried by Lambda, then sent to the failure queue.
-RETRY_ATTEMPTS = 2
+RETRY_ATTEMPTS = contracts.LAMBDA_ASYNC_RETRIES
 MAX_EVENT_AGE_SECONDS = 6 * 60 * 60
 # The retention periods CloudWatch Logs accepts, in days.
 _RETENTION_BY_DAYS = {
@@ -189,6 +189,14 @@ class ProductFunction(Construct):
                 ),
             ],
             apply_to_children=True,
+        )
+
+    def grant_scan(self, table: dynamodb.ITable) -> None:
+        """Read every run record (the watchdog's pass)."""
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ScanRunRecords", actions=["dynamodb:Scan"], resources=[table.table_arn]
+            )
         )
 
     def _alarms(self, topic: sns.ITopic, failures_mean: str) -> dict[str, cloudwatch.Alarm]:

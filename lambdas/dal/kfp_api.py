@@ -1,6 +1,9 @@
 """KFP's v2beta1 REST API over plain HTTP(S), without the kfp SDK (cold start: see Speed).
 
-Every failure becomes a KfpCallFailed that says whether trying again can help.
+Every failure becomes a KfpCallFailed that says whether trying again can help, and, for a
+create, whether it may have happened anyway (`maybe_done`: the request was sent and its answer
+was lost, was a 5xx, or was not a run). An answer that is not what the API gives (HTML from a
+proxy or the UI, a JSON list, an object without its id) is UNEXPECTED, never a crash.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class KfpHttpApi(KfpRunsApi):
         if self._namespace:
             query["namespace"] = self._namespace
         body = self._call("GET", "/experiments", query=query)
-        return [_experiment(e) for e in body.get("experiments") or []]
+        return [_experiment(e) for e in _listed(body, "experiments")]
 
     def create_experiment(self, display_name: str, description: str) -> KfpExperiment:
         payload: dict[str, Any] = {"display_name": display_name, "description": description}
@@ -85,7 +88,7 @@ class KfpHttpApi(KfpRunsApi):
         if self._namespace:
             query["namespace"] = self._namespace
         body = self._call("GET", "/runs", query=query)
-        return [_run(r) for r in body.get("runs") or []]
+        return [_run(r) for r in _listed(body, "runs")]
 
     def create_run(
         self,
@@ -128,8 +131,12 @@ class KfpHttpApi(KfpRunsApi):
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        creates = method == "POST"
         connection = self._connection(base)
+        sent = False
         try:
+            connection.connect()
+            sent = True  # from here on, KFP may have acted on the request
             connection.request(method, target, body=data, headers=headers)
             response = connection.getresponse()
             status = response.status
@@ -138,6 +145,7 @@ class KfpHttpApi(KfpRunsApi):
             raise KfpCallFailed(
                 KfpCallFailed.TRANSIENT,
                 f"{what}: no answer from the KFP API within {self._timeout:g} s",
+                maybe_done=creates and sent,
             ) from error
         except ssl.SSLError as error:
             raise KfpCallFailed(
@@ -147,16 +155,24 @@ class KfpHttpApi(KfpRunsApi):
             raise KfpCallFailed(
                 KfpCallFailed.TRANSIENT,
                 f"{what}: connection to the KFP API failed ({type(error).__name__}: {error})",
+                maybe_done=creates and sent,
             ) from error
         finally:
             connection.close()
         if 200 <= status < 300:
             try:
-                return json.loads(raw or b"{}")
-            except ValueError as error:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
                 raise KfpCallFailed(
-                    KfpCallFailed.TRANSIENT, f"{what}: answer {status} is not JSON"
-                ) from error
+                    KfpCallFailed.UNEXPECTED,
+                    f"{what}: HTTP {status} with a body that is not a JSON object"
+                    f" ({_error_text(raw)[:80]}): is the URL KFP's API, not its UI or a proxy?",
+                    status,
+                    maybe_done=creates,
+                )
+            return body
         if status in (401, 403):
             self._tokens.invalidate()  # a stale or rotated token: the retry gets a fresh one
         text = _error_text(raw)
@@ -169,7 +185,12 @@ class KfpHttpApi(KfpRunsApi):
                 f" upgrade Kubeflow Pipelines to {kfp.MIN_BACKEND_VERSION} or later",
                 status,
             )
-        raise KfpCallFailed(_kind(status), f"{what}: HTTP {status} {text}", status)
+        raise KfpCallFailed(
+            _kind(status),
+            f"{what}: HTTP {status} {text}",
+            status,
+            maybe_done=creates and status >= 500,
+        )
 
     def _connection(self, base: Any) -> http.client.HTTPConnection:
         host = base.hostname or ""
@@ -203,19 +224,35 @@ def _error_text(raw: bytes) -> str:
     return text[:ERROR_TEXT_MAX_CHARS] if text else "(empty body)"
 
 
+def _listed(body: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """A list answer's items (KFP leaves the field out when there are none)."""
+    items = body.get(field) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise KfpCallFailed(
+            KfpCallFailed.UNEXPECTED, f"KFP API answered a list request without a list of {field}"
+        )
+    return items
+
+
 def _experiment(body: dict[str, Any]) -> KfpExperiment:
+    if not body.get("experiment_id"):
+        raise KfpCallFailed(KfpCallFailed.UNEXPECTED, "KFP API answered without an experiment_id")
     return KfpExperiment(
-        experiment_id=str(body.get("experiment_id", "")),
+        experiment_id=str(body["experiment_id"]),
         display_name=str(body.get("display_name", "")),
     )
 
 
 def _run(body: dict[str, Any]) -> KfpRun:
     if not body.get("run_id"):
-        raise KfpCallFailed(KfpCallFailed.TRANSIENT, "KFP API answered without a run_id")
+        # From a create, the run may still have been made: the caller looks before creating.
+        raise KfpCallFailed(
+            KfpCallFailed.UNEXPECTED, "KFP API answered without a run_id", maybe_done=True
+        )
     return KfpRun(
         run_id=str(body["run_id"]),
         display_name=str(body.get("display_name", "")),
         experiment_id=str(body.get("experiment_id", "")),
         created_at=str(body.get("created_at", "")),
+        state=kfp.runtime_state(body.get("state")),
     )

@@ -22,8 +22,16 @@ from core.run_record import (
     DatasetRef,
     RunRecord,
     TimelineEntry,
+    announcement_claim_attribute,
 )
-from lambdas.logic.ports import Claim, KfpRun, ProgressWrite, RunProgress, RunsRepository
+from lambdas.logic.ports import (
+    Claim,
+    KfpRun,
+    OutcomeWrite,
+    ProgressWrite,
+    RunProgress,
+    RunsRepository,
+)
 
 
 def to_attribute_value(value: Any) -> dict[str, Any]:
@@ -42,6 +50,10 @@ def to_attribute_value(value: Any) -> dict[str, Any]:
         return {"M": {str(k): to_attribute_value(v) for k, v in value.items()}}
     if isinstance(value, list | tuple):
         return {"L": [to_attribute_value(v) for v in value]}
+    if isinstance(value, set | frozenset):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise ValueError("DynamoDB string sets hold one string at least, strings only")
+        return {"SS": sorted(value)}
     if value is None:
         return {"NULL": True}
     raise TypeError(f"the run record does not store {type(value).__name__}")
@@ -74,6 +86,14 @@ def _names(*names: str) -> dict[str, str]:
     return {f"#{name}": name for name in names}
 
 
+def _run_fields(run: KfpRun, run_url: str) -> dict[str, Any]:
+    return {
+        ATTR.kfp_run_id: run.run_id,
+        ATTR.kfp_run_url: run_url,
+        ATTR.experiment_id: run.experiment_id,
+    }
+
+
 def _key(run_key: str) -> dict[str, Any]:
     return {ATTR.run_key: to_attribute_value(run_key)}
 
@@ -82,7 +102,66 @@ def _entry(now: str, event: str, detail: str) -> dict[str, Any]:
     return to_attribute_value([asdict(TimelineEntry(at=now, event=event, detail=detail[:500]))])
 
 
-class DynamoRunsRepository(RunsRepository):
+class _Announcements:
+    """The record's `announced` set and its claims, `announcing:<kind>` = {owner, at}: one
+    conditional write to claim, one to confirm."""
+
+    _table: str
+    _ddb: Callable[[], Any]
+
+    def claim_announcement(
+        self, run_key: str, kind: str, owner: str, now: int, stale_before: int
+    ) -> bool:
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=_key(run_key),
+                UpdateExpression="SET #claim = :claim",
+                ConditionExpression=(
+                    "attribute_exists(#run_key) AND NOT contains(#announced, :kind) AND"
+                    " (attribute_not_exists(#claim) OR #claim.#owner = :owner"
+                    " OR #claim.#at < :stale)"
+                ),
+                ExpressionAttributeNames={
+                    **_names(ATTR.run_key, ATTR.announced),
+                    "#claim": announcement_claim_attribute(kind),
+                    "#owner": "owner",
+                    "#at": "at",
+                },
+                ExpressionAttributeValues={
+                    ":claim": to_attribute_value({"owner": owner, "at": now}),
+                    ":kind": to_attribute_value(kind),
+                    ":owner": to_attribute_value(owner),
+                    ":stale": to_attribute_value(stale_before),
+                },
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def confirm_announcement(self, run_key: str, kind: str) -> None:
+        self._ddb().update_item(
+            TableName=self._table,
+            Key=_key(run_key),
+            UpdateExpression="ADD #announced :kinds REMOVE #claim",
+            ExpressionAttributeNames={
+                **_names(ATTR.announced),
+                "#claim": announcement_claim_attribute(kind),
+            },
+            ExpressionAttributeValues={":kinds": to_attribute_value({kind})},
+        )
+
+    def release_announcement(self, run_key: str, kind: str) -> None:
+        self._ddb().update_item(
+            TableName=self._table,
+            Key=_key(run_key),
+            UpdateExpression="REMOVE #claim",
+            ExpressionAttributeNames={"#claim": announcement_claim_attribute(kind)},
+        )
+
+
+class DynamoRunsRepository(_Announcements, RunsRepository):
     """Start-run's writes."""
 
     def __init__(
@@ -95,7 +174,61 @@ class DynamoRunsRepository(RunsRepository):
         self._ddb = dynamodb_client
         self._timeline_max = timeline_max_entries
 
-    def claim(self, run_key: str, dataset: DatasetRef, now: str, lease_until: int) -> Claim:
+    def claim(
+        self, run_key: str, dataset: DatasetRef, now: str, lease_until: int, owner: str
+    ) -> Claim:
+        # The common case is one write: a new claim. A retry of the owner finds its own claim
+        # and takes it back with a second write that counts the attempt.
+        won, item = self._claim_write(
+            run_key,
+            dataset,
+            now,
+            lease_until,
+            owner,
+            condition=(
+                "attribute_not_exists(#status)"  # a new record, or an orphan (progress only)
+                " OR (#status = :start_failed AND"
+                " (attribute_not_exists(#claim_owner) OR #claim_owner <> :owner))"
+                " OR (#status = :accepted AND #claim_expires_at < :epoch"
+                " AND #claim_owner <> :owner)"
+            ),
+            attempts="#claim_attempts = :one",
+            clear_reason=True,
+        )
+        if not won and item.get(ATTR.status) == contracts.STATUS_ACCEPTED:
+            if item.get(ATTR.claim_owner) == owner:
+                won, item = self._claim_write(
+                    run_key,
+                    dataset,
+                    now,
+                    lease_until,
+                    owner,
+                    condition="#status = :accepted AND #claim_owner = :owner",
+                    attempts="#claim_attempts = if_not_exists(#claim_attempts, :zero) + :one",
+                )
+        if won:
+            self._trim_timeline(run_key, len(item.get(ATTR.timeline, [])))
+        return Claim(
+            won=won,
+            status=str(item.get(ATTR.status, "")),
+            attempt=int(item.get(ATTR.claim_attempts, 0)) if won else 0,
+            owner=str(item.get(ATTR.claim_owner, "")),
+            announced=frozenset(item.get(ATTR.announced) or ()),
+            record=None if won or not item else RunRecord.from_item(item),
+        )
+
+    def _claim_write(
+        self,
+        run_key: str,
+        dataset: DatasetRef,
+        now: str,
+        lease_until: int,
+        owner: str,
+        *,
+        condition: str,
+        attempts: str,
+        clear_reason: bool = False,
+    ) -> tuple[bool, dict[str, Any]]:
         ddb = self._ddb()
         try:
             result = ddb.update_item(
@@ -105,72 +238,85 @@ class DynamoRunsRepository(RunsRepository):
                     "SET #status = :accepted, #dataset = :dataset, #updated_at = :now,"
                     " #created_at = if_not_exists(#created_at, :now),"
                     " #start_attempts = if_not_exists(#start_attempts, :zero) + :one,"
-                    " #claim_expires_at = :lease,"
+                    f" #claim_owner = :owner, {attempts}, #claim_expires_at = :lease,"
                     " #timeline = list_append(if_not_exists(#timeline, :empty), :entry)"
-                    " REMOVE #reason"
+                    + (" REMOVE #reason" if clear_reason else "")
                 ),
-                ConditionExpression=(
-                    "attribute_not_exists(#run_key) OR #status = :start_failed"
-                    " OR (#status = :accepted AND #claim_expires_at < :epoch)"
-                ),
+                ConditionExpression=condition,
                 ExpressionAttributeNames=_names(
-                    ATTR.run_key,
                     ATTR.status,
                     ATTR.dataset,
                     ATTR.updated_at,
                     ATTR.created_at,
                     ATTR.start_attempts,
+                    ATTR.claim_owner,
+                    ATTR.claim_attempts,
                     ATTR.claim_expires_at,
                     ATTR.timeline,
-                    ATTR.reason,
+                    *([ATTR.reason] if clear_reason else []),
                 ),
                 ExpressionAttributeValues={
                     ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
-                    ":start_failed": to_attribute_value(contracts.STATUS_START_FAILED),
                     ":dataset": to_attribute_value(dataset.as_item()),
                     ":now": to_attribute_value(now),
                     ":zero": to_attribute_value(0),
                     ":one": to_attribute_value(1),
+                    ":owner": to_attribute_value(owner),
                     ":lease": to_attribute_value(lease_until),
-                    ":epoch": to_attribute_value(_epoch_seconds(now)),
                     ":empty": to_attribute_value([]),
                     ":entry": _entry(now, contracts.STATUS_ACCEPTED, dataset.uri),
+                    **(
+                        {
+                            ":start_failed": to_attribute_value(contracts.STATUS_START_FAILED),
+                            ":epoch": to_attribute_value(_epoch_seconds(now)),
+                        }
+                        if ":start_failed" in condition
+                        else {}
+                    ),
                 },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ddb.exceptions.ConditionalCheckFailedException as failed:
-            old = plain_item(failed.response.get("Item") or {})
-            return Claim(
-                won=False,
-                status=str(old.get(ATTR.status, "")),
-                start_attempts=int(old.get(ATTR.start_attempts, 0)),
-            )
-        item = plain_item(result["Attributes"])
-        self._trim_timeline(run_key, len(item.get(ATTR.timeline, [])))
-        return Claim(
-            won=True,
-            status=contracts.STATUS_ACCEPTED,
-            start_attempts=int(item.get(ATTR.start_attempts, 1)),
+            return False, plain_item(failed.response.get("Item") or {})
+        return True, plain_item(result["Attributes"])
+
+    def record_retry(self, run_key: str, owner: str, reason: str, now: str) -> None:
+        self._move(run_key, owner, "", now, reason, {ATTR.reason: reason}, event="START_RETRY")
+
+    def mark_rejected(self, run_key: str, owner: str, reason: str, now: str) -> bool:
+        return self._move(
+            run_key, owner, contracts.STATUS_REJECTED, now, reason, {ATTR.reason: reason}
         )
 
-    def mark_rejected(self, run_key: str, reason: str, now: str) -> None:
-        self._move(run_key, contracts.STATUS_REJECTED, now, reason, {ATTR.reason: reason})
+    def mark_start_failed(self, run_key: str, owner: str, reason: str, now: str) -> bool:
+        return self._move(
+            run_key, owner, contracts.STATUS_START_FAILED, now, reason, {ATTR.reason: reason}
+        )
 
-    def mark_start_failed(self, run_key: str, reason: str, now: str) -> None:
-        self._move(run_key, contracts.STATUS_START_FAILED, now, reason, {ATTR.reason: reason})
+    def close_stale_claim(
+        self,
+        run_key: str,
+        owner: str,
+        stale_before: int,
+        now: str,
+        reason: str,
+        run: KfpRun | None = None,
+        run_url: str = "",
+    ) -> bool:
+        if run is None:
+            status, fields = contracts.STATUS_START_FAILED, {ATTR.reason: reason}
+        else:
+            status, fields = contracts.STATUS_RUN_STARTED, _run_fields(run, run_url)
+        return self._move(run_key, owner, status, now, reason, fields, stale_before=stale_before)
 
     def mark_run_started(
-        self, run_key: str, run: KfpRun, run_url: str, now: str, detail: str
+        self, run_key: str, owner: str, run: KfpRun, run_url: str, now: str, detail: str
     ) -> bool:
-        fields = {
-            ATTR.kfp_run_id: run.run_id,
-            ATTR.kfp_run_url: run_url,
-            ATTR.experiment_id: run.experiment_id,
-        }
-        moved = self._move(run_key, contracts.STATUS_RUN_STARTED, now, detail, fields)
+        fields = _run_fields(run, run_url)
+        moved = self._move(run_key, owner, contracts.STATUS_RUN_STARTED, now, detail, fields)
         if not moved:
-            # Progress tracking got there first: keep its status, still save the run's ids.
+            # Another invocation moved it on: keep its status, still save the run's ids.
             self._ddb().update_item(
                 TableName=self._table,
                 Key=_key(run_key),
@@ -183,32 +329,54 @@ class DynamoRunsRepository(RunsRepository):
         return moved
 
     def _move(
-        self, run_key: str, status: str, now: str, detail: str, fields: dict[str, Any]
+        self,
+        run_key: str,
+        owner: str,
+        status: str,
+        now: str,
+        detail: str,
+        fields: dict[str, Any],
+        event: str = "",
+        stale_before: int | None = None,
     ) -> bool:
-        """Sets `status` and `fields` only while the record is still ACCEPTED (this claim's)."""
+        """Sets `status` (unless "") and `fields` only while the record is ACCEPTED by `owner`
+        (and, with `stale_before`, its lease ended before then); a final status ends the claim."""
         values = {
-            ":status": to_attribute_value(status),
             ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
+            ":owner": to_attribute_value(owner),
             ":now": to_attribute_value(now),
             ":empty": to_attribute_value([]),
-            ":entry": _entry(now, status, detail),
+            ":entry": _entry(now, event or status, detail),
             **{f":{name}": to_attribute_value(value) for name, value in fields.items()},
         }
         sets = [
-            "#status = :status",
             "#updated_at = :now",
             "#timeline = list_append(if_not_exists(#timeline, :empty), :entry)",
             *(f"#{name} = :{name}" for name in fields),
         ]
+        update = ""
+        if status:
+            sets.insert(0, "#status = :final")
+            values[":final"] = to_attribute_value(status)
+            update = " REMOVE #claim_expires_at"
+        condition = "#status = :accepted AND #claim_owner = :owner"
+        if stale_before is not None:
+            condition += " AND #claim_expires_at < :stale_before"
+            values[":stale_before"] = to_attribute_value(stale_before)
         ddb = self._ddb()
         try:
             result = ddb.update_item(
                 TableName=self._table,
                 Key=_key(run_key),
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #claim_expires_at",
-                ConditionExpression="#status = :accepted",
+                UpdateExpression="SET " + ", ".join(sets) + update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames=_names(
-                    ATTR.status, ATTR.updated_at, ATTR.timeline, ATTR.claim_expires_at, *fields
+                    ATTR.status,
+                    ATTR.claim_owner,
+                    ATTR.updated_at,
+                    ATTR.timeline,
+                    *([ATTR.claim_expires_at] if status or stale_before is not None else []),
+                    *fields,
                 ),
                 ExpressionAttributeValues=values,
                 ReturnValues="UPDATED_NEW",
@@ -238,35 +406,28 @@ class DynamoRunsRepository(RunsRepository):
             return  # someone else wrote meanwhile; the next write trims again
 
 
-class DynamoRunProgress(RunProgress):
+class DynamoRunProgress(_Announcements, RunProgress):
     """Progress tracking's writes: each event is one conditional UpdateItem on the run's item."""
 
     def __init__(self, table_name: str, dynamodb_client: Callable[[], Any]):
         self._table = table_name
         self._ddb = dynamodb_client
 
-    def record_progress(
-        self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
-    ) -> ProgressWrite:
+    def record_progress(self, run_key: str, attribute: str, entry: dict[str, Any]) -> ProgressWrite:
         # A top-level attribute per (step, status): DynamoDB cannot SET a nested path whose
         # parent map may not exist yet, nor create overlapping paths in one expression.
-        update = "SET #attr = :entry"
-        order = entry[ORDER_FIELD]
-        values = {":entry": to_attribute_value(entry), ":ord": to_attribute_value(order)}
-        names = {"#attr": attribute, "#ord": ORDER_FIELD}
-        if outcome:
-            update += ", #outcome = if_not_exists(#outcome, :outcome)"
-            names.update(_names(ATTR.outcome))
-            values[":outcome"] = to_attribute_value(outcome)
         ddb = self._ddb()
         try:
             result = ddb.update_item(
                 TableName=self._table,
                 Key=_key(run_key),
-                UpdateExpression=update,
+                UpdateExpression="SET #attr = :entry",
                 ConditionExpression="attribute_not_exists(#attr) OR #attr.#ord < :ord",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                ExpressionAttributeNames={"#attr": attribute, "#ord": ORDER_FIELD},
+                ExpressionAttributeValues={
+                    ":entry": to_attribute_value(entry),
+                    ":ord": to_attribute_value(entry[ORDER_FIELD]),
+                },
                 # The record as it was comes back from this same call: no read before writing.
                 ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -275,34 +436,28 @@ class DynamoRunProgress(RunProgress):
             return ProgressWrite(applied=False, old=_record(failed.response.get("Item")))
         return ProgressWrite(applied=True, old=_record(result.get("Attributes")))
 
-    def claim_outcome(self, run_key: str, outcome: str) -> bool:
+    def decide_outcome(self, run_key: str, outcome: str, order: str) -> OutcomeWrite:
         ddb = self._ddb()
         try:
             ddb.update_item(
                 TableName=self._table,
                 Key=_key(run_key),
-                UpdateExpression="SET #outcome = :outcome",
-                ConditionExpression="attribute_exists(#run_key) AND attribute_not_exists(#outcome)",
-                ExpressionAttributeNames=_names(ATTR.run_key, ATTR.outcome),
-                ExpressionAttributeValues={":outcome": to_attribute_value(outcome)},
+                UpdateExpression="SET #outcome = :outcome, #outcome_ord = :ord",
+                ConditionExpression=(
+                    "attribute_exists(#run_key)"
+                    " AND (attribute_not_exists(#outcome_ord) OR #outcome_ord < :ord)"
+                ),
+                ExpressionAttributeNames=_names(ATTR.run_key, ATTR.outcome, ATTR.outcome_ord),
+                ExpressionAttributeValues={
+                    ":outcome": to_attribute_value(outcome),
+                    ":ord": to_attribute_value(order),
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ddb.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
-
-    def release_outcome(self, run_key: str, outcome: str) -> None:
-        ddb = self._ddb()
-        try:
-            ddb.update_item(
-                TableName=self._table,
-                Key=_key(run_key),
-                UpdateExpression="REMOVE #outcome",
-                ConditionExpression="#outcome = :outcome",
-                ExpressionAttributeNames=_names(ATTR.outcome),
-                ExpressionAttributeValues={":outcome": to_attribute_value(outcome)},
-            )
-        except ddb.exceptions.ConditionalCheckFailedException:
-            return  # not ours to remove any more (another value, or already gone)
+        except ddb.exceptions.ConditionalCheckFailedException as failed:
+            old = plain_item(failed.response.get("Item") or {})
+            return OutcomeWrite(applied=False, outcome=str(old.get(ATTR.outcome, "")))
+        return OutcomeWrite(applied=True, outcome=outcome)
 
 
 class RunsTableReader:

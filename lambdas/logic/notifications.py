@@ -71,6 +71,8 @@ def run_started(run_key: str, dataset: DatasetRef, run_id: str, run_url: str) ->
 def run_could_not_start(
     run_key: str, dataset: DatasetRef, reason: str, attempts: int, what_to_check: str
 ) -> Notification:
+    """Sent once, when the start is given up: at Lambda's last attempt, or at once for an
+    error that no retry can heal."""
     message = "\n".join(
         [
             "A Kubeflow Pipelines run could not be started for an uploaded MNIST dataset.",
@@ -78,13 +80,13 @@ def run_could_not_start(
             f"Dataset:  {dataset.uri}",
             f"Run key:  {run_key}",
             f"Why:      {reason}",
-            f"Attempts: {attempts} call(s) to the KFP API in this invocation",
+            f"Attempts: {attempts} (each retried the KFP calls with backoff)",
             "",
             f"What to check: {what_to_check}",
             "",
-            "The event goes back to Lambda: it is retried automatically and, when the retries",
-            "run out, kept on the function's failure destination. A later delivery of the same",
-            "upload tries again and never starts a second run for it.",
+            "No run was started, and none will be for this upload on its own: the upload event",
+            "is kept on start-run's failure queue. After fixing the cause, `mnistflow redrive`",
+            "hands it back (or upload the file again); a run key never gets a second run.",
         ]
     )
     return Notification(
@@ -150,6 +152,54 @@ def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         subject_line(f"MNIST endpoint ready: {name} ({event.run_key})"),
         "\n".join(lines),
     )
+
+
+def run_closed(record: RunRecord, finding: str, kfp_link: str) -> Notification:
+    """RUN_FAILED from the stuck-run watchdog: what it found, for a run that went quiet."""
+    dataset = record.dataset.uri if record.dataset else "(not recorded)"
+    lines = [
+        "An MNIST pipeline run went quiet and was closed by the stuck-run watchdog.",
+        "",
+        f"Found:     {finding}",
+        f"Run key:   {record.run_key}",
+        f"Dataset:   {dataset}",
+        f"Accepted:  {record.created_at}",
+        f"KFP run:   {record.kfp_run_id or '(none)'}",
+        f"KFP link:  {kfp_link or '(not known: KFP UI address not configured)'}",
+        "",
+        "To try again after fixing the cause: mnistflow rerun " + record.run_key,
+        "(a new run on the same dataset), or upload a corrected dataset under incoming/.",
+    ]
+    return Notification(
+        contracts.KIND_RUN_FAILED,
+        subject_line(f"MNIST run closed ({record.run_key}): {finding}"),
+        "\n".join(lines),
+    )
+
+
+def owed(record: RunRecord, kind: str, what_to_check: str) -> Notification | None:
+    """The email a finished start owes (REJECTED, START_FAILED, RUN_STARTED), rebuilt from the
+    record, for when its first publish did not go out; None when the record cannot say."""
+    dataset = record.dataset
+    if dataset is None:
+        return None
+    if kind == contracts.KIND_DATA_REJECTED:
+        return data_rejected(record.run_key, dataset, record.reason)
+    if kind == contracts.KIND_RUN_FAILED:
+        return run_could_not_start(
+            record.run_key, dataset, record.reason, record.claim_attempts, what_to_check
+        )
+    if kind == contracts.KIND_RUN_STARTED:
+        return run_started(record.run_key, dataset, record.kfp_run_id, record.kfp_run_url)
+    return None
+
+
+# The email a finished start owes, by start-run's status.
+OWED_BY_STATUS = {
+    contracts.STATUS_REJECTED: contracts.KIND_DATA_REJECTED,
+    contracts.STATUS_START_FAILED: contracts.KIND_RUN_FAILED,
+    contracts.STATUS_RUN_STARTED: contracts.KIND_RUN_STARTED,
+}
 
 
 def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:

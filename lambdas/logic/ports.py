@@ -12,11 +12,20 @@ from core.run_record import DatasetRef, RunRecord
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of claiming a run key: `won` is False when another delivery holds it."""
+    """The outcome of claiming a run key for one invocation (`owner`: its Lambda request id,
+    which Lambda keeps across the retries of an asynchronous invocation).
+
+    `won`: this invocation holds the claim, at its `attempt`-th try (1 for a new claim; a retry
+    of the owner takes its own claim back and counts on). When lost, `status`, `owner` and
+    `announced` are the record's as found.
+    """
 
     won: bool
-    status: str = ""  # the status found when the claim was lost
-    start_attempts: int = 0
+    status: str = ""
+    attempt: int = 0
+    owner: str = ""
+    announced: frozenset[str] = frozenset()
+    record: RunRecord | None = None  # the record as found, when lost
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class KfpRun:
     display_name: str
     experiment_id: str = ""
     created_at: str = ""
+    state: str = ""  # v2beta1 RuntimeState (core.kfp.RUNTIME_STATES); "" when not given
 
 
 @dataclass(frozen=True)
@@ -39,37 +49,97 @@ class KfpCallFailed(Exception):
     TRANSIENT = "transient"  # 5xx, 429, 409, timeouts, dropped connections
     AUTH = "auth"  # 401/403: credentials refreshed once, then give up
     NOT_FOUND = "not_found"  # 404: wrong URL, namespace or proxy path
+    UNEXPECTED = "unexpected"  # a 2xx the API never gives (HTML, a list, no id): not KFP's API
     PERMANENT = "permanent"  # 400 and other client errors, TLS failures
 
-    def __init__(self, kind: str, message: str, status: int | None = None):
+    def __init__(
+        self, kind: str, message: str, status: int | None = None, *, maybe_done: bool = False
+    ):
         super().__init__(message)
         self.kind = kind
         self.status = status
+        # True when the request reached KFP and its answer was lost or unreadable: a create may
+        # have happened anyway (a timeout after sending, a 5xx, an answer without an id).
+        self.maybe_done = maybe_done
         self.attempts = 1  # how many times the start sequence was tried; set by the retry loop
 
 
-class RunsRepository(ABC):
-    @abstractmethod
-    def claim(self, run_key: str, dataset: DatasetRef, now: str, lease_until: int) -> Claim:
-        """Create the record as ACCEPTED, or re-claim one whose last start failed or whose
-        previous claim's lease (epoch seconds) has run out; otherwise leave it alone."""
+class Announcements(ABC):
+    """Which notification kinds a run has announced: each kind at most once per run."""
 
     @abstractmethod
-    def mark_rejected(self, run_key: str, reason: str, now: str) -> None: ...
+    def claim_announcement(
+        self, run_key: str, kind: str, owner: str, now: int, stale_before: int
+    ) -> bool:
+        """Claim sending `kind` (epoch seconds `now`); False when it was announced, or another
+        owner's claim on it is newer than `stale_before`."""
+
+    @abstractmethod
+    def confirm_announcement(self, run_key: str, kind: str) -> None:
+        """The claimed email went out: `kind` is announced."""
+
+    @abstractmethod
+    def release_announcement(self, run_key: str, kind: str) -> None:
+        """Undo a claim whose email was not sent, so a retry can send it."""
+
+
+class RunsRepository(Announcements):
+    """Start-run's writes. Every move after the claim holds only while the record is still
+    ACCEPTED by the same owner (a late invocation never overwrites the one that took over)."""
+
+    @abstractmethod
+    def claim(
+        self, run_key: str, dataset: DatasetRef, now: str, lease_until: int, owner: str
+    ) -> Claim:
+        """Create the record as ACCEPTED, or take it when it is an orphan (progress only), when
+        another invocation's start failed, or when another invocation's lease (epoch seconds)
+        ran out; a retry of the owner takes its own claim back. Otherwise leave it alone."""
+
+    @abstractmethod
+    def record_retry(self, run_key: str, owner: str, reason: str, now: str) -> None:
+        """Note a failed attempt that Lambda's retry will take up (the record stays ACCEPTED)."""
+
+    @abstractmethod
+    def mark_rejected(self, run_key: str, owner: str, reason: str, now: str) -> bool: ...
 
     @abstractmethod
     def mark_run_started(
-        self, run_key: str, run: KfpRun, run_url: str, now: str, detail: str
+        self, run_key: str, owner: str, run: KfpRun, run_url: str, now: str, detail: str
     ) -> bool:
         """Record RUN_STARTED; False when the record had already moved on (ids still saved)."""
 
     @abstractmethod
-    def mark_start_failed(self, run_key: str, reason: str, now: str) -> None: ...
+    def mark_start_failed(self, run_key: str, owner: str, reason: str, now: str) -> bool: ...
+
+    @abstractmethod
+    def close_stale_claim(
+        self,
+        run_key: str,
+        owner: str,
+        stale_before: int,
+        now: str,
+        reason: str,
+        run: KfpRun | None = None,
+        run_url: str = "",
+    ) -> bool:
+        """The watchdog's move for a claim whose invocation stopped: RUN_STARTED with `run`,
+        else START_FAILED, only while `owner`'s claim is still ACCEPTED and its lease (epoch
+        seconds) ended before `stale_before`."""
+
+
+class PublishFailed(Exception):
+    """A notification that may not have gone out. `maybe_sent`: the request reached SNS and its
+    answer was lost (a timeout after sending); False when SNS refused it or was never reached."""
+
+    def __init__(self, message: str, *, maybe_sent: bool):
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class Notifier(ABC):
     @abstractmethod
-    def publish(self, kind: str, run_key: str, subject: str, message: str) -> None: ...
+    def publish(self, kind: str, run_key: str, subject: str, message: str) -> None:
+        """Raises PublishFailed when the message may not have gone out."""
 
 
 class KfpRunsApi(ABC):
@@ -83,6 +153,10 @@ class KfpRunsApi(ABC):
 
     @abstractmethod
     def find_runs(self, experiment_id: str, display_name: str) -> list[KfpRun]: ...
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> KfpRun:
+        """The run by id; KfpCallFailed NOT_FOUND when KFP has no such run."""
 
     @abstractmethod
     def create_run(
@@ -106,20 +180,23 @@ class ProgressWrite:
     old: RunRecord | None  # None: there was no item
 
 
-class RunProgress(ABC):
-    """Progress tracking's view of the runs table: one conditional write per event."""
+@dataclass(frozen=True)
+class OutcomeWrite:
+    """What deciding the outcome did: `outcome` is the record's outcome after the write."""
+
+    applied: bool
+    outcome: str
+
+
+class RunProgress(Announcements):
+    """Progress tracking's view of the runs table: one conditional write per event, and one
+    more for an event that decides the outcome."""
 
     @abstractmethod
-    def record_progress(
-        self, run_key: str, attribute: str, entry: dict[str, Any], outcome: str
-    ) -> ProgressWrite:
-        """Set `attribute` to `entry` unless it holds an entry with an equal or greater `ord`;
-        with an `outcome`, also set the record's outcome when it has none. One write."""
+    def record_progress(self, run_key: str, attribute: str, entry: dict[str, Any]) -> ProgressWrite:
+        """Set `attribute` to `entry` unless it holds an entry with an equal or greater `ord`."""
 
     @abstractmethod
-    def claim_outcome(self, run_key: str, outcome: str) -> bool:
-        """Set the outcome if the record has none; False when it already has one."""
-
-    @abstractmethod
-    def release_outcome(self, run_key: str, outcome: str) -> None:
-        """Remove the outcome if it still is `outcome` (undoes a claim whose email failed)."""
+    def decide_outcome(self, run_key: str, outcome: str, order: str) -> OutcomeWrite:
+        """Set the outcome to `outcome` unless a deciding event later in the order (`order`,
+        the event's ord) already set it: the latest deciding event decides."""

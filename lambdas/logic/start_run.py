@@ -2,6 +2,13 @@
 
 Claim the run key, check the upload, find or create the experiment and the run (by display
 name, since KFP has no idempotency token), record the outcome and announce it.
+
+Lambda runs an upload event up to three times with the same request id, which owns the claim:
+a retry of the owner takes its claim back and counts the attempt, so the start is given up
+(START_FAILED, one RUN_FAILED email) at the last attempt only, or at once for an error no
+retry can heal. Another delivery of the same upload finds the claim held and stops: the owner
+or its retries finish, or the event reaches the failure queue (and the stuck-run watchdog
+closes the record).
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from core.kfp import run_url
 from core.run_record import DatasetRef
 from core.settings import Settings, run_parameters
 from lambdas.logic import notifications
+from lambdas.logic.announcements import Announcer
 from lambdas.logic.datasets import rejection_reason, uploads_in
+from lambdas.logic.notifications import Notification
 from lambdas.logic.ports import (
+    Claim,
     KfpCallFailed,
     KfpExperiment,
     KfpRun,
@@ -33,11 +43,16 @@ from lambdas.observability import logger, metrics
 KFP_ATTEMPTS = 4
 KFP_BASE_DELAY_SECONDS = 1.0
 KFP_MAX_DELAY_SECONDS = 8.0
-# 401/403/404 do not heal by waiting: one more try (with fresh credentials), then give up.
+# 401/403/404 and answers that are not KFP's do not heal by waiting: one more try (with fresh
+# credentials), then leave it to Lambda's next attempt.
 KFP_ATTEMPTS_AFTER_AUTH_OR_NOT_FOUND = 2
+# After a create whose answer was lost (a timeout after sending, a 5xx, an answer without an
+# id) KFP may still commit the run, after the client gave up: look for it by display name on
+# this schedule (15.5 s in all, against a 10 s client timeout) before any new create.
+CREATE_LOOKUP_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # Time kept back to record START_FAILED and send the email before Lambda's timeout.
 FINISH_RESERVE_SECONDS = 5.0
-# A claim is held while its invocation can still be running; after that a redelivery may
+# A claim is held while its invocation can still be running; after that another delivery may
 # take it over (the run lookup by display name keeps that from starting a second run).
 CLAIM_LEASE_MARGIN_SECONDS = 30
 
@@ -45,7 +60,7 @@ EXPERIMENT_DESCRIPTION = "MNIST runs started by uploads to the data bucket"
 
 
 class StartRunFailed(Exception):
-    """Raised after START_FAILED was recorded, so Lambda retries or dead-letters the event."""
+    """Raised so Lambda retries the event, or keeps it on the failure queue when given up."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +69,21 @@ class RetryPolicy:
     base_delay_seconds: float = KFP_BASE_DELAY_SECONDS
     max_delay_seconds: float = KFP_MAX_DELAY_SECONDS
     attempts_after_auth_or_not_found: int = KFP_ATTEMPTS_AFTER_AUTH_OR_NOT_FOUND
+    create_lookup_delays_seconds: tuple[float, ...] = CREATE_LOOKUP_DELAYS_SECONDS
     finish_reserve_seconds: float = FINISH_RESERVE_SECONDS
+    invocation_attempts: int = contracts.LAMBDA_ASYNC_ATTEMPTS
 
     def delay_seconds(self, attempt: int, rng: Callable[[], float]) -> float:
         """Exponential backoff with full jitter before attempt `attempt + 1`."""
         ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
         return ceiling * rng()
+
+    def call_limit(self, error: KfpCallFailed) -> int:
+        if error.kind == KfpCallFailed.PERMANENT:
+            return 1
+        if error.kind in (KfpCallFailed.AUTH, KfpCallFailed.NOT_FOUND, KfpCallFailed.UNEXPECTED):
+            return min(self.attempts, self.attempts_after_auth_or_not_found)
+        return self.attempts
 
 
 @dataclass
@@ -71,7 +95,8 @@ class Outcome:
     rejected: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    retrying: list[str] = field(default_factory=list)  # Lambda's next attempt takes them up
+    failed: list[str] = field(default_factory=list)  # given up: START_FAILED
 
     def as_dict(self) -> dict[str, list[str]]:
         return {name: list(value) for name, value in vars(self).items()}
@@ -109,88 +134,146 @@ class StartRun:
         self._rng = rng
 
     def handle_notification(
-        self, event: dict[str, Any], seconds_left: Callable[[], float]
+        self, event: dict[str, Any], seconds_left: Callable[[], float], request_id: str
     ) -> dict[str, list[str]]:
-        """Handles every record; raises StartRunFailed at the end if any run could not start."""
+        """Handles every record; raises StartRunFailed at the end if a run is not started yet
+        (Lambda retries) or was given up (the event goes to the failure queue)."""
         outcome = Outcome()
         for upload in uploads_in(event, self._settings.data_bucket_name):
             if upload.dataset is None:
                 logger.info("Skipping S3 record", extra={"reason": upload.skip_reason})
                 outcome.skipped.append(upload.skip_reason)
                 continue
-            self._handle_dataset(upload.dataset, seconds_left, outcome)
+            self._handle_dataset(upload.dataset, seconds_left, request_id, outcome)
         logger.info("S3 notification handled", extra={"outcome": outcome.as_dict()})
-        if outcome.failed:
-            raise StartRunFailed(f"KFP run could not be started for {', '.join(outcome.failed)}")
+        if outcome.failed or outcome.retrying:
+            keys = ", ".join(outcome.failed + outcome.retrying)
+            raise StartRunFailed(f"KFP run not started for {keys}")
         return outcome.as_dict()
 
     def _handle_dataset(
-        self, dataset: DatasetRef, seconds_left: Callable[[], float], outcome: Outcome
+        self,
+        dataset: DatasetRef,
+        seconds_left: Callable[[], float],
+        owner: str,
+        outcome: Outcome,
     ) -> None:
         version = dataset.version or dataset.etag
         key = contracts.run_key(dataset.bucket, dataset.key, version)
         logger.append_keys(run_key=key)
         try:
             lease_until = int(self._clock() + seconds_left() + CLAIM_LEASE_MARGIN_SECONDS)
-            claim = self._runs.claim(key, dataset, self._now(), lease_until)
+            claim = self._runs.claim(key, dataset, self._now(), lease_until, owner)
             if not claim.won:
-                logger.info(
-                    "Run key already claimed; duplicate delivery stops here",
-                    extra={"status": claim.status, "dataset": dataset.uri},
-                )
-                metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
-                outcome.duplicates.append(key)
+                self._settle(key, claim, owner, outcome)
                 return
             logger.info(
                 "Dataset accepted",
-                extra={"dataset": dataset.as_item(), "start_attempts": claim.start_attempts},
+                extra={"dataset": dataset.as_item(), "attempt": claim.attempt},
             )
             reason = rejection_reason(dataset, self._settings.max_dataset_bytes)
             if reason:
-                self._reject(key, dataset, reason)
+                self._reject(key, owner, dataset, reason)
                 outcome.rejected.append(key)
                 return
-            self._start(key, dataset, seconds_left, outcome)
+            self._start(key, owner, dataset, seconds_left, claim.attempt, outcome)
         finally:
             logger.remove_keys(["run_key"])
 
-    def _reject(self, key: str, dataset: DatasetRef, reason: str) -> None:
-        self._runs.mark_rejected(key, reason, self._now())
-        note = notifications.data_rejected(key, dataset, reason)
-        self._notifier.publish(note.kind, key, note.subject, note.message)
+    def _settle(self, key: str, claim: Claim, owner: str, outcome: Outcome) -> None:
+        """A claim not won: another invocation holds it, or the record is finished. A finished
+        record whose email did not go out gets it now."""
+        record = claim.record
+        kind = notifications.OWED_BY_STATUS.get(claim.status)
+        if record is not None and kind and kind not in claim.announced:
+            note = notifications.owed(record, kind, self._connection_hint)
+            if note is not None and self._announce(owner, key, note):
+                logger.info("Sent the notification a finished record owed", extra={"kind": kind})
+        if claim.status == contracts.STATUS_START_FAILED and claim.owner == owner:
+            # This invocation gave up on an earlier attempt: keep failing, so the event ends on
+            # the failure queue, where `mnistflow redrive` can hand it back.
+            outcome.failed.append(key)
+            return
+        logger.info(
+            "Run key already claimed; this delivery stops here",
+            extra={"status": claim.status, "claim_owner": claim.owner},
+        )
+        metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
+        outcome.duplicates.append(key)
+
+    def _reject(self, key: str, owner: str, dataset: DatasetRef, reason: str) -> None:
+        if self._runs.mark_rejected(key, owner, reason, self._now()):
+            self._announce(owner, key, notifications.data_rejected(key, dataset, reason))
         logger.warning("Dataset rejected", extra={"reason": reason, "dataset": dataset.uri})
-        metrics.add_metric(name="DatasetsRejected", unit="Count", value=1)
+        metrics.add_metric(name=contracts.METRIC_DATASETS_REJECTED, unit="Count", value=1)
 
     def _start(
-        self, key: str, dataset: DatasetRef, seconds_left: Callable[[], float], outcome: Outcome
+        self,
+        key: str,
+        owner: str,
+        dataset: DatasetRef,
+        seconds_left: Callable[[], float],
+        attempt: int,
+        outcome: Outcome,
     ) -> None:
         try:
             run, created, calls = self._find_or_create_run(key, dataset, seconds_left)
         except KfpCallFailed as error:
-            reason = str(error)
-            self._runs.mark_start_failed(key, reason, self._now())
-            note = notifications.run_could_not_start(
-                key, dataset, reason, error.attempts, self._connection_hint
-            )
-            self._notifier.publish(note.kind, key, note.subject, note.message)
-            logger.error(
-                "KFP run could not be started", extra={"reason": reason, "kind": error.kind}
-            )
-            metrics.add_metric(name="RunStartFailures", unit="Count", value=1)
-            outcome.failed.append(key)
+            self._not_started(key, owner, dataset, attempt, error, outcome)
             return
         url = self.run_url(run.run_id)
         detail = f"KFP run {run.run_id} {'created' if created else 'found by display name'}"
-        moved = self._runs.mark_run_started(key, run, url, self._now(), detail)
+        moved = self._runs.mark_run_started(key, owner, run, url, self._now(), detail)
         logger.info(
             "KFP run started" if created else "Existing KFP run found for this run key",
             extra={"kfp_run_id": run.run_id, "kfp_run_url": url, "kfp_attempts": calls},
         )
         (outcome.started if created else outcome.reused).append(key)
-        metrics.add_metric(name="RunsStarted" if created else "RunsReused", unit="Count", value=1)
+        if created:
+            metrics.add_metric(name=contracts.METRIC_RUNS_STARTED, unit="Count", value=1)
+        else:
+            metrics.add_metric(name="RunsReused", unit="Count", value=1)
         if moved:
             note = notifications.run_started(key, dataset, run.run_id, url)
-            self._notifier.publish(note.kind, key, note.subject, note.message)
+            self._announce(owner, key, note)
+
+    def _not_started(
+        self,
+        key: str,
+        owner: str,
+        dataset: DatasetRef,
+        attempt: int,
+        error: KfpCallFailed,
+        outcome: Outcome,
+    ) -> None:
+        reason = str(error)
+        last = self._retry.invocation_attempts
+        if error.kind != KfpCallFailed.PERMANENT and attempt < last:
+            # Not given up: Lambda runs the event again (the claim stays this request's).
+            self._runs.record_retry(
+                key, owner, f"attempt {attempt} of {last}: {reason}", self._now()
+            )
+            logger.warning(
+                "KFP run not started on this attempt; Lambda retries the event",
+                extra={"reason": reason, "kind": error.kind, "attempt": attempt},
+            )
+            metrics.add_metric(name="RunStartRetries", unit="Count", value=1)
+            outcome.retrying.append(key)
+            return
+        if self._runs.mark_start_failed(key, owner, reason, self._now()):
+            note = notifications.run_could_not_start(
+                key, dataset, reason, attempt, self._connection_hint
+            )
+            self._announce(owner, key, note)
+        logger.error(
+            "KFP run could not be started; given up",
+            extra={"reason": reason, "kind": error.kind, "attempt": attempt},
+        )
+        metrics.add_metric(name=contracts.METRIC_START_FAILURES, unit="Count", value=1)
+        outcome.failed.append(key)
+
+    def _announce(self, owner: str, key: str, note: Notification) -> bool:
+        return Announcer(self._runs, self._notifier, owner, self._clock).announce(key, note)
 
     def run_url(self, run_id: str) -> str:
         return run_url(self._settings.kfp_ui_url, run_id)
@@ -200,17 +283,17 @@ class StartRun:
     ) -> tuple[KfpRun, bool, int]:
         policy = self._retry
         attempt = 0
+        create_maybe_done = False  # an earlier create of this invocation lost its answer
         while True:
             attempt += 1
             try:
-                run, created = self._find_or_create_once(key, dataset)
+                run, created = self._find_or_create_once(
+                    key, dataset, seconds_left, look_again=create_maybe_done
+                )
                 return run, created, attempt
             except KfpCallFailed as error:
-                limit = policy.attempts
-                if error.kind in (KfpCallFailed.AUTH, KfpCallFailed.NOT_FOUND):
-                    limit = min(limit, policy.attempts_after_auth_or_not_found)
-                elif error.kind == KfpCallFailed.PERMANENT:
-                    limit = 1
+                create_maybe_done = create_maybe_done or error.maybe_done
+                limit = policy.call_limit(error)
                 delay = policy.delay_seconds(attempt, self._rng)
                 out_of_time = seconds_left() - delay < policy.finish_reserve_seconds
                 if attempt >= limit or out_of_time:
@@ -230,27 +313,64 @@ class StartRun:
                 metrics.add_metric(name="KfpRetries", unit="Count", value=1)
                 self._sleep(delay)
 
-    def _find_or_create_once(self, key: str, dataset: DatasetRef) -> tuple[KfpRun, bool]:
+    def _find_or_create_once(
+        self,
+        key: str,
+        dataset: DatasetRef,
+        seconds_left: Callable[[], float],
+        *,
+        look_again: bool,
+    ) -> tuple[KfpRun, bool]:
         experiment = self._experiment()
-        existing = [
+        existing = self._existing_run(experiment, key)
+        if existing is None and look_again:
+            existing = self._look_again(experiment, key, seconds_left)
+        if existing is not None:
+            return existing, False
+        try:
+            run = self._kfp.create_run(
+                experiment_id=experiment.experiment_id,
+                display_name=key,
+                description=f"MNIST run for {dataset.uri}"[:1000],
+                pipeline_spec=self._pipeline_spec(),
+                parameters=self.parameters(key, dataset),
+                service_account=self._settings.kfp_service_account,
+            )
+        except KfpCallFailed as error:
+            if error.maybe_done:
+                logger.warning(
+                    "KFP create's answer lost; the run may exist: looking for it before any"
+                    " new create",
+                    extra={"error": str(error)},
+                )
+            raise
+        return run, True
+
+    def _existing_run(self, experiment: KfpExperiment, key: str) -> KfpRun | None:
+        found = [
             r for r in self._kfp.find_runs(experiment.experiment_id, key) if r.display_name == key
         ]
-        if existing:
-            if len(existing) > 1:
-                logger.warning(
-                    "Several KFP runs carry this run key; using the oldest",
-                    extra={"kfp_run_ids": [r.run_id for r in existing]},
-                )
-            return min(existing, key=lambda r: (r.created_at, r.run_id)), False
-        run = self._kfp.create_run(
-            experiment_id=experiment.experiment_id,
-            display_name=key,
-            description=f"MNIST run for {dataset.uri}"[:1000],
-            pipeline_spec=self._pipeline_spec(),
-            parameters=self.parameters(key, dataset),
-            service_account=self._settings.kfp_service_account,
-        )
-        return run, True
+        if len(found) > 1:
+            logger.warning(
+                "Several KFP runs carry this run key; using the oldest",
+                extra={"kfp_run_ids": [r.run_id for r in found]},
+            )
+        return min(found, key=lambda r: (r.created_at, r.run_id)) if found else None
+
+    def _look_again(
+        self, experiment: KfpExperiment, key: str, seconds_left: Callable[[], float]
+    ) -> KfpRun | None:
+        """After a create that may have happened: KFP can commit a run after the client's
+        timeout, so look on a schedule, within the time left, before creating again."""
+        for delay in self._retry.create_lookup_delays_seconds:
+            if seconds_left() - delay < self._retry.finish_reserve_seconds:
+                break
+            self._sleep(delay)
+            found = self._existing_run(experiment, key)
+            if found is not None:
+                logger.info("The create had happened: found the run by its display name")
+                return found
+        return None
 
     def _experiment(self) -> KfpExperiment:
         name = self._settings.kfp_experiment_name

@@ -1,21 +1,30 @@
-"""Move a run record on from one SageMaker or pipeline event, and announce the run's outcome once.
+"""Move a run record on from one SageMaker or pipeline event, and announce the run's outcome.
 
-Normal path: one conditional write per event (the progress entry, plus the outcome claim for an
-event that announces), then one email when this write won the claim. The write returns the
-record as it was, so nothing is read first.
+Normal path: one conditional write per event (the progress entry); the write returns the record
+as it was, so nothing is read first. An event that decides the outcome (the endpoint in
+service, a failure, the pipeline's final state) takes one more: the outcome is that of the
+latest deciding event by (event time, event id), so the record is the same for any order of
+the same events. The outcome's email (ENDPOINT_READY or RUN_FAILED) goes out when an event
+sets it, at most once per kind per run: a run whose endpoint failed after it was announced gets
+both, each true when sent.
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from core import contracts
+from core import run_record as rr
 from core.kfp import run_url
 from core.run_record import RunRecord
 from lambdas.logic import notifications
+from lambdas.logic.announcements import Announcer
+from lambdas.logic.notifications import Notification
 from lambdas.logic.ports import Notifier, RunProgress
 from lambdas.logic.progress_events import Ignored, ProgressEvent, parse_event
-from lambdas.observability import logger, metrics
+from lambdas.observability import add_metric_with, logger, metrics
 
 # What became of one event: the handler's answer, a metric each, and a log field.
 ANNOUNCED = "announced"
@@ -38,13 +47,17 @@ class TrackProgress:
         self._notifier = notifier
         self._kfp_ui_url = kfp_ui_url
 
-    def handle(self, event: Any) -> dict[str, str]:
+    def handle(self, event: Any, request_id: str = "") -> dict[str, str]:
+        """`request_id`: the invocation's (Lambda keeps it across retries); it owns the
+        announcements this invocation claims."""
         parsed = parse_event(event)
         if isinstance(parsed, Ignored):
             return self._ignored(parsed)
         logger.append_keys(run_key=parsed.run_key)
         try:
-            outcome = self._apply(parsed)
+            # Without a request id (a direct call), this call is its own owner.
+            announcer = Announcer(self._runs, self._notifier, request_id or str(uuid.uuid4()))
+            outcome = self._apply(parsed, announcer)
         finally:
             logger.remove_keys(["run_key"])
         metrics.add_metric(name=OUTCOME_METRICS[outcome], unit="Count", value=1)
@@ -59,11 +72,8 @@ class TrackProgress:
         metrics.add_metric(name=OUTCOME_METRICS[IGNORED], unit="Count", value=1)
         return {"outcome": IGNORED, "reason": ignored.kind}
 
-    def _apply(self, event: ProgressEvent) -> str:
-        announces = event.announces
-        write = self._runs.record_progress(
-            event.run_key, event.attribute, event.entry().as_item(), announces
-        )
+    def _apply(self, event: ProgressEvent, announcer: Announcer) -> str:
+        write = self._runs.record_progress(event.run_key, event.attribute, event.entry().as_item())
         old = write.old
         context = {
             "step": event.step,
@@ -79,40 +89,74 @@ class TrackProgress:
                 extra={**context, "applied": write.applied},
             )
             return ORPHAN
-        unannounced = announces and not old.outcome
         if write.applied:
             logger.info("Progress recorded", extra=context)
-            if unannounced:
-                # The write above claimed the outcome along with the progress entry.
-                self._announce(event, old)
-                return ANNOUNCED
-            return APPLIED
-        logger.info("Progress already recorded (duplicate or older event)", extra=context)
-        if unannounced and self._runs.claim_outcome(event.run_key, announces):
-            # Failure path only (an extra write): this event, or one like it, was recorded but
-            # its email was not sent (the publish failed and the claim was undone). Claim again.
-            logger.info("Announcing a recorded outcome whose email was not sent", extra=context)
-            self._announce(event, old)
+            self._step_metrics(event, old)
+        else:
+            logger.info("Progress already recorded (duplicate or older event)", extra=context)
+        decided = event.announces
+        if not decided:
+            return APPLIED if write.applied else STALE
+        # The latest deciding event, by (time, event id), decides the outcome: the same record
+        # for any order of the same events; the event that decides it announces it.
+        note = self._note(event, old)
+        if old.outcome_ord and old.outcome_ord >= event.ord:
+            # Already decided by this event or a later one: only this very decision's email may
+            # still be owed (its publish failed, or the invocation died before it).
+            owed = old.outcome_ord == event.ord and note.kind not in old.announced
+            decided_here = owed
+        else:
+            decision = self._runs.decide_outcome(event.run_key, decided, event.ord)
+            decided_here = decision.applied and note.kind not in old.announced
+        if decided_here and announcer.announce(event.run_key, note):
+            self._announced(event, old, note)
             return ANNOUNCED
-        return STALE
+        return APPLIED if write.applied else STALE
 
-    def _announce(self, event: ProgressEvent, record: RunRecord) -> None:
+    def _note(self, event: ProgressEvent, record: RunRecord) -> Notification:
         link = self._kfp_link(record)
         if event.announces == contracts.STATUS_SUCCEEDED:
-            note = notifications.endpoint_ready(event, record, link)
-        else:
-            note = notifications.run_failed(event, record, link)
-        try:
-            self._notifier.publish(note.kind, event.run_key, note.subject, note.message)
-        except Exception:
-            # Failure path only (an extra write): give the claim back so a redelivery of this
-            # event (EventBridge retries once we raise) can announce; then let the error out.
-            logger.exception("Publishing the announcement failed; claim released, will retry")
-            self._runs.release_outcome(event.run_key, event.announces)
-            raise
-        logger.info("Run outcome announced", extra={"kind": note.kind, "subject": note.subject})
+            return notifications.endpoint_ready(event, record, link)
+        return notifications.run_failed(event, record, link)
+
+    def _announced(self, event: ProgressEvent, record: RunRecord, note: Notification) -> None:
+        if note.kind != contracts.KIND_ENDPOINT_READY:
+            metrics.add_metric(name=contracts.METRIC_RUNS_FAILED, unit="Count", value=1)
+            return
+        metrics.add_metric(name=contracts.METRIC_ENDPOINTS_READY, unit="Count", value=1)
+        seconds = _seconds_between(record.created_at, event.time)
+        if seconds is not None:
+            metrics.add_metric(
+                name=contracts.METRIC_UPLOAD_TO_ENDPOINT, unit="Seconds", value=seconds
+            )
+
+    def _step_metrics(self, event: ProgressEvent, old: RunRecord) -> None:
+        """A step that finished: its duration, from its first IN_PROGRESS event."""
+        if event.normalized not in (rr.COMPLETED, rr.IN_SERVICE):
+            return
+        started = old.entry(event.step, rr.IN_PROGRESS)
+        seconds = _seconds_between(started.at, event.time) if started else None
+        if seconds is None:
+            return
+        add_metric_with(
+            contracts.METRIC_STEP_SECONDS,
+            "Seconds",
+            seconds,
+            **{contracts.METRIC_STEP_DIMENSION: event.step},
+        )
 
     def _kfp_link(self, record: RunRecord) -> str:
         if record.kfp_run_url:
             return record.kfp_run_url
         return run_url(self._kfp_ui_url, record.kfp_run_id)
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    """Seconds from one ISO 8601 time to another; None when either is missing or malformed."""
+    try:
+        first = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        last = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+    seconds = (last - first).total_seconds()
+    return seconds if seconds >= 0 else None

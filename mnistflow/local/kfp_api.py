@@ -182,6 +182,10 @@ class LocalKfpApi:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:

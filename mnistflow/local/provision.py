@@ -46,6 +46,10 @@ class LocalNames:
     inbox_queue: str = "mnistflow-local-inbox"  # SNS -> the emails
     pipeline_events_queue: str = "mnistflow-local-pipeline-events"  # EventBridge -> track-progress
     pipeline_events_rule: str = "mnistflow-local-pipeline-events"
+    # Each function's on-failure destination (the stack's failure queues).
+    failure_queues: tuple[tuple[str, str], ...] = tuple(
+        (function, f"mnistflow-local-{function}-failures") for function in contracts.FUNCTIONS
+    )
     sagemaker_role: str = "mnistflow-local-sagemaker-execution"
     kfp_token_secret: str = "mnistflow-local-kfp-token"  # noqa: S105 (a name, not a secret)
 
@@ -67,7 +71,12 @@ def provision(client: ClientFactory, names: LocalNames, *, kfp_token: str) -> Pr
     """Creates every resource; `kfp_token` is what the token secret holds (url mode)."""
     queues = {
         name: _queue(client, name)
-        for name in (names.uploads_queue, names.inbox_queue, names.pipeline_events_queue)
+        for name in (
+            names.uploads_queue,
+            names.inbox_queue,
+            names.pipeline_events_queue,
+            *dict(names.failure_queues).values(),
+        )
     }
     s3 = client("s3")
     s3.create_bucket(Bucket=names.data_bucket)

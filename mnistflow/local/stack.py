@@ -9,6 +9,11 @@
   state, and the pipeline's final-state events reach a queue through an EventBridge rule;
   `pump()` hands both to the track-progress handler.
 - SNS: the topic has a queue subscribed; `inbox()` returns what would have been emailed.
+- Lambda's asynchronous invocation: an event that fails is run again with the same request id,
+  up to contracts.LAMBDA_ASYNC_ATTEMPTS times, then its invocation record goes to the
+  function's failure queue (`failed_events(function)`), as the stack's destinations do.
+- The stuck-run watchdog runs every WATCHDOG_EVERY_SECONDS of pumping (`run_watchdog()` at
+  will, with a clock of the caller's).
 
 Each function is built by its own factory from its own environment mapping (what the CDK stack
 would give it, from cdk.json, plus what the Lambda runtime sets), so the two keep their own
@@ -18,17 +23,19 @@ settings in this one process.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from core import contracts, kfp
+from core import contracts, kfp, lambda_destinations
 from core.settings import CDK_JSON, cdk_json_context, environment, read_context
-from lambdas.composition import start_run_handler, track_progress_handler
+from lambdas.composition import start_run_handler, track_progress_handler, watchdog_handler
 from lambdas.dal.runs_table import RunsTableReader
 from lambdas.observability import logger
 from mnistflow.local.emulator import AwsEmulator
@@ -45,6 +52,8 @@ LOCAL_KFP_TOKEN = "local-kfp-token"  # noqa: S105 (the local KFP API checks it i
 # The local KFP API runs each step with kfp.local's subprocess runner, in this Python: the image
 # start-run names is recorded with the run (tests read it) but not pulled.
 LOCAL_STEP_IMAGE = "mnistflow-step-python:local"
+# The watchdog's schedule, on this machine (the stack's is every few minutes).
+WATCHDOG_EVERY_SECONDS = 30.0
 # The local stack's host settings (not a function's): no CloudWatch metrics to print.
 HOST_ENVIRONMENT = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
@@ -72,6 +81,7 @@ class Invocation:
     result: Any = None
     error: str | None = None
     seconds: float = 0.0
+    attempts: int = 1
 
 
 def function_environments(
@@ -138,6 +148,9 @@ class LocalStack:
             self.environments = environments
             self._start_run = start_run_handler(environments[contracts.START_RUN])
             self._track_progress = track_progress_handler(environments[contracts.TRACK_PROGRESS])
+            self._watchdog_environment = environments[contracts.WATCHDOG]
+            self._watchdog = watchdog_handler(self._watchdog_environment)
+            self._watchdog_due = time.monotonic() + WATCHDOG_EVERY_SECONDS
             self.watcher = SageMakerWatcher(
                 self.emulator.client("sagemaker"),
                 account=self.account,
@@ -176,7 +189,46 @@ class LocalStack:
         for body in self._drain(self.names.pipeline_events_queue):
             self._deliver_to_track_progress(as_current_backend(body))
             moved += 1
+        if time.monotonic() >= self._watchdog_due:
+            self._watchdog_due = time.monotonic() + WATCHDOG_EVERY_SECONDS
+            self.run_watchdog()
         return moved
+
+    def run_watchdog(self, clock: Callable[[], float] | None = None) -> Any:
+        """One watchdog pass (with `clock`, a handler built on that clock, e.g. hours later)."""
+        handler = self._watchdog
+        if clock is not None:
+            handler = watchdog_handler(self._watchdog_environment, clock=clock)
+        call = self._invoke(contracts.WATCHDOG, handler, {"source": "local.schedule"})
+        return call.result
+
+    def invoke(self, function: str, event: Any) -> str | None:
+        """A synchronous invocation (Lambda's RequestResponse): None when the handler returned,
+        else its error; no retries. What `mnistflow redrive` does with the deployed functions."""
+        handlers = {
+            contracts.START_RUN: self._start_run,
+            contracts.TRACK_PROGRESS: self._track_progress,
+            contracts.WATCHDOG: self._watchdog,
+        }
+        try:
+            handlers[function](event, LambdaContext(function_name=function))
+        except Exception as error:  # noqa: BLE001 - reported, as Lambda reports a function error
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    def redrive_targets(self) -> list[Any]:
+        """The failure queues `mnistflow redrive` reads, with the functions they belong to."""
+        from mnistflow.redrive import Target
+
+        queues = dict(self.names.failure_queues)
+        return [
+            Target(function, function, self.resources.queue_urls[queues[function]])
+            for function in contracts.REDRIVEN
+        ]
+
+    def failed_events(self, function: str) -> list[dict]:
+        """What the function's failure queue holds (read and removed)."""
+        return self._drain(dict(self.names.failure_queues)[function])
 
     def run_until(
         self, done: Callable[[], bool], timeout_seconds: float, on_round: Callable[[], None] = None
@@ -222,16 +274,42 @@ class LocalStack:
     def _deliver_to_track_progress(self, event: dict) -> None:
         self._invoke(contracts.TRACK_PROGRESS, self._track_progress, event)
 
-    def _invoke(self, function: str, handler: Callable, event: dict) -> None:
+    def _invoke(self, function: str, handler: Callable, event: dict) -> Invocation:
+        """As Lambda runs an asynchronous event: retried with the same request id, then its
+        invocation record goes to the function's failure queue (no waits between attempts)."""
         call = Invocation(function, event)
         self.invocations.append(call)
+        request_id = str(uuid.uuid4())
         started = time.perf_counter()
-        try:
-            call.result = handler(event, LambdaContext(function_name=function))
-        except Exception as error:  # noqa: BLE001 - Lambda would retry; the record says why
-            call.error = f"{type(error).__name__}: {error}"
-        finally:
-            call.seconds = time.perf_counter() - started
+        for attempt in range(1, contracts.LAMBDA_ASYNC_ATTEMPTS + 1):
+            call.attempts = attempt
+            try:
+                context = LambdaContext(function_name=function, aws_request_id=request_id)
+                call.result = handler(event, context)
+                call.error = None
+                break
+            except Exception as error:  # noqa: BLE001 - a function error, as Lambda sees it
+                call.error = f"{type(error).__name__}: {error}"
+                last = error
+        else:
+            self._send_to_failure_queue(function, event, request_id, last)
+        call.seconds = time.perf_counter() - started
+        return call
+
+    def _send_to_failure_queue(
+        self, function: str, event: dict, request_id: str, error: Exception
+    ) -> None:
+        record = lambda_destinations.invocation_record(
+            event,
+            request_id=request_id,
+            function_arn=f"arn:aws:lambda:{self.emulator.region}:{self.account}:function:{function}",
+            attempts=contracts.LAMBDA_ASYNC_ATTEMPTS,
+            error_type=type(error).__name__,
+            error_message=str(error),
+            timestamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+        queue = self.resources.queue_urls[dict(self.names.failure_queues)[function]]
+        self.emulator.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps(record))
 
     def _drain(self, queue_name: str) -> list[dict]:
         return drain(self.emulator.client, self.resources.queue_urls[queue_name])

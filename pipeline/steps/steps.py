@@ -35,9 +35,11 @@ from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import (
     MAX_DATASET_BYTES,
+    PREPROCESS_MEMORY,
     TRAIN_DIR,
     DatasetError,
     load_dataset,
+    memory_bytes,
     write_run_inputs,
 )
 
@@ -68,11 +70,14 @@ def preprocess(
     run_key: str,
     max_bytes: int = MAX_DATASET_BYTES,
     train_shards: int = 1,
+    memory: str = PREPROCESS_MEMORY,
 ) -> dict:
     """Validates the uploaded dataset version and writes the run's inputs under runs/<key>/.
 
     It reads exactly the version that started the run (`dataset_version`, the S3 version id;
     empty for an unversioned bucket): a newer upload of the same key never leaks into it.
+    `memory` is the step's memory (the pod's limit, a Kubernetes quantity): the load refuses a
+    dataset that would need more than it leaves (dataset.MemoryBudget).
     """
     bucket, key = split_s3_uri(dataset_uri)
     version = {"VersionId": dataset_version} if dataset_version else {}
@@ -87,7 +92,9 @@ def preprocess(
     with tempfile.TemporaryDirectory(prefix="mnist-preprocess-") as work:
         local = Path(work) / "dataset"
         s3.download_file(bucket, key, str(local), ExtraArgs=version)
-        dataset = load_dataset(local, source=dataset_uri, max_bytes=max_bytes)
+        dataset = load_dataset(
+            local, source=dataset_uri, max_bytes=max_bytes, memory_limit=memory_bytes(memory)
+        )
         written = write_run_inputs(dataset, Path(work) / "out", train_shards=train_shards)
         for relative in written.values():
             s3.upload_file(str(Path(work) / "out" / relative), bucket, prefix + relative)

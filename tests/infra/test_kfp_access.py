@@ -7,22 +7,27 @@ from core.settings import cdk_json_context, read_context
 from tests.infra.variants import CLUSTER, CLUSTER_CONTEXT
 
 
-def test_start_run_gets_an_access_entry_in_its_kubernetes_group_and_no_access_policy(
+def test_kfp_callers_get_an_access_entry_in_the_kubernetes_group_and_no_access_policy(
     default_synth,
 ):
-    # Given cluster mode
-    role_id = default_synth.logical_id(default_synth.stack.start_run.function.role)
+    # Given cluster mode, and the two functions that call KFP's API
+    stack = default_synth.stack
+    roles = {
+        default_synth.logical_id(function.function.role)
+        for function in (stack.start_run, stack.watchdog)
+    }
     # When reading the access entries
-    (entry,) = default_synth.of_type("AWS::EKS::AccessEntry").values()
-    properties = entry["Properties"]
-    # Then the start-run role is in one Kubernetes group, which the namespaced Role of
+    entries = default_synth.of_type("AWS::EKS::AccessEntry").values()
+    # Then each role is in one Kubernetes group, which the namespaced Role of
     # `mnistflow kubernetes-manifest` authorizes, and holds no AWS-managed access policy (Edit,
     # the narrowest with services/proxy, also allows secrets and pods/exec)
-    assert properties["PrincipalArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
-    assert properties["ClusterName"] == CLUSTER
-    assert properties["Type"] == "STANDARD"
-    assert properties["KubernetesGroups"] == [START_RUN_KUBERNETES_GROUP]
-    assert "AccessPolicies" not in properties
+    assert {e["Properties"]["PrincipalArn"]["Fn::GetAtt"][0] for e in entries} == roles
+    for entry in entries:
+        properties = entry["Properties"]
+        assert properties["ClusterName"] == CLUSTER
+        assert properties["Type"] == "STANDARD"
+        assert properties["KubernetesGroups"] == [START_RUN_KUBERNETES_GROUP]
+        assert "AccessPolicies" not in properties
 
 
 def test_pipeline_runner_service_account_gets_the_pod_role(default_synth):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core import contracts
 from tests.infra.variants import EMAILS
 
 ALARM_PERIOD_SECONDS = 5 * 60
@@ -64,11 +65,11 @@ def test_an_error_in_either_lambda_raises_an_alarm(default_synth, owner):
     assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]
 
 
-def test_there_are_exactly_five_alarms_and_none_emails_the_run_topic(default_synth):
+def test_there_are_exactly_seven_alarms_and_none_emails_the_run_topic(default_synth):
     # Two per function (failed events, errors), one for notifications SNS could not deliver
     run_topic = {"Ref": default_synth.logical_id(default_synth.stack.notifications.topic)}
     alarms = _alarms(default_synth)
-    assert len(alarms) == 5
+    assert len(alarms) == 2 * len(contracts.FUNCTIONS) + 1
     for alarm in alarms:
         assert run_topic not in alarm["AlarmActions"]
         assert alarm["AlarmDescription"]

@@ -34,7 +34,12 @@ TRACK_PROGRESS_ACTIONS = {
 
 
 def _rules(synth) -> dict[str, dict]:
-    return {k: v["Properties"] for k, v in synth.of_type("AWS::Events::Rule").items()}
+    """The progress rules (the watchdog's schedule is a rule too, with no event pattern)."""
+    return {
+        k: v["Properties"]
+        for k, v in synth.of_type("AWS::Events::Rule").items()
+        if "EventPattern" in v["Properties"]
+    }
 
 
 def _rules_for(synth, detail_type: str) -> list[dict]:

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import ssl
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ def pipeline_spec_file(tmp_path_factory) -> Path:
     from pipeline.compile import compile_pipeline
 
     return compile_pipeline(tmp_path_factory.mktemp("spec") / contracts.PIPELINE_SPEC_FILE)
+
+
+FAILURE_QUEUE = "failure queue"
 
 
 @dataclass
@@ -154,6 +158,18 @@ class LambdaFunction:
 
     def new_container(self) -> None:
         self._handler = None
+
+    def invoke_async(self, event: dict[str, Any], request_id: str = "") -> Any:
+        """As Lambda runs an asynchronous event: up to LAMBDA_ASYNC_ATTEMPTS attempts with one
+        request id; the result of the first that returns, else FAILURE_QUEUE (the destination
+        keeps the event). No wait between attempts: the clock is the test's."""
+        context = LambdaContext(aws_request_id=request_id or str(uuid.uuid4()))
+        for _attempt in range(contracts.LAMBDA_ASYNC_ATTEMPTS):
+            try:
+                return self(event, context)
+            except Exception:  # noqa: BLE001, S112 - a function error, as Lambda sees it
+                continue
+        return FAILURE_QUEUE
 
 
 @pytest.fixture

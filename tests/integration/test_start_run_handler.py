@@ -12,10 +12,19 @@ import yaml
 
 from core import contracts
 from core.settings import pipeline_parameters
+from lambdas.composition import start_run_handler
+from lambdas.logic.ports import KfpCallFailed
 from mnistflow.local.kfp_api import Fault, LocalKfpApi, parse_filter
 from tests.conftest import load_event
 from tests.fakes.settings import STACK_VALUES
-from tests.integration.conftest import BUCKET, CLUSTER, KFP_TEST_TIMEOUT_SECONDS, SECRET_TOKEN
+from tests.integration.conftest import (
+    BUCKET,
+    CLUSTER,
+    FAILURE_QUEUE,
+    KFP_TEST_TIMEOUT_SECONDS,
+    SECRET_TOKEN,
+    LambdaContext,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -117,21 +126,43 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
     assert run["run_id"] in message["message"]
 
 
+def test_a_relative_spec_path_is_resolved_at_cold_start_against_the_working_directory(
+    kfp, aws, lambda_env, pipeline_spec_file, start_run, tmp_path, monkeypatch
+):
+    # Given the compiled spec in the working directory at cold start, named by a relative path
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "mnist_pipeline.yaml").write_bytes(pipeline_spec_file.read_bytes())
+    lambda_env["PIPELINE_SPEC_PATH"] = "mnist_pipeline.yaml"
+    monkeypatch.chdir(task)
+    start_run.handler  # noqa: B018 (the cold start: the container is built here)
+    # When the working directory changes before the first upload is handled
+    monkeypatch.chdir(tmp_path)
+    result = start_run(load_event("s3_put"))
+    # Then the run carries the spec from the file found at cold start
+    key = run_key_of("s3_put")
+    assert result["started"] == [key]
+    [create] = kfp.requests_to("POST", RUNS)
+    compiled = yaml.safe_load(pipeline_spec_file.read_text())
+    assert create.body["pipeline_spec"]["pipelineInfo"] == compiled["pipelineInfo"]
+    assert create.body["pipeline_spec"]["root"] == compiled["root"]
+
+
 def test_duplicate_delivery_gives_one_run(kfp, aws, caplog, start_run):
     # Given a notification that was already handled
     event = load_event("s3_put")
     start_run(event)
     caplog.clear()
 
-    # When S3 delivers it again
-    result = start_run(event)
+    # When S3 delivers it again (a new invocation: another request id)
+    result = start_run(event, LambdaContext(aws_request_id="another-delivery"))
 
     # Then nothing new happens on KFP, and the log says why
     key = run_key_of("s3_put")
     assert result["duplicates"] == [key]
     assert len(kfp.runs_named(key)) == 1
     assert len(kfp.requests_to("POST", RUNS)) == 1
-    assert any("duplicate delivery" in line["message"] for line in log_lines(caplog))
+    assert any("this delivery stops here" in line["message"] for line in log_lines(caplog))
     assert len(aws.messages()) == 1  # only the first RUN_STARTED
 
 
@@ -246,12 +277,12 @@ def test_size_limit_comes_from_the_configuration(kfp, aws, lambda_env, start_run
 @pytest.mark.parametrize(
     ("program", "calls_expected", "reason_fragment"),
     [
-        (lambda k: k.inject(Fault("status", times=10, status=401)), 2, "HTTP 401"),
-        (lambda k: k.inject(Fault("status", times=10, status=404)), 2, "HTTP 404"),
-        (lambda k: k.inject(Fault("status", times=10, status=500)), 4, "HTTP 500"),
-        (lambda k: k.inject(Fault("drop", times=10)), 4, "connection to the KFP API failed"),
+        (lambda k: k.inject(Fault("status", times=100, status=401)), 2, "HTTP 401"),
+        (lambda k: k.inject(Fault("status", times=100, status=404)), 2, "HTTP 404"),
+        (lambda k: k.inject(Fault("status", times=100, status=500)), 4, "HTTP 500"),
+        (lambda k: k.inject(Fault("drop", times=100)), 4, "connection to the KFP API failed"),
         (
-            lambda k: k.inject(Fault("hang", times=10)),
+            lambda k: k.inject(Fault("hang", times=100)),
             4,
             f"no answer from the KFP API within {KFP_TEST_TIMEOUT_SECONDS:g} s",
         ),
@@ -265,50 +296,52 @@ def test_kfp_failing_records_start_failed_emails_and_raises(
     program(kfp)
     key = run_key_of("s3_put")
 
-    # When an upload is handled, Then the invocation fails so Lambda retries / dead-letters it
-    from lambdas.logic.start_run import StartRunFailed
+    # When Lambda runs the upload event with its retries, Then every attempt fails and the
+    # event ends on the failure queue
+    assert start_run.invoke_async(load_event("s3_put")) == FAILURE_QUEUE
 
-    with pytest.raises(StartRunFailed, match=key):
-        start_run(load_event("s3_put"))
-
-    # And KFP was tried as often as the policy says, with backoff between tries
-    assert len(kfp.requests) == calls_expected
-    assert clock.sleeps == [1.0, 2.0, 4.0][: calls_expected - 1]
-    # And the record says START_FAILED with the reason
+    # And KFP was tried as often as the policy says in each attempt, with backoff between tries
+    attempts = contracts.LAMBDA_ASYNC_ATTEMPTS
+    assert len(kfp.requests) == calls_expected * attempts
+    assert clock.sleeps == [1.0, 2.0, 4.0][: calls_expected - 1] * attempts
+    # And the record says START_FAILED with the reason, after the last attempt only
     item = aws.item(key)
     assert item["status"] == contracts.STATUS_START_FAILED
-    assert reason_fragment in item["reason"]
-    # And RUN_FAILED says why and what to check
+    assert item["claim_attempts"] == attempts and reason_fragment in item["reason"]
+    assert [e["event"] for e in item["timeline"]] == [
+        "ACCEPTED", "START_RETRY", "ACCEPTED", "START_RETRY", "ACCEPTED", "START_FAILED"
+    ]  # fmt: skip
+    # And one RUN_FAILED says why and what to check
     [message] = aws.messages()
     assert message["kind"] == contracts.KIND_RUN_FAILED and message["run_key"] == key
     assert len(message["subject"]) < 100 and message["subject"].isascii()
     assert reason_fragment in message["message"] and "What to check" in message["message"]
     assert kfp.runs_named(key) == []
-    assert any(line["message"] == "KFP run could not be started" for line in log_lines(caplog))
+    assert any(
+        line["message"] == "KFP run could not be started; given up" for line in log_lines(caplog)
+    )
 
 
-def test_a_later_delivery_after_start_failed_starts_the_run(kfp, aws, start_run):
-    # Given a start that failed because KFP answered 500 throughout
+def test_lambdas_retry_starts_the_run_when_kfp_is_back(kfp, aws, start_run):
+    # Given a first attempt that fails because KFP answered 500 throughout
     kfp.inject(Fault("status", times=4, status=500))
-    with pytest.raises(Exception, match="could not be started"):
-        start_run(load_event("s3_put"))
 
-    # When Lambda retries the event and KFP is back
-    start_run(load_event("s3_put"))
+    # When Lambda runs the event, retrying it, and KFP is back for the retry
+    result = start_run.invoke_async(load_event("s3_put"))
 
-    # Then exactly one run exists and the record shows both attempts
+    # Then exactly one run exists, the record shows both attempts, and no RUN_FAILED went out
     key = run_key_of("s3_put")
+    assert result["started"] == [key]
     assert len(kfp.runs_named(key)) == 1
     item = aws.item(key)
-    assert item["status"] == contracts.STATUS_RUN_STARTED and item["start_attempts"] == 2
-    assert "reason" not in item
+    assert item["status"] == contracts.STATUS_RUN_STARTED and item["claim_attempts"] == 2
     assert [e["event"] for e in item["timeline"]] == [
         "ACCEPTED",
-        "START_FAILED",
+        "START_RETRY",
         "ACCEPTED",
         "RUN_STARTED",
     ]
-    assert [m["kind"] for m in aws.messages()] == ["RUN_FAILED", "RUN_STARTED"]
+    assert [m["kind"] for m in aws.messages()] == ["RUN_STARTED"]
 
 
 def test_transient_failure_is_retried_within_the_invocation(kfp, aws, clock, start_run):
@@ -342,11 +375,9 @@ def test_lost_response_then_lambda_retry_finds_the_run(kfp, aws, lambda_env, sta
     # Given a run created on KFP whose response was lost and the invocation then failed
     kfp.inject(Fault("lose_response", method="POST", path=RUNS))
     kfp.inject(Fault("status", times=3, method="GET", path=RUNS, status=500))
-    with pytest.raises(Exception, match="could not be started"):
-        start_run(load_event("s3_put"))
 
-    # When Lambda delivers the event again
-    result = start_run(load_event("s3_put"))
+    # When Lambda runs the event, retrying it after the failed first attempt
+    result = start_run.invoke_async(load_event("s3_put"))
 
     # Then it records the existing run: one run on KFP
     key = run_key_of("s3_put")
@@ -367,8 +398,8 @@ def test_an_expired_claim_is_taken_over_by_a_redelivery(kfp, aws, start_run):
         ExpressionAttributeValues={":a": {"S": "ACCEPTED"}, ":past": {"N": "1"}},
     )
 
-    # When the event is delivered again
-    result = start_run(load_event("s3_put"))
+    # When the event is delivered again (another invocation)
+    result = start_run(load_event("s3_put"), LambdaContext(aws_request_id="redelivery"))
 
     # Then the claim is taken over and the existing run reused, not duplicated
     assert result["reused"] == [key]
@@ -509,3 +540,70 @@ def test_an_experiment_name_kfp_decodes_twice_is_still_found(kfp, aws, lambda_en
     # Then the second found the experiment the first created: one experiment, by that name
     assert [e["display_name"] for e in kfp.experiments.values()] == [name]
     assert len(kfp.requests_to("POST", EXPERIMENTS)) == 1
+
+
+# -- issue 10: slow creates and unexpected answers -------------------------------------------
+
+
+def test_a_create_kfp_commits_after_the_clients_timeout_starts_one_run(aws, kfp, lambda_env):
+    # Given KFP committing the run 1.5 s after the create, long after the 0.5 s client timeout
+    kfp.inject(Fault("commit_late", method="POST", path=RUNS, seconds=1.5))
+    # (real waits here: the create's lookups must see KFP's clock move)
+    function = start_run_handler(lambda_env, rng=lambda: 0.0, kfp_timeout_seconds=0.5)
+
+    # When the upload is handled
+    result = function(load_event("s3_put"), LambdaContext())
+
+    # Then start-run looked for the run by name before creating again, and found it
+    key = run_key_of("s3_put")
+    assert result["reused"] == [key]
+    assert len(kfp.runs_named(key)) == 1
+    assert len(kfp.requests_to("POST", RUNS)) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "body"),
+    [
+        (EXPERIMENTS, "GET", b"[]"),  # a JSON list
+        (EXPERIMENTS, "GET", b"<html><body>Sign in</body></html>"),  # a login page
+        (RUNS, "GET", b""),  # an empty body
+        (RUNS, "GET", b"not json"),
+        (RUNS, "POST", b'{"display_name": "mnist-x"}'),  # a run without its id
+        (RUNS, "GET", b'{"runs": {"run_id": "r"}}'),  # a list that is not one
+    ],
+    ids=["list", "html", "empty", "not-json", "no-run-id", "runs-not-a-list"],
+)
+def test_an_unexpected_kfp_answer_is_a_classified_failure_never_a_crash(
+    aws, kfp, start_run, path, method, body
+):
+    # Given KFP (or something in front of it) answering 200 with a body the API never gives
+    kfp.inject(Fault("body", method=method, path=path, body=body))
+
+    # When the upload is handled, with Lambda's retries
+    result = start_run.invoke_async(load_event("s3_put"))
+
+    # Then no crash: the call is retried, and the upload ends with exactly one run
+    key = run_key_of("s3_put")
+    assert result["started"] + result["reused"] == [key]
+    assert len(kfp.runs_named(key)) == 1
+    assert aws.item(key)["status"] == contracts.STATUS_RUN_STARTED
+    assert [m["kind"] for m in aws.messages()] == [contracts.KIND_RUN_STARTED]
+
+
+def test_an_unexpected_answer_is_named_for_what_it_is():
+    from lambdas.dal.kfp_api import KfpHttpApi
+
+    class Tokens:
+        def bearer_token(self) -> str:
+            return "t"
+
+        def invalidate(self) -> None:
+            pass
+
+    with LocalKfpApi() as server:
+        server.inject(Fault("body", method="GET", path=EXPERIMENTS, body=b"<html>login</html>"))
+        api = KfpHttpApi(lambda: server.url, Tokens(), timeout_seconds=1)
+        with pytest.raises(KfpCallFailed) as raised:
+            api.find_experiments("mnist")
+    assert raised.value.kind == KfpCallFailed.UNEXPECTED
+    assert "not a JSON object" in str(raised.value) and "not its UI or a proxy" in str(raised.value)

@@ -15,6 +15,7 @@ import pytest
 
 from core import contracts
 from lambdas.dal.runs_table import to_attribute_value
+from lambdas.logic.ports import PublishFailed
 from tests.conftest import load_event
 from tests.fakes.progress import (
     CREATED_AT,
@@ -313,16 +314,17 @@ def test_each_event_costs_one_dynamodb_call_and_a_publish_only_when_it_announces
         counter.calls.clear()
         outcome = send(payload)["outcome"]
         costs.append((outcome, dict(counter.calls)))
-    # Then each costs exactly one UpdateItem; only the announcing one publishes
+    # Then each costs one UpdateItem; an event that decides the outcome costs one more, and
+    # the one that announces two more (claim the email, then confirm it) and a publish
     one_write = {"UpdateItem": 1}
     assert costs == [
         ("applied", one_write),
         ("applied", one_write),
         ("stale", one_write),
         ("applied", one_write),
-        ("announced", {"UpdateItem": 1, "Publish": 1}),
-        ("applied", one_write),
-        ("applied", one_write),
+        ("announced", {"UpdateItem": 4, "Publish": 1}),
+        ("applied", {"UpdateItem": 2}),  # the same second, a greater id: decides again
+        ("applied", {"UpdateItem": 2}),  # the pipeline's success, later: decides again, no email
         ("stale", one_write),
     ]
 
@@ -393,17 +395,18 @@ def test_a_failed_publish_releases_the_claim_and_the_redelivery_announces_once(
     def flaky_publish(self, *args, **kwargs):
         attempts.append(args[0])
         if len(attempts) == 1:
-            raise ConnectionError("SNS endpoint unreachable (injected)")
+            raise PublishFailed("SNS endpoint unreachable (injected)", maybe_sent=False)
         return real_publish(self, *args, **kwargs)
 
     monkeypatch.setattr(SnsNotifier, "publish", flaky_publish)
     # When the first delivery's email fails
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishFailed):
         send("sagemaker_endpoint_in_service")
-    # Then the error goes back to EventBridge, the progress is kept and the claim released
+    # Then the error goes back to EventBridge, the progress and outcome are kept, the
+    # announcement released
     item = aws.item(RUN_KEY)
     assert "progress:endpoint:IN_SERVICE" in item  # type: ignore[operator]
-    assert "outcome" not in item  # type: ignore[operator]
+    assert item["outcome"] == "SUCCEEDED" and "announced" not in item  # type: ignore[index]
     assert aws.messages() == []
     # When EventBridge retries, and then a duplicate arrives
     assert send("sagemaker_endpoint_in_service")["outcome"] == "announced"
@@ -455,3 +458,23 @@ def test_run_failed_email_says_how_to_try_again(send, aws: AwsWorld):
         "  CloudWatch logs:    log group /aws/sagemaker/TransformJobs,"
         f" streams starting {RUN_KEY}-transform/"
     ) in lines
+
+
+def test_a_lost_sns_answer_keeps_the_outcome_and_sends_at_most_one_more(
+    aws: AwsWorld, track_progress
+):
+    from tests.fakes.aws_faults import ANSWER_LOST, AwsFault
+
+    # Given SNS accepting the ENDPOINT_READY publish, then its answer lost
+    seed_record()
+    AwsFault("sns", "Publish", ANSWER_LOST).attach(track_progress.handler.clients("sns"))
+
+    # When the endpoint event is handled, with Lambda's retries
+    track_progress.invoke_async(load_event("sagemaker_endpoint_in_service"))
+
+    # Then the record keeps its outcome throughout (it is not the email's claim any more),
+    # and the email went out once more at most: the one duplicate the design allows
+    item = aws.item(RUN_KEY)
+    assert item["outcome"] == "SUCCEEDED" and item["announced"] == ["ENDPOINT_READY"]
+    kinds = [m["kind"] for m in aws.messages()]
+    assert kinds.count(contracts.KIND_ENDPOINT_READY) == 2

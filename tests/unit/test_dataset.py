@@ -330,14 +330,17 @@ def test_a_file_that_is_not_gzip_is_refused(tmp_path):
 
 
 def test_a_gzip_bomb_is_stopped_at_the_decompression_limit(tmp_path):
-    """Given 8 MB of text that gzips to kilobytes, when loaded with a 1 MB limit, then it stops."""
+    """Given 8 MB of text that gzips to kilobytes, when loaded with a 1 MB limit, then it is
+    refused from its declared length, before any of it is read (tests/unit/test_dataset_bounds.py
+    has the other bombs)."""
     payload = b"\x80\x02X" + struct.pack("<I", 8_000_000) + b"a" * 8_000_000
     path = tmp_path / "bomb.pkl.gz"
     path.write_bytes(gzip.compress(payload))
     assert path.stat().st_size < 1_000_000
     assert _refused(path, PKL_SOURCE, max_bytes=1_000_000) == (
-        f"{PKL_SOURCE}: decompresses to more than 2000000 bytes (2 x the limit); "
-        "refused as a possible gzip bomb"
+        f"{PKL_SOURCE}: declares a string of 8000000 bytes, which would take it past the limit "
+        "of 1000000 decompressed bytes (max_dataset_bytes; 999993 left); refused as a possible "
+        "gzip bomb"
     )
 
 

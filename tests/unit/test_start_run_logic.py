@@ -51,11 +51,21 @@ class World:
             rng=lambda: 1.0,
         )
 
-    def handle(self, event_name: str = "s3_put"):
+    def handle(self, event_name: str = "s3_put", request_id: str = "request-1"):
         def left() -> float:
             return self.seconds_left - (self.clock.now - 1_700_000_000.0)
 
-        return self.service.handle_notification(load_event(event_name), left)
+        return self.service.handle_notification(load_event(event_name), left, request_id)
+
+    def lambda_invokes(self, event_name: str = "s3_put", request_id: str = "request-1"):
+        """As Lambda runs an asynchronous event: up to three attempts with one request id.
+        Returns the outcome, or "failure queue" when every attempt raised."""
+        for _attempt in range(contracts.LAMBDA_ASYNC_ATTEMPTS):
+            try:
+                return self.handle(event_name, request_id)
+            except StartRunFailed:
+                continue
+        return "failure queue"
 
 
 def key_of(event_name: str = "s3_put") -> str:
@@ -137,19 +147,55 @@ def test_lost_create_response_is_found_on_the_retry():
 def test_retries_depend_on_the_kind_of_failure(kind, tries):
     # Given a KFP that always fails the same way
     world = World()
-    world.kfp.failures = [("*", failure(kind))] * 10
+    world.kfp.failures = [("*", failure(kind))] * 100
 
-    # When an upload is handled, Then it raises after the policy's tries
+    # When an upload is handled, Then the invocation raises after the policy's tries
     with pytest.raises(StartRunFailed):
         world.handle()
     assert world.kfp.calls.count("find_experiments") == tries
     assert world.clock.sleeps == [1.0, 2.0, 4.0][: tries - 1]
-    # And the record and the email say START_FAILED / RUN_FAILED with the reason
     item = world.runs.items[key_of()]
-    assert item["status"] == contracts.STATUS_START_FAILED and f"injected {kind}" in item["reason"]
+    if kind == KfpCallFailed.PERMANENT:
+        # And an error no retry heals is given up at once: START_FAILED and one RUN_FAILED
+        assert item["status"] == contracts.STATUS_START_FAILED
+        [note] = world.notifier.published
+        assert note.kind == contracts.KIND_RUN_FAILED and "check the access entry" in note.message
+    else:
+        # And otherwise Lambda's retry takes it up: still ACCEPTED, the reason noted, no email
+        assert item["status"] == contracts.STATUS_ACCEPTED
+        assert f"attempt 1 of 3: injected {kind}" in item["reason"]
+        assert world.notifier.published == []
+
+
+def test_the_start_is_given_up_at_lambdas_last_attempt_with_one_email():
+    # Given a KFP that keeps failing
+    world = World()
+    world.kfp.failures = [("*", failure(KfpCallFailed.TRANSIENT))] * 100
+
+    # When Lambda runs the event three times (one request id), Then it ends on the failure
+    # queue, START_FAILED, with exactly one RUN_FAILED email, sent at the last attempt
+    assert world.lambda_invokes() == "failure queue"
+    item = world.runs.items[key_of()]
+    assert item["status"] == contracts.STATUS_START_FAILED and item["claim_attempts"] == 3
     [note] = world.notifier.published
-    assert note.kind == contracts.KIND_RUN_FAILED
-    assert f"Attempts: {tries}" in note.message and "check the access entry" in note.message
+    assert note.kind == contracts.KIND_RUN_FAILED and "Attempts: 3" in note.message
+    assert world.kfp.created == []
+
+
+def test_a_retry_after_a_crash_finishes_the_start():
+    # Given an invocation that claimed the key and died before starting the run
+    world = World()
+    dataset = DatasetRef(BUCKET, "incoming/mnist.pkl.gz", "v", "e", 10)
+    assert world.runs.claim(
+        key_of(), dataset, "2023-11-14T22:13:20Z", 2_000_000_000, "request-1"
+    ).won
+
+    # When Lambda's retry comes (same request id, the lease still running)
+    outcome = world.handle(request_id="request-1")
+
+    # Then it takes its claim back and starts the run: never swallowed as a duplicate
+    assert outcome["started"] == [key_of()] and world.runs.items[key_of()]["claim_attempts"] == 2
+    assert world.notifier.kinds() == [contracts.KIND_RUN_STARTED]
 
 
 def test_retrying_stops_when_lambda_time_runs_out():
@@ -161,7 +207,7 @@ def test_retrying_stops_when_lambda_time_runs_out():
     with pytest.raises(StartRunFailed):
         world.handle()
 
-    # Then it gives up early, keeping time to record and announce the failure
+    # Then it stops early, keeping time to record the failure for Lambda's retry
     assert world.clock.sleeps == [1.0]
     assert "Lambda time running out" in world.runs.items[key_of()]["reason"]
 
@@ -178,10 +224,11 @@ def test_a_concurrent_delivery_inside_the_lease_stops():
     # Given a claim held by an invocation that is still running
     world = World()
     dataset = DatasetRef(BUCKET, "incoming/mnist.pkl.gz", "v", "e", 10)
-    world.runs.claim(key_of(), dataset, "2023-11-14T22:13:20Z", lease_until=2_000_000_000)
+    world.runs.claim(key_of(), dataset, "2023-11-14T22:13:20Z", 2_000_000_000, "request-1")
 
-    # When a second delivery arrives, Then it does not start anything
-    assert world.handle()["duplicates"] == [key_of()]
+    # When another delivery of the same upload arrives (another request id), Then it does
+    # not start anything: the holder, or its retries, finish
+    assert world.handle(request_id="request-2")["duplicates"] == [key_of()]
     assert world.kfp.calls == []
 
 
@@ -189,9 +236,13 @@ def test_start_failed_is_reclaimed_by_the_next_delivery():
     world = World()
     world.kfp.failures = [("*", failure(KfpCallFailed.PERMANENT))]
     with pytest.raises(StartRunFailed):
-        world.handle()
-    assert world.handle()["started"] == [key_of()]
+        world.handle(request_id="request-1")
+    # (Lambda's retries of the given-up invocation keep failing, so it reaches the queue)
+    with pytest.raises(StartRunFailed):
+        world.handle(request_id="request-1")
+    assert world.handle(request_id="redrive-1")["started"] == [key_of()]
     assert world.runs.items[key_of()]["start_attempts"] == 2
+    assert world.notifier.kinds() == [contracts.KIND_RUN_FAILED, contracts.KIND_RUN_STARTED]
 
 
 @pytest.mark.parametrize(

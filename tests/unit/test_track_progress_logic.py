@@ -8,6 +8,7 @@ import pytest
 from core import contracts
 from core import run_record as rr
 from core.run_record import ATTR, RunRecord
+from lambdas.logic.ports import PublishFailed
 from lambdas.logic.track_progress import (
     ANNOUNCED,
     APPLIED,
@@ -113,15 +114,21 @@ def test_bad_input_writes_nothing():
 
 
 def test_a_failed_publish_gives_the_claim_back_and_a_redelivery_announces():
-    # Given SNS fails the first publish
+    # Given SNS fails the first publish (refused: nothing was sent)
     world = World(start_run_record(), fail_publishes=1)
     # When the endpoint event arrives, the email fails and the error goes back to EventBridge
-    with pytest.raises(ConnectionError):
+    with pytest.raises(PublishFailed):
         world.send("sagemaker_endpoint_in_service")
-    # Then the progress is kept but the outcome is not claimed any more
+    # Then the progress and the outcome are kept, and the announcement is given back
     assert "progress:endpoint:IN_SERVICE" in world.item
-    assert ATTR.outcome not in world.item
-    assert world.runs.writes == ["record_progress", "release_outcome"]
+    assert world.record.outcome == contracts.STATUS_SUCCEEDED
+    assert ATTR.announced not in world.item
+    assert world.runs.writes == [
+        "record_progress",
+        "decide_outcome",
+        "claim_announcement",
+        "release_announcement",
+    ]
     # When EventBridge delivers it again
     assert world.send("sagemaker_endpoint_in_service") == ANNOUNCED
     # Then it is announced once, and further copies are stale
