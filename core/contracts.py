@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 PRODUCT_PREFIX = "mnist"
 
@@ -105,8 +106,33 @@ class PipelineFinalState:
     dataset_uri: str = ""
     endpoint_name: str = ""  # the endpoint the run deploys to
     kfp_run: str = ""  # KFP's name for the run
+    model_rejected: bool = False  # the quality gate refused the model (failed_step: evaluate)
 
-    def as_detail(self) -> dict[str, str]:
+    def as_detail(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The evaluate step's event, on the same bus: the model's quality, before any deploy.
+EVALUATION_EVENT_DETAIL_TYPE = "MNIST Model Evaluated"
+PIPELINE_DETAIL_TYPES = (PIPELINE_EVENT_DETAIL_TYPE, EVALUATION_EVENT_DETAIL_TYPE)
+# What evaluate writes for the emails, `status` and `predict`: runs/<key>/evaluation.json
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """The detail of the evaluation event (and the heart of evaluation.json)."""
+
+    run_key: str
+    accuracy: float  # on the test split, clusters mapped to digits on validation
+    min_accuracy: float  # the quality gate
+    passed: bool
+    k: int
+    weakest_digits: list[int]  # lowest recall first
+    recall: dict[str, float]  # per digit, "0".."9"
+    evaluation_uri: str  # s3://.../runs/<key>/evaluation.json
+
+    def as_detail(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -115,7 +141,14 @@ KIND_RUN_STARTED = "RUN_STARTED"
 KIND_ENDPOINT_READY = "ENDPOINT_READY"
 KIND_RUN_FAILED = "RUN_FAILED"
 KIND_DATA_REJECTED = "DATA_REJECTED"
-NOTIFICATION_KINDS = (KIND_RUN_STARTED, KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED)
+KIND_MODEL_REJECTED = "MODEL_REJECTED"
+NOTIFICATION_KINDS = (
+    KIND_RUN_STARTED,
+    KIND_ENDPOINT_READY,
+    KIND_RUN_FAILED,
+    KIND_DATA_REJECTED,
+    KIND_MODEL_REJECTED,
+)
 # The SNS message attributes every notification carries (subscriptions filter on them).
 MESSAGE_ATTRIBUTE_KIND = "kind"
 MESSAGE_ATTRIBUTE_RUN_KEY = "run_key"
@@ -129,6 +162,13 @@ STATUS_START_FAILED = "START_FAILED"
 STATUS_RUNNING = "RUNNING"
 STATUS_SUCCEEDED = "SUCCEEDED"
 STATUS_FAILED = "FAILED"
+STATUS_MODEL_REJECTED = "MODEL_REJECTED"  # trained and evaluated, below the quality gate
+# The email each outcome is announced with.
+KIND_FOR_OUTCOME = {
+    STATUS_SUCCEEDED: KIND_ENDPOINT_READY,
+    STATUS_FAILED: KIND_RUN_FAILED,
+    STATUS_MODEL_REJECTED: KIND_MODEL_REJECTED,
+}
 
 # The product's own EventBridge bus, where only the pipeline's pods may put the pipeline's
 # events (SageMaker's arrive on the account's default bus).
@@ -189,6 +229,7 @@ METRIC_START_FAILURES = "RunStartFailures"  # start-run, Count: START_FAILED (gi
 METRIC_DATASETS_REJECTED = "DatasetsRejected"  # start-run, Count: DATA_REJECTED
 METRIC_ENDPOINTS_READY = "EndpointsReady"  # track-progress, Count: ENDPOINT_READY announced
 METRIC_RUNS_FAILED = "RunsFailed"  # track-progress, Count: RUN_FAILED announced
+METRIC_MODELS_REJECTED = "ModelsRejected"  # track-progress, Count: MODEL_REJECTED announced
 METRIC_UPLOAD_TO_ENDPOINT = "UploadToEndpointSeconds"  # track-progress, Seconds
 METRIC_STEP_SECONDS = "StepSeconds"  # track-progress, Seconds, extra dimension `step`
 METRIC_STEP_DIMENSION = "step"
@@ -203,3 +244,13 @@ STEP_IMAGE_PLACEHOLDER = "mnistflow-step-python:set-by-start-run"
 KFP_MODE_CLUSTER = "cluster"
 KFP_MODE_URL = "url"
 KFP_MODES = (KFP_MODE_CLUSTER, KFP_MODE_URL)
+
+# The pipeline's steps ask SageMaker for a job's or endpoint's status this often (seconds), when
+# this environment variable sets it (pipeline/steps/sagemaker_jobs.DEFAULT_POLL_SECONDS
+# otherwise). The local stack sets it: its SageMaker finishes a job in about a second.
+SAGEMAKER_POLL_SECONDS_VARIABLE = "MNISTFLOW_SAGEMAKER_POLL_SECONDS"
+
+# S3 user metadata the product itself writes on an upload: `mnistflow rerun` names the run it
+# repeats. An upload's other metadata keys are run settings (core/settings.upload_overrides).
+RERUN_OF_METADATA = "rerun-of"
+PRODUCT_METADATA_KEYS = (RERUN_OF_METADATA,)

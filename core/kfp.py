@@ -12,7 +12,8 @@ Sources (kubeflow/pipelines, read at tag 2.17.0 unless said otherwise):
 - backend/src/v2/compiler/argocompiler/dag.go at 2.0.0 to 2.5.0: run creation fails with
   "task final status not supported yet" (gRPC Internal, HTTP 500) for any pipeline with an exit
   handler that reads the final status; 2.14.0 is the first release without it.
-- backend/api/v2beta1/run.proto: RuntimeState; filter.proto: Predicate.Operation.
+- backend/api/v2beta1/run.proto: RuntimeState; filter.proto: Predicate.Operation; a terminated
+  run's states: storage/run_store.go TerminateRun and resource/resource_manager.go.
 - manifests/kustomize/base/pipeline/ml-pipeline-apiserver-service.yaml: service `ml-pipeline`,
   port `http` 8888; env/cert-manager/platform-agnostic-standalone-tls renames it `tls` (HTTPS).
 """
@@ -56,6 +57,13 @@ RUNTIME_STATES = (
     "PAUSED",
 )
 FINISHED_RUNTIME_STATES = ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELED")
+# backend/src/apiserver/storage/run_store.go TerminateRun: the states a run can be terminated
+# from. It is then CANCELING, and FAILED once Argo has stopped its workflow (the phase Argo gives
+# it; resource/resource_manager.go ReportWorkflowResource): the backend does not make CANCELED.
+TERMINABLE_RUNTIME_STATES = ("PAUSED", "PENDING", "RUNNING", "RUNTIME_STATE_UNSPECIFIED")
+# sdk/python/kfp/client/client.py (kfp 2.17) wait_for_run_completion returns on these states,
+# lower-cased, only: a run left CANCELING or CANCELED is waited for until the timeout.
+SDK_WAIT_FINISH_STATES = ("succeeded", "failed", "skipped", "error")
 
 # filter.proto's Predicate.Operation: name -> number (there is no 4).
 PREDICATE_OPERATIONS = {

@@ -168,13 +168,15 @@ class RunRecord:
     kfp_run_id: str = ""
     kfp_run_url: str = ""
     experiment_id: str = ""
+    # The run's tunable settings as submitted, and which of them the upload's metadata set.
+    run_settings: Mapping[str, Any] = field(default_factory=dict)
+    overridden: tuple[str, ...] = ()
     # The run's outcome (SUCCEEDED or FAILED): that of its latest deciding event, by ord.
     outcome: str = ""
     outcome_ord: str = ""
     announced: frozenset[str] = frozenset()  # the notification kinds sent for this run
     # Emails being sent: kind -> {"owner": request id, "at": epoch seconds}
     announcing: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    metrics: Mapping[str, float] = field(default_factory=dict)  # e.g. accuracy, when evaluated
     timeline: tuple[TimelineEntry, ...] = ()
     progress: tuple[StepProgress, ...] = ()  # stored as progress:<step>:<status> attributes
 
@@ -201,6 +203,8 @@ class RunRecord:
             kfp_run_id=str(item.get(ATTR.kfp_run_id, "")),
             kfp_run_url=str(item.get(ATTR.kfp_run_url, "")),
             experiment_id=str(item.get(ATTR.experiment_id, "")),
+            run_settings=dict(item.get(ATTR.run_settings) or {}),
+            overridden=tuple(item.get(ATTR.overridden) or ()),
             outcome=str(item.get(ATTR.outcome, "")),
             outcome_ord=str(item.get(ATTR.outcome_ord, "")),
             announced=frozenset(item.get(ATTR.announced) or ()),
@@ -209,7 +213,6 @@ class RunRecord:
                 for name, value in item.items()
                 if name.startswith(ANNOUNCEMENT_CLAIM_PREFIX) and isinstance(value, Mapping)
             },
-            metrics=dict(item.get(ATTR.metrics) or {}),
             timeline=tuple(
                 entry
                 for entry in (_tolerant(TimelineEntry, e) for e in item.get(ATTR.timeline) or ())
@@ -240,6 +243,30 @@ class RunRecord:
             ):
                 best[progress.step] = progress
         return {step: (p.status, p.entry.at) for step, p in best.items()}
+
+    @property
+    def evaluation(self) -> Mapping[str, float]:
+        """The evaluate step's numbers (accuracy, min_accuracy, k, recall_<digit>); {} before
+        it ran."""
+        for status in (COMPLETED, FAILED):
+            entry = self.entry(contracts.STEP_EVALUATE, status)
+            if entry is not None and entry.metrics:
+                return entry.metrics
+        return {}
+
+    @property
+    def accuracy(self) -> float | None:
+        value = self.evaluation.get("accuracy")
+        return float(value) if isinstance(value, int | float) else None
+
+    def weakest_digits(self, count: int = 3) -> list[tuple[int, float]]:
+        """The digits the model recognises least well: (digit, recall), lowest first."""
+        recall = [
+            (int(name.removeprefix("recall_")), float(value))
+            for name, value in self.evaluation.items()
+            if name.startswith("recall_")
+        ]
+        return sorted(recall, key=lambda pair: (pair[1], pair[0]))[:count]
 
     @property
     def overall_status(self) -> str:

@@ -89,6 +89,7 @@ def start_run_service(
     from lambdas.dal.pipeline_spec import PipelineSpecFile
     from lambdas.dal.runs_table import DynamoRunsRepository
     from lambdas.dal.topic import SnsNotifier
+    from lambdas.dal.uploads import S3UploadMetadata
     from lambdas.logic.start_run import StartRun
 
     # Relative paths resolve against the working directory: /var/task in Lambda.
@@ -105,6 +106,7 @@ def start_run_service(
         kfp=kfp,
         pipeline_spec=PipelineSpecFile(spec_path, settings.step_image_uri),
         settings=settings,
+        uploads=S3UploadMetadata(clients.factory("s3")),
         connection_hint=what_to_check(settings),
         sleep=sleep,
         **({"rng": rng} if rng else {}),

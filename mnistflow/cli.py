@@ -64,6 +64,7 @@ def _predict(args: argparse.Namespace) -> int:
     from mnistflow.predict import (
         PredictError,
         describe_predictions,
+        digit_mapping,
         load_images,
         predict,
         sample_images,
@@ -74,12 +75,15 @@ def _predict(args: argparse.Namespace) -> int:
             images, labels = load_images(args.image), None
         else:
             images, labels = sample_images(args.sample)
+        sagemaker = _client(args, "sagemaker")
+        mapping = digit_mapping(sagemaker, _client(args, "s3"), args.endpoint)
         answers = predict(
-            _client(args, "sagemaker"),
+            sagemaker,
             _client(args, "sagemaker-runtime"),
             args.endpoint,
             images,
             labels,
+            mapping,
         )
     except PredictError as error:
         print(f"predict: {error}", file=sys.stderr)
@@ -203,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pred = commands.add_parser(
         "predict",
-        help="send digits to an endpoint and print k-means' answers",
-        description="Send images as text/csv (one image a line) to the endpoint and print "
-        "the closest cluster and its distance for each.",
+        help="send digits to an endpoint and print the digits it reads",
+        description="Send images as text/csv (one image a line) to the endpoint and print, "
+        "for each, the digit (the cluster's digit, from the run's evaluation), the closest "
+        "cluster and its distance; with --sample, the true digits and the accuracy on them.",
     )
     pred.add_argument("--endpoint", required=True, help="endpoint name (mnist-...)")
     source = pred.add_mutually_exclusive_group()

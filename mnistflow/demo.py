@@ -19,6 +19,7 @@ from typing import TextIO
 from core.contracts import (
     KIND_DATA_REJECTED,
     KIND_ENDPOINT_READY,
+    KIND_MODEL_REJECTED,
     KIND_RUN_FAILED,
     STEPS,
     run_key,
@@ -33,7 +34,8 @@ DEMO_TIMEOUT_SECONDS = 300
 # One demo at a time per lock file; MNISTFLOW_DEMO_LOCK names another (the tests use their own).
 LOCK_FILE_VARIABLE = "MNISTFLOW_DEMO_LOCK"
 DEFAULT_LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
-_FINAL_KINDS = (KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED)
+_FINAL_KINDS = (KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED, KIND_MODEL_REJECTED)
+DEMO_PREDICTIONS = 5  # test digits sent to the endpoint once it is announced
 
 
 class DemoError(Exception):
@@ -178,14 +180,39 @@ def _report(outcome: DemoOutcome, stack: LocalStack, out: TextIO) -> None:
         )
     endpoints = outcome.record.endpoint_names() if outcome.record else []
     if outcome.announced and endpoints:
-        print(
-            f"\nCall the endpoint (on AWS; the emulator's endpoint takes calls but serves no "
-            f"model):\n  mnistflow predict --endpoint {endpoints[0]} --sample 5",
-            file=out,
-        )
+        _predict_some(stack, endpoints[0], out)
     failed = [i for i in stack.invocations if i.error]
     for call in failed:
         print(f"\n{call.function} raised: {call.error}", file=out)
+
+
+def _predict_some(stack: LocalStack, endpoint: str, out: TextIO) -> None:
+    """The workshop's last step, through the local endpoint: five test digits, read back."""
+    from mnistflow.predict import (
+        PredictError,
+        describe_predictions,
+        digit_mapping,
+        predict,
+        sample_images,
+    )
+
+    client = stack.emulator.client
+    print(f"\nFive test digits sent to {endpoint}:", file=out)
+    try:
+        images, labels = sample_images(DEMO_PREDICTIONS)
+        mapping = digit_mapping(client("sagemaker"), client("s3"), endpoint)
+        answers = predict(
+            client("sagemaker"), client("sagemaker-runtime"), endpoint, images, labels, mapping
+        )
+    except PredictError as error:
+        print(f"  predict: {error}", file=out)
+        return
+    print(describe_predictions(answers), file=out)
+    print(
+        f"\nOn AWS, the same call:\n  mnistflow predict --endpoint {endpoint}"
+        f" --sample {DEMO_PREDICTIONS}",
+        file=out,
+    )
 
 
 def _serve_until_interrupted(stack: LocalStack, out: TextIO) -> None:

@@ -2,6 +2,9 @@
 
 SageMaker's k-means takes `text/csv`, one image a line, and answers JSON:
 {"predictions": [{"closest_cluster": 3.0, "distance_to_cluster": 5.2}, ...]}, one per line.
+A cluster is not a digit: the run's evaluate step mapped each cluster to the digit most of its
+validation images carry, in runs/<run key>/evaluation.json, which is found from the endpoint
+itself (endpoint -> endpoint config -> model -> its artifacts' run folder).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.contracts import FEATURE_DIM
+from core.contracts import EVALUATION_FILE, FEATURE_DIM, RUNS_PREFIX, run_key_from_name
 from core.sagemaker_events import ENDPOINT
 from pipeline.steps.dataset import DatasetError, format_pixels_csv, load_dataset
 
@@ -31,6 +34,31 @@ class Prediction:
     cluster: int
     distance: float
     label: int | None = None
+    digit: int | None = None  # the cluster's digit, when the run's evaluation is found
+
+
+def digit_mapping(sagemaker, s3, endpoint: str) -> list[int] | None:
+    """The cluster -> digit mapping of the run whose model the endpoint serves; None when it
+    cannot be found (a model trained elsewhere, or before evaluation existed)."""
+    try:
+        config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+        variants = sagemaker.describe_endpoint_config(EndpointConfigName=config)[
+            "ProductionVariants"
+        ]
+        model = sagemaker.describe_model(ModelName=variants[0]["ModelName"])
+        artifacts = model["PrimaryContainer"]["ModelDataUrl"]
+    except (sagemaker.exceptions.ClientError, KeyError, IndexError):
+        return None
+    bucket, _, key = artifacts.removeprefix("s3://").partition("/")
+    parts = key.split("/")
+    if len(parts) < 2 or f"{parts[0]}/" != RUNS_PREFIX or not run_key_from_name(parts[1]):
+        return None
+    try:
+        body = s3.get_object(Bucket=bucket, Key=f"{RUNS_PREFIX}{parts[1]}/{EVALUATION_FILE}")
+        mapping = json.loads(body["Body"].read())["mapping"]
+    except (s3.exceptions.ClientError, ValueError, KeyError):
+        return None
+    return [int(digit) for digit in mapping]
 
 
 def load_images(path: Path) -> np.ndarray:
@@ -94,7 +122,12 @@ def parse_kmeans_answer(body: bytes, expected: int) -> list[tuple[int, float]]:
 
 
 def predict(
-    sagemaker, runtime, endpoint: str, images: np.ndarray, labels: np.ndarray | None = None
+    sagemaker,
+    runtime,
+    endpoint: str,
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    mapping: list[int] | None = None,
 ) -> list[Prediction]:
     """Checks the endpoint is in service, sends the images in one CSV request, pairs answers."""
     try:
@@ -114,16 +147,40 @@ def predict(
     )
     pairs = parse_kmeans_answer(answer["Body"].read(), len(images))
     return [
-        Prediction(cluster, distance, None if labels is None else int(labels[i]))
+        Prediction(
+            cluster,
+            distance,
+            None if labels is None else int(labels[i]),
+            _digit(mapping, cluster),
+        )
         for i, (cluster, distance) in enumerate(pairs)
     ]
+
+
+def _digit(mapping: list[int] | None, cluster: int) -> int | None:
+    if mapping is None or not 0 <= cluster < len(mapping) or mapping[cluster] < 0:
+        return None
+    return mapping[cluster]
 
 
 def describe_predictions(predictions: list[Prediction]) -> str:
     lines = []
     for i, p in enumerate(predictions, start=1):
-        line = f"image {i}: cluster {p.cluster} (distance {p.distance:.3f})"
+        digit = "?" if p.digit is None else str(p.digit)
+        line = f"image {i}: digit {digit}  (cluster {p.cluster}, distance {p.distance:.3f})"
         if p.label is not None:
-            line += f"  true label {p.label}"
+            verdict = "" if p.digit is None else ("  right" if p.digit == p.label else "  wrong")
+            line += f"  true digit {p.label}{verdict}"
         lines.append(line)
+    labelled = [p for p in predictions if p.label is not None and p.digit is not None]
+    if labelled:
+        right = sum(p.digit == p.label for p in labelled)
+        lines.append(
+            f"accuracy on these {len(labelled)}: {right}/{len(labelled)}"
+            f" ({right / len(labelled):.0%})"
+        )
+    if any(p.digit is None for p in predictions):
+        lines.append(
+            "(no digit: the run's evaluation, which maps clusters to digits, was not found)"
+        )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ notification fires, and start-run starts a run under the new version's run key.
 
 from __future__ import annotations
 
+from core.contracts import RERUN_OF_METADATA
 from lambdas.dal.runs_table import RunsTableReader
 from mnistflow.status import UnknownRun, read_run
 
@@ -27,12 +28,15 @@ def rerun(reader: RunsTableReader, s3, run_key: str) -> tuple[str, str, str]:
     if dataset.version:
         source["VersionId"] = dataset.version
     try:
+        # The copy keeps the upload's own metadata (its per-upload run settings), so the rerun
+        # trains with the settings the first run used, and adds which run it repeats.
+        metadata = s3.head_object(**source).get("Metadata", {})
         copy = s3.copy_object(
             Bucket=dataset.bucket,
             Key=dataset.key,
             CopySource=source,
             MetadataDirective="REPLACE",
-            Metadata={"rerun-of": run_key},
+            Metadata={**metadata, RERUN_OF_METADATA: run_key},
         )
     except s3.exceptions.ClientError as error:
         raise RerunError(

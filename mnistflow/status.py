@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.contracts import STEP_PREPROCESS, STEP_TRAINING, STEP_TRANSFORM, STEPS
 from core.run_record import RunRecord
 from lambdas.dal.runs_table import RunsTableReader
+from lambdas.logic.notifications import settings_line
 
 _SHORT_STEPS = {STEP_PREPROCESS: "prep", STEP_TRAINING: "train", STEP_TRANSFORM: "xform"}
 
@@ -35,9 +36,10 @@ def describe_runs(records: list[RunRecord]) -> str:
             for step in STEPS
             if step in steps
         ]
+        accuracy = "" if record.accuracy is None else f"acc={record.accuracy:.3f} "
         lines.append(
-            f"{record.run_key}  {record.overall_status:<12} {record.created_at:<24}"
-            f" {_dataset(record)}  {' '.join(cells)}".rstrip()
+            f"{record.run_key}  {record.overall_status:<14} {record.created_at:<24}"
+            f" {_dataset(record)}  {accuracy}{' '.join(cells)}".rstrip()
         )
     return "\n".join(lines)
 
@@ -49,6 +51,16 @@ def describe_run(record: RunRecord) -> str:
         lines.append(f"  KFP run   {record.kfp_run_id}  {link}")
     if record.reason:
         lines.append(f"  reason    {record.reason}")
+    if record.run_settings:
+        lines.append(f"  settings  {settings_line(record.run_settings, record.overridden)}")
+    if record.accuracy is not None:
+        gate = record.evaluation.get("min_accuracy")
+        weakest = ", ".join(f"{d} ({r:.0%})" for d, r in record.weakest_digits())
+        lines.append(
+            f"  accuracy  {record.accuracy:.4f} on the test split"
+            + (f" (gate {gate:.2f})" if isinstance(gate, int | float) else "")
+            + (f"; weakest digits {weakest}" if weakest else "")
+        )
     steps = record.steps()
     if steps:
         lines.append("  steps")

@@ -72,7 +72,7 @@ def preprocess(
     [
         ("run_uri", str),
         ("train_uri", str),
-        ("test_uri", str),
+        ("transform_input_uri", str),
         ("labels_uri", str),
         ("n_train", int),
         ("n_test", int),
@@ -99,7 +99,7 @@ def preprocess(
             train_shards=train_instance_count,  # one object per training instance
             memory=memory,  # the pod's memory limit, which the load stays under
         )
-    fields = ["run_uri", "train_uri", "test_uri", "labels_uri", "n_train", "n_test"]
+    fields = ["run_uri", "train_uri", "transform_input_uri", "labels_uri", "n_train", "n_test"]
     return namedtuple("PreprocessOutputs", fields)(*(out[name] for name in fields))
 
 
@@ -174,12 +174,12 @@ def batch_transform(
     run_key: str,
     region: str,
     model_name: str,
-    test_uri: str,
+    transform_input_uri: str,
     run_uri: str,
     instance_type: str,
     instance_count: int,
 ) -> str:
-    """Score the test split with a batch transform (text/csv, split by line)."""
+    """Score the validation and test splits with a batch transform (text/csv, by line)."""
     import boto3
 
     from core import contracts
@@ -193,11 +193,62 @@ def batch_transform(
             boto3.client("sagemaker", region_name=region),
             run_key=run_key,
             model_name=model_name,
-            test_uri=test_uri,
+            transform_input_uri=transform_input_uri,
             run_uri=run_uri,
             instance_type=instance_type,
             instance_count=instance_count,
         )
+
+
+def evaluate(
+    dataset_uri: str,
+    run_key: str,
+    region: str,
+    run_uri: str,
+    transform_output_uri: str,
+    model_artifacts_uri: str,
+    k: int,
+    min_accuracy: float,
+    event_bus_name: str,
+    metrics: dsl.Output[dsl.Metrics],
+    classification: dsl.Output[dsl.ClassificationMetrics],
+    centroids: dsl.Output[dsl.HTML],
+) -> float:
+    """Score the model on held-out digits; below min_accuracy, stop the run before deploy."""
+    import boto3
+
+    from core import contracts
+    from pipeline.steps import steps
+    from pipeline.steps.evaluate import ModelRejected, centroids_html
+
+    s3 = boto3.client("s3", region_name=region)
+    with steps.failure_marker(
+        s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_EVALUATE
+    ):
+        result, model_centroids = steps.evaluate_model(
+            s3,
+            boto3.client("events", region_name=region),
+            run_key=run_key,
+            run_uri=run_uri,
+            transform_output_uri=transform_output_uri,
+            model_artifacts_uri=model_artifacts_uri,
+            k=k,
+            min_accuracy=min_accuracy,
+            event_bus_name=event_bus_name,
+        )
+        # What KFP's UI shows for the run: the numbers, the confusion matrix, the centroids.
+        metrics.log_metric("accuracy", result.accuracy)
+        metrics.log_metric("min_accuracy", result.min_accuracy)
+        for digit, recall in result.recall.items():
+            metrics.log_metric(f"recall_{digit}", recall)
+        classification.log_confusion_matrix(
+            [str(digit) for digit in range(contracts.NUM_CLASSES)], result.confusion
+        )
+        with open(centroids.path, "w", encoding="utf-8") as page:
+            page.write(centroids_html(model_centroids, result.mapping, result.accuracy))
+        if not result.passed:
+            raise ModelRejected(result.accuracy, result.min_accuracy)
+        return result.accuracy
 
 
 def deploy(
@@ -257,7 +308,15 @@ def report_final_state(
     return json.dumps(detail)
 
 
-STEP_FUNCTIONS = (preprocess, train, create_model, batch_transform, deploy, report_final_state)
+STEP_FUNCTIONS = (
+    preprocess,
+    train,
+    create_model,
+    batch_transform,
+    evaluate,
+    deploy,
+    report_final_state,
+)
 
 
 @functools.cache

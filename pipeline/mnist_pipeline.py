@@ -87,24 +87,34 @@ def _build_graph(p: dict) -> None:
         transform = steps["batch_transform"](
             **run,
             model_name=model.output,
-            test_uri=prep.outputs["test_uri"],
+            transform_input_uri=prep.outputs["transform_input_uri"],
             run_uri=prep.outputs["run_uri"],
             instance_type=p["transform_instance_type"],
             instance_count=p["transform_instance_count"],
         )
+        evaluation = steps["evaluate"](
+            **run,
+            run_uri=prep.outputs["run_uri"],
+            transform_output_uri=transform.output,
+            model_artifacts_uri=training.outputs["model_artifacts_uri"],
+            k=p["k"],
+            min_accuracy=p["min_accuracy"],
+            event_bus_name=p["event_bus_name"],
+        )
+        # The quality gate: evaluate fails the run below min_accuracy, so nothing is deployed.
         endpoint = steps["deploy"](
             **run,
             model_name=model.output,
             endpoint_name=p["endpoint_name"],
             instance_type=p["endpoint_instance_type"],
             instance_count=p["endpoint_instance_count"],
-        ).after(transform)
+        ).after(evaluation)
     # A dataset is one run: KFP's cache would skip the steps of a deliberate rerun.
-    for task in (final_state, prep, training, model, transform, endpoint):
+    for task in (final_state, prep, training, model, transform, evaluation, endpoint):
         task.set_caching_options(False)
     for task in (training, model, transform, endpoint):
         task.set_retry(num_retries=SAGEMAKER_STEP_RETRIES)
-    for task in (final_state, training, model, transform, endpoint):
+    for task in (final_state, training, model, transform, evaluation, endpoint):
         task.set_memory_request(AWS_STEP_MEMORY_REQUEST).set_memory_limit(AWS_STEP_MEMORY_LIMIT)
 
 

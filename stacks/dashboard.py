@@ -105,6 +105,7 @@ def runs() -> cloudwatch.GraphWidget:
             product_metric(contracts.METRIC_RUNS_STARTED, start, SUM),
             product_metric(contracts.METRIC_ENDPOINTS_READY, track, SUM),
             product_metric(contracts.METRIC_RUNS_FAILED, track, SUM),
+            product_metric(contracts.METRIC_MODELS_REJECTED, track, SUM),
             product_metric(contracts.METRIC_DATASETS_REJECTED, start, SUM),
             product_metric(contracts.METRIC_START_FAILURES, start, SUM),
         ],

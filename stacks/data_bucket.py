@@ -88,6 +88,33 @@ class DataBucket(Construct):
             removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
 
+    def grant_read_uploads(self, role: iam.IRole) -> None:
+        """Read an upload's metadata (HeadObject needs GetObject, and GetObjectVersion for a
+        version) under incoming/ only: it may set the run's settings."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadUploadMetadata",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[self.bucket.arn_for_objects(f"{INCOMING_PREFIX}*")],
+            )
+        )
+        NagSuppressions.add_resource_suppressions(
+            role,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "Uploads have any name under incoming/; the grant covers that prefix of "
+                        "the product's own bucket, to read an upload's metadata."
+                    ),
+                    applies_to=[
+                        f"Resource::<{Stack.of(self).get_logical_id(self.bucket.node.default_child)}.Arn>/{INCOMING_PREFIX}*"
+                    ],
+                )
+            ],
+            apply_to_children=True,
+        )
+
     def start_on_upload(self, function: lambda_.IFunction) -> None:
         """Invoke `function` for every object created under `incoming/`, whatever its suffix.
 

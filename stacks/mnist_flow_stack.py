@@ -115,6 +115,7 @@ class MnistFlowStack(Stack):
         start_run.grant_runs_and_notifications(runs.table, notifications.topic)
         kfp.grant_kfp_caller(start_run.role, "StartRunAccessEntry")
         data.start_on_upload(start_run.function)
+        data.grant_read_uploads(start_run.role)
 
         track_progress = ProductFunction(
             self,

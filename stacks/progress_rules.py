@@ -19,8 +19,8 @@ from constructs import Construct
 
 from core import sagemaker_events
 from core.contracts import (
+    PIPELINE_DETAIL_TYPES,
     PIPELINE_EVENT_BUS,
-    PIPELINE_EVENT_DETAIL_TYPE,
     PIPELINE_EVENT_SOURCE,
     SAGEMAKER_NAME_PREFIX,
 )
@@ -73,7 +73,7 @@ class ProgressRules(Construct):
             event_bus=self.pipeline_bus,
             event_pattern=events.EventPattern(
                 source=[PIPELINE_EVENT_SOURCE],
-                detail_type=[PIPELINE_EVENT_DETAIL_TYPE],
+                detail_type=list(PIPELINE_DETAIL_TYPES),
             ),
             targets=[invoke],
         )

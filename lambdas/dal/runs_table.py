@@ -9,7 +9,7 @@ Every attribute is named through `core.run_record.ATTR` (in expressions as `#<na
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -311,9 +311,20 @@ class DynamoRunsRepository(_Announcements, RunsRepository):
         return self._move(run_key, owner, status, now, reason, fields, stale_before=stale_before)
 
     def mark_run_started(
-        self, run_key: str, owner: str, run: KfpRun, run_url: str, now: str, detail: str
+        self,
+        run_key: str,
+        owner: str,
+        run: KfpRun,
+        run_url: str,
+        now: str,
+        detail: str,
+        run_settings: Mapping[str, Any] | None = None,
+        overridden: tuple[str, ...] = (),
     ) -> bool:
         fields = _run_fields(run, run_url)
+        if run_settings:
+            fields[ATTR.run_settings] = dict(run_settings)
+            fields[ATTR.overridden] = list(overridden)
         moved = self._move(run_key, owner, contracts.STATUS_RUN_STARTED, now, detail, fields)
         if not moved:
             # Another invocation moved it on: keep its status, still save the run's ids.

@@ -3,6 +3,7 @@ ASCII characters."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,7 +51,26 @@ def data_rejected(run_key: str, dataset: DatasetRef, reason: str) -> Notificatio
     )
 
 
-def run_started(run_key: str, dataset: DatasetRef, run_id: str, run_url: str) -> Notification:
+def settings_line(run_settings: Mapping[str, Any], overridden: tuple[str, ...] = ()) -> str:
+    """The run's tunable settings in one line; those the upload's metadata set are marked."""
+    if not run_settings:
+        return "(not recorded)"
+
+    def shown(key: str) -> str:
+        mark = " (from the upload)" if key in overridden else ""
+        return f"{key}={run_settings[key]}{mark}"
+
+    return ", ".join(shown(key) for key in run_settings)
+
+
+def run_started(
+    run_key: str,
+    dataset: DatasetRef,
+    run_id: str,
+    run_url: str,
+    run_settings: Mapping[str, Any] | None = None,
+    overridden: tuple[str, ...] = (),
+) -> Notification:
     message = "\n".join(
         [
             "A Kubeflow Pipelines run started for a new MNIST dataset.",
@@ -59,6 +79,7 @@ def run_started(run_key: str, dataset: DatasetRef, run_id: str, run_url: str) ->
             f"Run key:  {run_key}",
             f"KFP run:  {run_id}",
             f"Link:     {run_url or '(KFP UI address not configured)'}",
+            f"Settings: {settings_line(run_settings or {}, overridden)}",
             "",
             "You will get another email when the endpoint is ready or if the run fails.",
         ]
@@ -110,7 +131,6 @@ def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
     and the record as it was before that event."""
     name, arn = _endpoint(event, record)
     region = event.region
-    accuracy = record.metrics.get("accuracy")
     training = record.entry(contracts.STEP_TRAINING, rr.COMPLETED)
     lines = [
         "The MNIST model of this run is deployed and the endpoint is in service.",
@@ -120,11 +140,8 @@ def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         f"Region:    {region}",
         f"Run key:   {event.run_key}",
         f"Dataset:   {_dataset_line(record, event)}",
-        (
-            f"Accuracy:  {_number(accuracy)} (evaluation on the held-out test split)"
-            if isinstance(accuracy, int | float)
-            else "Accuracy:  not measured (the run recorded no evaluation accuracy)"
-        ),
+        _accuracy_line(record),
+        f"Settings:  {settings_line(record.run_settings, record.overridden)}",
     ]
     if training is not None and training.metrics:
         shown = ", ".join(f"{k}={_number(v)}" for k, v in sorted(training.metrics.items()))
@@ -190,7 +207,14 @@ def owed(record: RunRecord, kind: str, what_to_check: str) -> Notification | Non
             record.run_key, dataset, record.reason, record.claim_attempts, what_to_check
         )
     if kind == contracts.KIND_RUN_STARTED:
-        return run_started(record.run_key, dataset, record.kfp_run_id, record.kfp_run_url)
+        return run_started(
+            record.run_key,
+            dataset,
+            record.kfp_run_id,
+            record.kfp_run_url,
+            record.run_settings,
+            record.overridden,
+        )
     return None
 
 
@@ -200,6 +224,54 @@ OWED_BY_STATUS = {
     contracts.STATUS_START_FAILED: contracts.KIND_RUN_FAILED,
     contracts.STATUS_RUN_STARTED: contracts.KIND_RUN_STARTED,
 }
+
+
+def _accuracy_line(record: RunRecord) -> str:
+    accuracy = record.accuracy
+    if accuracy is None:
+        return "Accuracy:  not measured (the run recorded no evaluation)"
+    weakest = ", ".join(f"{digit} ({recall:.0%})" for digit, recall in record.weakest_digits())
+    line = f"Accuracy:  {accuracy:.1%} on the held-out test split"
+    return line + (f"; weakest digits: {weakest}" if weakest else "")
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "(not reported)"
+
+
+def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
+    """MODEL_REJECTED: the quality gate kept the model from being deployed; what to try."""
+    evaluation = {**record.evaluation, **event.metrics}
+    accuracy = evaluation.get("accuracy")
+    threshold = evaluation.get("min_accuracy")
+    k = int(evaluation.get("k") or record.run_settings.get("k") or 0)
+    suggestion = (
+        f"upload the dataset again with more clusters, e.g. S3 metadata x-amz-meta-k: {2 * k}"
+        f" (this run used k={k}), or check that the labels match the images"
+        if 0 < k < 128
+        else "check that the labels match the images"
+    )
+    lines = [
+        "An MNIST model was trained and evaluated, but it is below the quality gate:",
+        "nothing was deployed, and whatever was served before stays as it was.",
+        "",
+        f"Accuracy:  {_percent(accuracy)} on the held-out test split",
+        f"Gate:      {_percent(threshold)} (the stack's min_accuracy)",
+        f"Run key:   {event.run_key}",
+        f"Dataset:   {_dataset_line(record, event)}",
+        f"Settings:  {settings_line(record.run_settings, record.overridden)}",
+        f"KFP run:   {kfp_link or '(link not known: KFP UI address not configured)'}",
+        "",
+        f"What to try: {suggestion}.",
+    ]
+    return Notification(
+        contracts.KIND_MODEL_REJECTED,
+        subject_line(
+            f"MNIST model rejected ({event.run_key}): accuracy {_percent(accuracy)}"
+            f" under the {_percent(threshold)} gate"
+        ),
+        "\n".join(lines),
+    )
 
 
 def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:

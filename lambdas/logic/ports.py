@@ -4,6 +4,7 @@ value types."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,18 @@ class RunsRepository(Announcements):
 
     @abstractmethod
     def mark_run_started(
-        self, run_key: str, owner: str, run: KfpRun, run_url: str, now: str, detail: str
+        self,
+        run_key: str,
+        owner: str,
+        run: KfpRun,
+        run_url: str,
+        now: str,
+        detail: str,
+        run_settings: Mapping[str, Any] | None = None,
+        overridden: tuple[str, ...] = (),
     ) -> bool:
-        """Record RUN_STARTED; False when the record had already moved on (ids still saved)."""
+        """Record RUN_STARTED (with the run's settings, and which the upload set); False when
+        the record had already moved on (ids still saved)."""
 
     @abstractmethod
     def mark_start_failed(self, run_key: str, owner: str, reason: str, now: str) -> bool: ...
@@ -125,6 +135,17 @@ class RunsRepository(Announcements):
         """The watchdog's move for a claim whose invocation stopped: RUN_STARTED with `run`,
         else START_FAILED, only while `owner`'s claim is still ACCEPTED and its lease (epoch
         seconds) ended before `stale_before`."""
+
+
+class UploadGone(Exception):
+    """The uploaded object version no longer exists (deleted before start-run read it)."""
+
+
+class UploadMetadata(ABC):
+    @abstractmethod
+    def metadata(self, dataset: DatasetRef) -> dict[str, str]:
+        """The upload's S3 user metadata (names lower-cased, without x-amz-meta-); UploadGone
+        when the version is not there any more."""
 
 
 class PublishFailed(Exception):

@@ -53,6 +53,7 @@ class ProgressEvent:
     endpoint_name: str = ""  # the pipeline's: the endpoint the run deploys to
     dataset_uri: str = ""  # the pipeline's
     kfp_run: str = ""  # the pipeline's: KFP's name for the run
+    model_rejected: bool = False  # the quality gate refused the model
 
     @property
     def rank(self) -> int:
@@ -70,6 +71,10 @@ class ProgressEvent:
     @property
     def announces(self) -> str:
         """The outcome this event announces (SUCCEEDED or FAILED), or "" when it announces none."""
+        if self.model_rejected:
+            return contracts.STATUS_MODEL_REJECTED
+        if self.step == contracts.STEP_EVALUATE:
+            return ""  # a model that passed decides nothing: the endpoint will
         if self.from_pipeline:
             if self.normalized == rr.UNKNOWN:
                 return ""  # recorded as it came; the stuck-run watchdog asks KFP
@@ -140,18 +145,18 @@ def parse_event(event: Any) -> ProgressEvent | Ignored:
                 envelope,
             )
     source = event.get("source")
-    if (
-        source == contracts.PIPELINE_EVENT_SOURCE
-        and detail_type == contracts.PIPELINE_EVENT_DETAIL_TYPE
-    ):
-        return _pipeline_event(event, detail, envelope)
+    if source == contracts.PIPELINE_EVENT_SOURCE:
+        if detail_type == contracts.PIPELINE_EVENT_DETAIL_TYPE:
+            return _pipeline_event(event, detail, envelope)
+        if detail_type == contracts.EVALUATION_EVENT_DETAIL_TYPE:
+            return _evaluation_event(event, detail, envelope)
     kind = (
         sagemaker_events.BY_DETAIL_TYPE.get(detail_type)
         if source == sagemaker_events.SOURCE
         else None
     )
     if kind is None:
-        known = ", ".join([*sagemaker_events.BY_DETAIL_TYPE, contracts.PIPELINE_EVENT_DETAIL_TYPE])
+        known = ", ".join([*sagemaker_events.BY_DETAIL_TYPE, *contracts.PIPELINE_DETAIL_TYPES])
         return Ignored(
             Ignored.BAD_INPUT,
             f"unknown event type: source {source!r}, detail-type {detail_type!r};"
@@ -263,7 +268,56 @@ def _pipeline_event(
         endpoint_name=_text(fields["endpoint_name"]),
         dataset_uri=_text(fields["dataset_uri"]),
         kfp_run=_text(fields["kfp_run"]),
+        model_rejected=fields["model_rejected"] is True,
     )
+
+
+# The evaluate step's verdicts, as the record's statuses of its step.
+EVALUATION_PASSED = "PASSED"
+EVALUATION_REJECTED = "REJECTED"
+
+
+def _evaluation_event(
+    event: Mapping[str, Any], detail: Mapping[str, Any], envelope: dict[str, Any]
+) -> ProgressEvent | Ignored:
+    run_key = detail.get("run_key")
+    received = {**envelope, "run_key": run_key}
+    if not isinstance(run_key, str) or contracts.run_key_from_name(run_key) != run_key:
+        return Ignored(
+            Ignored.BAD_INPUT, "the evaluation event has no run key it can be filed under", received
+        )
+    accuracy, threshold = detail.get("accuracy"), detail.get("min_accuracy")
+    if not all(_finite(value) for value in (accuracy, threshold)):
+        return Ignored(
+            Ignored.BAD_INPUT, "the evaluation event has no accuracy and threshold", received
+        )
+    passed = detail.get("passed") is True
+    metrics = {"accuracy": float(accuracy), "min_accuracy": float(threshold)}
+    if _finite(detail.get("k")):
+        metrics["k"] = float(detail["k"])
+    recall = detail.get("recall")
+    if isinstance(recall, Mapping):
+        metrics.update(
+            {f"recall_{d}": float(v) for d, v in sorted(recall.items())[:10] if _finite(v)}
+        )
+    return ProgressEvent(
+        run_key=run_key,
+        step=contracts.STEP_EVALUATE,
+        status=EVALUATION_PASSED if passed else EVALUATION_REJECTED,
+        normalized=rr.COMPLETED if passed else rr.FAILED,
+        time=event["time"],
+        event_id=event["id"],
+        source=contracts.PIPELINE_EVENT_SOURCE,
+        region=str(event.get("region") or ""),
+        account=str(event.get("account") or ""),
+        metrics=metrics,
+        error="" if passed else f"accuracy {accuracy:.3f} is under the gate {threshold:.3f}",
+        model_rejected=not passed,
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _run_key_from_tags(tags: Any) -> str | None:

@@ -23,7 +23,13 @@ from typing import Any
 from core import contracts
 from core.kfp import run_url
 from core.run_record import DatasetRef
-from core.settings import Settings, run_parameters
+from core.settings import (
+    PER_UPLOAD_KEYS,
+    Settings,
+    UploadSettingError,
+    run_parameters,
+    upload_overrides,
+)
 from lambdas.logic import notifications
 from lambdas.logic.announcements import Announcer
 from lambdas.logic.datasets import rejection_reason, uploads_in
@@ -36,6 +42,8 @@ from lambdas.logic.ports import (
     KfpRunsApi,
     Notifier,
     RunsRepository,
+    UploadGone,
+    UploadMetadata,
 )
 from lambdas.observability import logger, metrics
 
@@ -114,6 +122,7 @@ class StartRun:
         kfp: KfpRunsApi,
         pipeline_spec: Callable[[], dict[str, Any]],
         settings: Settings,
+        uploads: UploadMetadata,
         connection_hint: str = "",
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -126,6 +135,7 @@ class StartRun:
         self._kfp = kfp
         self._pipeline_spec = pipeline_spec
         self._settings = settings
+        self._uploads = uploads
         self._connection_hint = connection_hint  # what to check when KFP cannot be reached
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -172,11 +182,22 @@ class StartRun:
                 extra={"dataset": dataset.as_item(), "attempt": claim.attempt},
             )
             reason = rejection_reason(dataset, self._settings.max_dataset_bytes)
+            overrides: dict[str, Any] = {}
+            if not reason:
+                try:
+                    metadata = self._uploads.metadata(dataset)
+                    overrides = upload_overrides(metadata, self._settings)
+                except UploadSettingError as error:
+                    reason = str(error)
+                except UploadGone as gone:
+                    reason = f"the uploaded object is gone (deleted before it was read): {gone}"
             if reason:
                 self._reject(key, owner, dataset, reason)
                 outcome.rejected.append(key)
                 return
-            self._start(key, owner, dataset, seconds_left, claim.attempt, outcome)
+            if overrides:
+                logger.info("Run settings from the upload's metadata", extra={"set": overrides})
+            self._start(key, owner, dataset, seconds_left, claim.attempt, outcome, overrides)
         finally:
             logger.remove_keys(["run_key"])
 
@@ -215,15 +236,19 @@ class StartRun:
         seconds_left: Callable[[], float],
         attempt: int,
         outcome: Outcome,
+        overrides: dict[str, Any],
     ) -> None:
+        run_settings = {k: {**self._settings, **overrides}[k] for k in PER_UPLOAD_KEYS}
         try:
-            run, created, calls = self._find_or_create_run(key, dataset, seconds_left)
+            run, created, calls = self._find_or_create_run(key, dataset, seconds_left, overrides)
         except KfpCallFailed as error:
             self._not_started(key, owner, dataset, attempt, error, outcome)
             return
         url = self.run_url(run.run_id)
         detail = f"KFP run {run.run_id} {'created' if created else 'found by display name'}"
-        moved = self._runs.mark_run_started(key, owner, run, url, self._now(), detail)
+        moved = self._runs.mark_run_started(
+            key, owner, run, url, self._now(), detail, run_settings, tuple(sorted(overrides))
+        )
         logger.info(
             "KFP run started" if created else "Existing KFP run found for this run key",
             extra={"kfp_run_id": run.run_id, "kfp_run_url": url, "kfp_attempts": calls},
@@ -234,7 +259,9 @@ class StartRun:
         else:
             metrics.add_metric(name="RunsReused", unit="Count", value=1)
         if moved:
-            note = notifications.run_started(key, dataset, run.run_id, url)
+            note = notifications.run_started(
+                key, dataset, run.run_id, url, run_settings, tuple(sorted(overrides))
+            )
             self._announce(owner, key, note)
 
     def _not_started(
@@ -279,7 +306,11 @@ class StartRun:
         return run_url(self._settings.kfp_ui_url, run_id)
 
     def _find_or_create_run(
-        self, key: str, dataset: DatasetRef, seconds_left: Callable[[], float]
+        self,
+        key: str,
+        dataset: DatasetRef,
+        seconds_left: Callable[[], float],
+        overrides: dict[str, Any],
     ) -> tuple[KfpRun, bool, int]:
         policy = self._retry
         attempt = 0
@@ -288,7 +319,7 @@ class StartRun:
             attempt += 1
             try:
                 run, created = self._find_or_create_once(
-                    key, dataset, seconds_left, look_again=create_maybe_done
+                    key, dataset, seconds_left, overrides, look_again=create_maybe_done
                 )
                 return run, created, attempt
             except KfpCallFailed as error:
@@ -318,6 +349,7 @@ class StartRun:
         key: str,
         dataset: DatasetRef,
         seconds_left: Callable[[], float],
+        overrides: dict[str, Any],
         *,
         look_again: bool,
     ) -> tuple[KfpRun, bool]:
@@ -333,7 +365,7 @@ class StartRun:
                 display_name=key,
                 description=f"MNIST run for {dataset.uri}"[:1000],
                 pipeline_spec=self._pipeline_spec(),
-                parameters=self.parameters(key, dataset),
+                parameters=self.parameters(key, dataset, overrides),
                 service_account=self._settings.kfp_service_account,
             )
         except KfpCallFailed as error:
@@ -379,10 +411,13 @@ class StartRun:
             return found[0]
         return self._kfp.create_experiment(name, EXPERIMENT_DESCRIPTION)
 
-    def parameters(self, key: str, dataset: DatasetRef) -> dict[str, Any]:
-        """The run's KFP runtime parameters: this run's dataset and key, the configured rest."""
+    def parameters(
+        self, key: str, dataset: DatasetRef, overrides: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The run's KFP runtime parameters: this run's dataset and key, the upload's settings,
+        the configured rest."""
         return run_parameters(
-            self._settings,
+            {**self._settings, **(overrides or {})},
             dataset_uri=dataset.uri,
             dataset_version=dataset.version,
             run_key=key,

@@ -117,9 +117,14 @@ class TrackProgress:
         link = self._kfp_link(record)
         if event.announces == contracts.STATUS_SUCCEEDED:
             return notifications.endpoint_ready(event, record, link)
+        if event.announces == contracts.STATUS_MODEL_REJECTED:
+            return notifications.model_rejected(event, record, link)
         return notifications.run_failed(event, record, link)
 
     def _announced(self, event: ProgressEvent, record: RunRecord, note: Notification) -> None:
+        if note.kind == contracts.KIND_MODEL_REJECTED:
+            metrics.add_metric(name=contracts.METRIC_MODELS_REJECTED, unit="Count", value=1)
+            return
         if note.kind != contracts.KIND_ENDPOINT_READY:
             metrics.add_metric(name=contracts.METRIC_RUNS_FAILED, unit="Count", value=1)
             return

@@ -15,8 +15,8 @@ from typing import Any
 from core import contracts
 from core.contracts import (
     INCOMING_PREFIX,
+    PIPELINE_DETAIL_TYPES,
     PIPELINE_EVENT_BUS,
-    PIPELINE_EVENT_DETAIL_TYPE,
     PIPELINE_EVENT_SOURCE,
 )
 from core.run_record import ATTR
@@ -108,7 +108,7 @@ def provision(client: ClientFactory, names: LocalNames, *, kfp_token: str) -> Pr
         Name=names.pipeline_events_rule,
         EventBusName=PIPELINE_EVENT_BUS,
         EventPattern=json.dumps(
-            {"source": [PIPELINE_EVENT_SOURCE], "detail-type": [PIPELINE_EVENT_DETAIL_TYPE]}
+            {"source": [PIPELINE_EVENT_SOURCE], "detail-type": list(PIPELINE_DETAIL_TYPES)}
         ),
     )
     events.put_targets(

@@ -2,8 +2,12 @@
 
 A run is `python -m mnistflow.local.pipeline_runner` on the submitted spec (KFP's local runner
 keeps global state and prints to stdout, so each run gets a process of its own, which also
-makes a clean stop possible). The run's state moves PENDING -> RUNNING -> SUCCEEDED | FAILED,
-or CANCELED when the executor stops under it.
+makes a clean stop possible). Its state moves as the API server reports a workflow's
+(mnistflow/local/kfp_api.py `transition`): PENDING -> RUNNING -> SUCCEEDED | FAILED. A run
+terminated through the API, or running when the executor stops, has its process group sent
+SIGTERM (the steps stop their SageMaker jobs), then SIGKILL after RUN_STOP_TIMEOUT_SECONDS, and
+ends CANCELING -> FAILED, as a terminated Argo workflow does; one terminated before it started
+never starts.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from typing import Any
 import yaml
 
 from mnistflow.local.kfp_api import (
-    STATE_CANCELED,
-    STATE_FAILED,
-    STATE_RUNNING,
-    STATE_SUCCEEDED,
-    timestamp,
+    FAILED,
+    PENDING,
+    RUNNING,
+    RUNS_LOCK,
+    SUCCEEDED,
+    finish_terminated,
+    transition,
 )
 
 RUN_STOP_TIMEOUT_SECONDS = 10.0
@@ -38,13 +44,38 @@ class LocalRunExecutor:
         self._environment = environment
         self._workdir = Path(workdir)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        # Under RUNS_LOCK, the API's lock: the run now executing, its process, and whether it
+        # was told to stop.
         self._current: subprocess.Popen | None = None
+        self._current_run: dict[str, Any] | None = None
+        self._signalled = False
+        self._started: set[str] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="kfp-runner", daemon=True)
         self._thread.start()
 
     def submit(self, run: dict[str, Any]) -> None:
         self._queue.put(run)
+
+    def terminate(self, run: dict[str, Any]) -> None:
+        """The API set the run CANCELING: stop its process, or end it now if it never started."""
+        with RUNS_LOCK:
+            if self._current_run is run:
+                self._stop_current()
+            elif run["run_id"] not in self._started:
+                finish_terminated(run)  # its workflow never started; the queue skips it
+
+    def _stop_current(self) -> None:
+        """SIGTERM to the run's process group now, SIGKILL if it is still there after the
+        timeout (called with RUNS_LOCK held)."""
+        process = self._current
+        if process is None or process.poll() is not None:
+            return
+        self._signalled = True
+        _signal_group(process, signal.SIGTERM)
+        timer = threading.Timer(RUN_STOP_TIMEOUT_SECONDS, _kill_if_alive, (process,))
+        timer.daemon = True
+        timer.start()
 
     def _work(self) -> None:
         while (run := self._queue.get()) is not None:
@@ -59,8 +90,13 @@ class LocalRunExecutor:
         spec_path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
         result_path = folder / "result.json"
         arguments = run["runtime_config"].get("parameters", {})
-        run.update(state=STATE_RUNNING, log_file=str(folder / "run.log"))
-        with open(folder / "run.log", "w") as log:
+        with open(folder / "run.log", "w") as log, RUNS_LOCK:
+            if run["state"] != PENDING:
+                return  # terminated (and ended) while it waited
+            self._started.add(run["run_id"])
+            run["log_file"] = str(folder / "run.log")
+            transition(run, RUNNING)
+            self._current_run, self._signalled = run, False
             self._current = subprocess.Popen(
                 [
                     sys.executable,
@@ -78,34 +114,49 @@ class LocalRunExecutor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self._environment},
-                start_new_session=True,  # its own process group: stop() ends the steps too
+                start_new_session=True,  # its own process group: a stop ends the steps too
             )
-            code = self._current.wait()
-        self._current = None
-        if self._stopping.is_set():
-            run.update(state=STATE_CANCELED, finished_at=timestamp())
-            return
-        result = json.loads(result_path.read_text()) if result_path.exists() else {}
-        if code == 0 and result.get("succeeded"):
-            run.update(state=STATE_SUCCEEDED, finished_at=timestamp())
-            return
-        message = result.get("error") or f"the local runner exited with code {code}"
-        failed = result.get("failed_task")
-        run.update(
-            state=STATE_FAILED,
-            finished_at=timestamp(),
-            error={"code": 2, "message": f"{failed}: {message}" if failed else message},
-        )
+            process = self._current
+        code = process.wait()
+        with RUNS_LOCK:
+            signalled = self._signalled
+            self._current = self._current_run = None
+            if signalled:
+                finish_terminated(run)
+                return
+            result = json.loads(result_path.read_text()) if result_path.exists() else {}
+            if code == 0 and result.get("succeeded"):
+                transition(run, SUCCEEDED)
+                return
+            # The server keeps no reason on a failed run (run.proto's `error` is for reading
+            # errors); the emulator keeps it for whoever looks at its runs.
+            message = result.get("error") or f"the local runner exited with code {code}"
+            failed = result.get("failed_task")
+            run["failure"] = f"{failed}: {message}" if failed else message
+            transition(run, FAILED)
 
     def stop(self) -> None:
         self._stopping.set()
         self._queue.put(None)
-        current = self._current
-        if current is not None and current.poll() is None:
-            os.killpg(current.pid, signal.SIGTERM)
+        with RUNS_LOCK:
+            process = self._current
+            self._stop_current()
+        if process is not None:
             try:
-                current.wait(RUN_STOP_TIMEOUT_SECONDS)
+                process.wait(RUN_STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:
-                os.killpg(current.pid, signal.SIGKILL)
-                current.wait()
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
         self._thread.join(RUN_STOP_TIMEOUT_SECONDS)
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+
+
+def _kill_if_alive(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        _signal_group(process, signal.SIGKILL)

@@ -1,6 +1,8 @@
 """The whole product on one machine: the same handlers and pipeline, an emulator instead of AWS.
 
-- AWS: moto in server mode on 127.0.0.1, provisioned with the stack's names (`provision`).
+- AWS: moto in server mode on 127.0.0.1, provisioned with the stack's names (`provision`);
+  SageMaker: the emulator's local SageMaker, which trains, scores and serves k-means for real
+  (`mnistflow.local.sagemaker`; the steps reach it through `emulator.environment()`).
 - S3 -> start-run: the bucket notifies a queue (as moto can); `pump()` hands each notification
   to the start-run handler, as Lambda would.
 - KFP: a local KFP API on 127.0.0.1 that start-run talks to over HTTP (url mode); its executor
@@ -170,12 +172,15 @@ class LocalStack:
 
     # -- using it --------------------------------------------------------------------------
 
-    def upload(self, data_file: Path, key: str | None = None) -> tuple[str, str]:
-        """Puts a file under incoming/; returns (key, versionId)."""
+    def upload(
+        self, data_file: Path, key: str | None = None, metadata: dict[str, str] | None = None
+    ) -> tuple[str, str]:
+        """Puts a file under incoming/ (with S3 user metadata: per-upload run settings);
+        returns (key, versionId)."""
         key = key or f"{contracts.INCOMING_PREFIX}{data_file.name}"
         with data_file.open("rb") as body:
             put = self.emulator.client("s3").put_object(
-                Bucket=self.names.data_bucket, Key=key, Body=body
+                Bucket=self.names.data_bucket, Key=key, Body=body, Metadata=metadata or {}
             )
         return key, put.get("VersionId", "")
 

@@ -17,6 +17,7 @@ from typing import Any
 from core import sagemaker_events
 from core.contracts import RUN_KEY_TAG, run_key_from_name
 from core.sagemaker_events import SageMakerResource
+from pipeline.steps.sagemaker_jobs import describe_or_none
 
 # boto3's list call for each resource and the key its summaries come under.
 _LISTINGS = {
@@ -27,7 +28,14 @@ _LISTINGS = {
 
 
 def _millis(value: Any) -> Any:
-    return int(value.timestamp() * 1000) if isinstance(value, datetime) else value
+    """Times as events carry them (epoch milliseconds), at any depth."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, dict):
+        return {key: _millis(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_millis(item) for item in value]
+    return value
 
 
 def _event_detail(description: dict, tags: dict[str, str]) -> dict:
@@ -36,11 +44,6 @@ def _event_detail(description: dict, tags: dict[str, str]) -> dict:
     }
     detail["Tags"] = tags  # events carry tags as a map
     return detail
-
-
-def _describe(sagemaker: Any, resource: SageMakerResource, name: str) -> dict:
-    describe = getattr(sagemaker, f"describe_{resource.operation_suffix}")
-    return describe(**{resource.name_field: name})
 
 
 class SageMakerWatcher:
@@ -59,12 +62,26 @@ class SageMakerWatcher:
         emitted = 0
         for resource in sagemaker_events.RESOURCES:
             call, key = _LISTINGS[resource.noun]
-            for summary in getattr(self._sm, call)()[key]:
+            for summary in self._every(call, key):
                 emitted += self._check(resource, summary[resource.name_field])
         return emitted
 
+    def _every(self, call: str, key: str) -> list[dict]:
+        """Every page of a List call (SageMaker answers 10 a page unless asked for more)."""
+        answer = getattr(self._sm, call)()
+        found = list(answer[key])
+        while answer.get("NextToken"):
+            answer = getattr(self._sm, call)(NextToken=answer["NextToken"])
+            found += answer[key]
+        return found
+
     def _check(self, resource: SageMakerResource, name: str) -> int:
-        description = _describe(self._sm, resource, name)
+        description = describe_or_none(
+            getattr(self._sm, f"describe_{resource.operation_suffix}"),
+            **{resource.name_field: name},
+        )
+        if description is None:  # deleted since it was listed
+            return 0
         status = description[resource.status_field]
         previous = self._seen.get((resource.noun, name))
         if status == previous:

@@ -52,9 +52,9 @@ PIXEL_MAX_INT = 255  # integer pixels (Keras layout) are 8-bit grey levels
 PKL_SPLITS = ("train", "validation", "test")  # the order of the classic tuple
 NPZ_SPLITS = ("train", "test")
 
-# A few images per class at least: k-means is trained with k = 10 clusters, so a train split
-# under 100 images (10 per digit) cannot seed meaningful clusters and is almost certainly a
-# wrong upload; evaluating on fewer than 10 images (one per digit) says nothing either.
+# A few images per class at least: a train split under 100 images (10 per digit) cannot seed
+# meaningful clusters (k is 32 by default) and is almost certainly a wrong upload; evaluating
+# on fewer than 10 images (one per digit) says nothing either.
 MIN_IMAGES = {"train": 100, "validation": 10, "test": 10}
 
 # Of the pod's memory, what the load itself may not use: the interpreter with numpy, boto3 and
@@ -101,11 +101,23 @@ def train_shard(index: int, count: int) -> str:
     return f"{TRAIN_DIR}train-{index + 1:03d}-of-{count:03d}.recordio"
 
 
-TRANSFORM_INPUT_CSV = "transform-input/test.csv"
+# The batch transform's input: the images of the splits evaluate scores, one file each (the
+# transform writes <name>.out for each: SageMaker developer guide, "Batch transform").
+TRANSFORM_INPUT_DIR = "transform-input/"
+TRANSFORM_SPLITS = ("validation", "test")
+# The Keras layout has no validation split: the last sixth of train becomes one, as in the
+# classic layout (50,000 / 10,000 of MNIST's 60,000 training images).
+VALIDATION_SHARE_OF_TRAIN = 6
+
+
+def transform_input(split: str) -> str:
+    return f"{TRANSFORM_INPUT_DIR}{split}.csv"
+
+
 MANIFEST_JSON = "manifest.json"
 
 
-def _labels_csv(split: str) -> str:
+def labels_csv(split: str) -> str:
     return f"labels/{split}.csv"
 
 
@@ -1291,11 +1303,14 @@ def write_run_inputs(
 
     Names: "train_<i>" (RecordIO-protobuf with labels, the training rows split in
     `train_shards` objects: SageMaker's ShardedByS3Key gives each training instance whole
-    objects, so there must be one per instance at least), "transform_input" (test images as
-    CSV, no labels), "<split>_labels" (one integer a line) for each split, and "manifest".
+    objects, so there must be one per instance at least), "<split>_transform_input" (the
+    validation and test images as CSV, no labels), "<split>_labels" (one integer a line) for
+    each split, and "manifest". A dataset without a validation split gets one from the end of
+    train (VALIDATION_SHARE_OF_TRAIN).
     """
     out_dir = pathlib.Path(out_dir)
     files: dict[str, str] = {}
+    dataset = with_validation(dataset)
 
     def create(name: str, relative: str) -> BinaryIO:
         target = out_dir / relative
@@ -1310,12 +1325,13 @@ def write_run_inputs(
     for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         with create(f"train_{index}", train_shard(index, train_shards)) as out:
             write_dense_tensor(out, train.x[start:stop], train.y[start:stop].astype(np.float32))
-    with create("transform_input", TRANSFORM_INPUT_CSV) as out:
-        write_pixels_csv(out, dataset.splits["test"].x)
+    for split in TRANSFORM_SPLITS:
+        with create(f"{split}_transform_input", transform_input(split)) as out:
+            write_pixels_csv(out, dataset.splits[split].x)
     for split in PKL_SPLITS:
         if split in dataset.splits:
-            with create(f"{split}_labels", _labels_csv(split)) as out:
-                out.write(format_labels_csv(dataset.splits[split].y))
+            with create(f"{split}_labels", labels_csv(split)) as out:
+                out.write(formatlabels_csv(dataset.splits[split].y))
 
     files["manifest"] = MANIFEST_JSON
     manifest = {
@@ -1327,6 +1343,21 @@ def write_run_inputs(
     }
     (out_dir / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return dict(files)
+
+
+def with_validation(dataset: MnistDataset) -> MnistDataset:
+    """The dataset, with the last 1/VALIDATION_SHARE_OF_TRAIN of train as its validation split
+    when it has none (views: nothing is copied)."""
+    if "validation" in dataset.splits:
+        return dataset
+    train = dataset.splits["train"]
+    cut = train.y.shape[0] - train.y.shape[0] // VALIDATION_SHARE_OF_TRAIN
+    splits = {
+        **dataset.splits,
+        "train": Split(train.x[:cut], train.y[:cut]),
+        "validation": Split(train.x[cut:], train.y[cut:]),
+    }
+    return MnistDataset(layout=dataset.layout, splits=splits)
 
 
 def write_pixels_csv(out: BinaryIO, x: np.ndarray) -> int:
@@ -1370,7 +1401,7 @@ def format_pixels_csv(x: np.ndarray) -> bytes:
     return chars[keep].tobytes()
 
 
-def format_labels_csv(y: np.ndarray) -> bytes:
+def formatlabels_csv(y: np.ndarray) -> bytes:
     """One label 0..9 a line."""
     if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
         raise ValueError(f"labels must be 0..{NUM_CLASSES - 1}")

@@ -8,6 +8,7 @@ against an emulator, and in tests. A retried step finds the resource its first a
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.contracts import RUN_KEY_TAG
+from core.contracts import RUN_KEY_TAG, SAGEMAKER_POLL_SECONDS_VARIABLE
 from core.sagemaker_events import ENDPOINT, TRAINING_JOB, TRANSFORM_JOB, SageMakerResource
 
 DEFAULT_POLL_SECONDS = 30.0
@@ -24,6 +25,19 @@ _NOT_FOUND_MARKERS = ("could not find", "not found", "does not exist")
 
 
 Sleep = Callable[[float], None]
+
+
+def configured_poll_seconds() -> float:
+    """The pause between two describes: the environment's (the local stack sets it), else 30 s.
+
+    A value that is not a positive number is ignored: a step never polls in a tight loop.
+    """
+    raw = os.environ.get(SAGEMAKER_POLL_SECONDS_VARIABLE, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return DEFAULT_POLL_SECONDS
+    return value if 0 < value <= DEFAULT_POLL_SECONDS else DEFAULT_POLL_SECONDS
 
 
 class StepFailed(RuntimeError):
@@ -56,11 +70,13 @@ def wait_for(
     failed: frozenset[str],
     what: str,
     timeout_seconds: float,
-    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    poll_seconds: float | None = None,
     sleep: Sleep = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict:
     """Polls `describe` until the status is final; raises StepFailed with SageMaker's reason."""
+    if poll_seconds is None:
+        poll_seconds = configured_poll_seconds()
     deadline = clock() + timeout_seconds
     while True:
         description = describe()
@@ -98,7 +114,7 @@ def _ensure_job(
     request: dict,
     *,
     timeout_seconds: float,
-    poll_seconds: float,
+    poll_seconds: float | None,
     sleep: Sleep,
 ) -> dict:
     """Creates the job named in `request` unless it exists, then waits for it to finish."""
@@ -129,7 +145,12 @@ def _ensure_job(
 
 
 def ensure_training_job(
-    sm, request: dict, *, timeout_seconds: float, poll_seconds: float, sleep: Sleep = time.sleep
+    sm,
+    request: dict,
+    *,
+    timeout_seconds: float,
+    poll_seconds: float | None,
+    sleep: Sleep = time.sleep,
 ) -> dict:
     return _ensure_job(
         sm,
@@ -152,7 +173,12 @@ def ensure_model(sm, request: dict) -> dict:
 
 
 def ensure_transform_job(
-    sm, request: dict, *, timeout_seconds: float, poll_seconds: float, sleep: Sleep = time.sleep
+    sm,
+    request: dict,
+    *,
+    timeout_seconds: float,
+    poll_seconds: float | None,
+    sleep: Sleep = time.sleep,
 ) -> dict:
     return _ensure_job(
         sm,
@@ -171,7 +197,7 @@ def ensure_endpoint(
     config_request: dict,
     tags: list[dict[str, str]],
     timeout_seconds: float,
-    poll_seconds: float,
+    poll_seconds: float | None,
     sleep: Sleep = time.sleep,
 ) -> dict:
     """Puts the endpoint on the endpoint config in `config_request`: create, update, or keep."""

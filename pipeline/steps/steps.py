@@ -20,6 +20,8 @@ from core import kfp
 from core.contracts import (
     ENDPOINT_CONFIG_SUFFIX,
     ENDPOINT_SUFFIX,
+    EVALUATION_EVENT_DETAIL_TYPE,
+    EVALUATION_FILE,
     FEATURE_DIM,
     MODEL_SUFFIX,
     PIPELINE_EVENT_DETAIL_TYPE,
@@ -27,20 +29,33 @@ from core.contracts import (
     STEP_FAILURE_DIR,
     TRAINING_JOB_SUFFIX,
     TRANSFORM_JOB_SUFFIX,
+    ModelEvaluation,
     PipelineFinalState,
     resource_name,
     run_prefix,
 )
 from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
+from pipeline.steps import kmeans_model
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import (
     MAX_DATASET_BYTES,
     PREPROCESS_MEMORY,
     TRAIN_DIR,
+    TRANSFORM_INPUT_DIR,
+    TRANSFORM_SPLITS,
     DatasetError,
+    labels_csv,
     load_dataset,
     memory_bytes,
+    with_validation,
     write_run_inputs,
+)
+from pipeline.steps.evaluate import (
+    Evaluation,
+    ModelRejected,
+    evaluate,
+    read_clusters,
+    read_labels,
 )
 
 TRAINING_VOLUME_GB = 10
@@ -92,8 +107,10 @@ def preprocess(
     with tempfile.TemporaryDirectory(prefix="mnist-preprocess-") as work:
         local = Path(work) / "dataset"
         s3.download_file(bucket, key, str(local), ExtraArgs=version)
-        dataset = load_dataset(
-            local, source=dataset_uri, max_bytes=max_bytes, memory_limit=memory_bytes(memory)
+        dataset = with_validation(
+            load_dataset(
+                local, source=dataset_uri, max_bytes=max_bytes, memory_limit=memory_bytes(memory)
+            )
         )
         written = write_run_inputs(dataset, Path(work) / "out", train_shards=train_shards)
         for relative in written.values():
@@ -102,7 +119,7 @@ def preprocess(
     return {
         "run_uri": base,
         "train_uri": f"{base}{TRAIN_DIR}",
-        "test_uri": f"{base}{written['transform_input']}",
+        "transform_input_uri": f"{base}{TRANSFORM_INPUT_DIR}",
         "labels_uri": f"{base}{Path(written['test_labels']).parent.as_posix()}/",
         "n_train": int(dataset.splits["train"].y.shape[0]),
         "n_test": int(dataset.splits["test"].y.shape[0]),
@@ -122,7 +139,7 @@ def train(
     k: int,
     mini_batch_size: int,
     max_runtime_seconds: int,
-    poll_seconds: float = jobs.DEFAULT_POLL_SECONDS,
+    poll_seconds: float | None = None,
     sleep: jobs.Sleep = time.sleep,
 ) -> dict:
     """Trains the built-in k-means on the RecordIO training data (the seed's hyperparameters)."""
@@ -189,14 +206,15 @@ def batch_transform(
     *,
     run_key: str,
     model_name: str,
-    test_uri: str,
+    transform_input_uri: str,
     run_uri: str,
     instance_type: str,
     instance_count: int,
-    poll_seconds: float = jobs.DEFAULT_POLL_SECONDS,
+    poll_seconds: float | None = None,
     sleep: jobs.Sleep = time.sleep,
 ) -> str:
-    """Scores the unlabelled test split, one image a line; returns the output prefix."""
+    """Scores the unlabelled validation and test splits (one file each, one image a line);
+    returns the output prefix, where SageMaker writes <input file name>.out for each."""
     name = resource_name(run_key, TRANSFORM_JOB_SUFFIX)
     output_uri = f"{run_uri}transform-output/"
     jobs.ensure_transform_job(
@@ -207,7 +225,9 @@ def batch_transform(
             "BatchStrategy": "MultiRecord",
             "MaxPayloadInMB": TRANSFORM_MAX_PAYLOAD_MB,
             "TransformInput": {
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": test_uri}},
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": transform_input_uri}
+                },
                 "ContentType": "text/csv",
                 "SplitType": "Line",
             },
@@ -234,7 +254,7 @@ def deploy(
     endpoint_name: str,
     instance_type: str,
     instance_count: int,
-    poll_seconds: float = jobs.DEFAULT_POLL_SECONDS,
+    poll_seconds: float | None = None,
     sleep: jobs.Sleep = time.sleep,
 ) -> str:
     """Puts the model behind an endpoint (a per-run one unless `endpoint_name` is given)."""
@@ -264,6 +284,77 @@ def deploy(
     return name
 
 
+def evaluate_model(
+    s3,
+    events,
+    *,
+    run_key: str,
+    run_uri: str,
+    transform_output_uri: str,
+    model_artifacts_uri: str,
+    k: int,
+    min_accuracy: float,
+    event_bus_name: str,
+) -> tuple[Evaluation, object]:
+    """Scores the model from the transform's answers for the validation and test images; writes
+    runs/<key>/evaluation.json and puts the evaluation event. Returns (evaluation, centroids).
+    The caller raises ModelRejected when it did not pass (after writing its artifacts)."""
+
+    def text(uri: str) -> str:
+        bucket, key = split_s3_uri(uri)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        except ClientError as error:
+            raise RuntimeError(f"cannot read {uri}: {error}") from None
+
+    answers = {}
+    for split in TRANSFORM_SPLITS:
+        labels_uri = f"{run_uri}{labels_csv(split)}"
+        labels = read_labels(text(labels_uri), labels_uri)
+        output_uri = f"{transform_output_uri}{split}.csv.out"
+        answers[split] = (read_clusters(text(output_uri), labels.size, output_uri), labels)
+    result = evaluate(*answers["validation"], *answers["test"], k=k, min_accuracy=min_accuracy)
+    bucket, model_key = split_s3_uri(model_artifacts_uri)
+    model = s3.get_object(Bucket=bucket, Key=model_key)["Body"].read()
+    centroids = kmeans_model.read_centroids(model)
+    evaluation_uri = f"{run_uri}{EVALUATION_FILE}"
+    bucket, key = split_s3_uri(evaluation_uri)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps({"run_key": run_key, **result.as_json()}, indent=2).encode(),
+        ContentType="application/json",
+    )
+    detail = ModelEvaluation(
+        run_key=run_key,
+        accuracy=result.accuracy,
+        min_accuracy=result.min_accuracy,
+        passed=result.passed,
+        k=k,
+        weakest_digits=result.weakest_digits,
+        recall=result.recall,
+        evaluation_uri=evaluation_uri,
+    ).as_detail()
+    _put_event(events, EVALUATION_EVENT_DETAIL_TYPE, detail, event_bus_name)
+    return result, centroids
+
+
+def _put_event(events, detail_type: str, detail: dict, event_bus_name: str) -> None:
+    answer = events.put_events(
+        Entries=[
+            {
+                "Source": PIPELINE_EVENT_SOURCE,
+                "DetailType": detail_type,
+                "Detail": json.dumps(detail),
+                "EventBusName": event_bus_name,
+                "Resources": [],
+            }
+        ]
+    )
+    if answer.get("FailedEntryCount"):
+        raise RuntimeError(f"EventBridge refused the {detail_type} event: {answer['Entries']}")
+
+
 @contextlib.contextmanager
 def failure_marker(s3, *, dataset_uri: str, run_key: str, step: str) -> Iterator[None]:
     """Leaves a failing step's error under runs/<key>/status/ for the exit handler, re-raises.
@@ -279,6 +370,7 @@ def failure_marker(s3, *, dataset_uri: str, run_key: str, step: str) -> Iterator
             "step": step,
             "error": f"{type(error).__name__}: {error}",
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "model_rejected": isinstance(error, ModelRejected),
         }
         try:
             s3.put_object(
@@ -328,18 +420,7 @@ def report_final_state(
         dataset_uri=dataset_uri,
         endpoint_name=endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX),
         kfp_run=kfp_run,
+        model_rejected=bool(failure and failure.get("model_rejected")),
     ).as_detail()
-    answer = events.put_events(
-        Entries=[
-            {
-                "Source": PIPELINE_EVENT_SOURCE,
-                "DetailType": PIPELINE_EVENT_DETAIL_TYPE,
-                "Detail": json.dumps(detail),
-                "EventBusName": event_bus_name,
-                "Resources": [],
-            }
-        ]
-    )
-    if answer.get("FailedEntryCount"):
-        raise RuntimeError(f"EventBridge refused the final-state event: {answer['Entries']}")
+    _put_event(events, PIPELINE_EVENT_DETAIL_TYPE, detail, event_bus_name)
     return detail

@@ -37,6 +37,7 @@ from lambdas.logic.ports import (
     PublishFailed,
     RunProgress,
     RunsRepository,
+    UploadMetadata,
 )
 
 
@@ -197,7 +198,15 @@ class InMemoryRuns(_InMemoryAnnouncements, RunsRepository):
         return self._move(run_key, owner, status, now, reason, **fields)
 
     def mark_run_started(
-        self, run_key: str, owner: str, run: KfpRun, run_url: str, now: str, detail: str
+        self,
+        run_key: str,
+        owner: str,
+        run: KfpRun,
+        run_url: str,
+        now: str,
+        detail: str,
+        run_settings: dict[str, Any] | None = None,
+        overridden: tuple[str, ...] = (),
     ) -> bool:
         self.writes.append("mark_run_started")
         ids = {
@@ -205,6 +214,9 @@ class InMemoryRuns(_InMemoryAnnouncements, RunsRepository):
             ATTR.kfp_run_url: run_url,
             ATTR.experiment_id: run.experiment_id,
         }
+        if run_settings:
+            ids[ATTR.run_settings] = dict(run_settings)
+            ids[ATTR.overridden] = list(overridden)
         moved = self._move(run_key, owner, contracts.STATUS_RUN_STARTED, now, detail, **ids)
         if not moved:
             self.items[run_key].update(ids)  # another invocation moved it on: keep the ids
@@ -420,6 +432,18 @@ class ScriptedKfp(KfpRunsApi):
                 maybe_done=True,
             )
         return run
+
+
+class StaticMetadata(UploadMetadata):
+    """Uploads' S3 user metadata, by object key (none by default)."""
+
+    def __init__(self, by_key: dict[str, dict[str, str]] | None = None) -> None:
+        self.by_key = by_key or {}
+        self.asked: list[DatasetRef] = []
+
+    def metadata(self, dataset: DatasetRef) -> dict[str, str]:
+        self.asked.append(dataset)
+        return dict(self.by_key.get(dataset.key, {}))
 
 
 class FakeClock:

@@ -22,12 +22,14 @@ from botocore.exceptions import ReadTimeoutError
 
 THROTTLE, SERVER_ERROR, TIMEOUT, ANSWER_LOST = "throttle", "5xx", "timeout", "answer lost"
 FAULTS = (THROTTLE, SERVER_ERROR, TIMEOUT, ANSWER_LOST)
-# Each service's throttling error code (botocore's service models).
-THROTTLING_CODES = {
-    "dynamodb": "ProvisionedThroughputExceededException",
-    "sns": "Throttled",
-    "secretsmanager": "ThrottlingException",
-    "eks": "ThrottlingException",
+# Each service's throttling answer: (HTTP status, error code), from botocore's service models
+# (S3 throttles with 503 SlowDown: S3 API reference, "Error responses").
+THROTTLING = {
+    "dynamodb": (400, "ProvisionedThroughputExceededException"),
+    "sns": (400, "Throttled"),
+    "secretsmanager": (400, "ThrottlingException"),
+    "eks": (400, "ThrottlingException"),
+    "s3": (503, "SlowDown"),
 }
 
 
@@ -55,8 +57,7 @@ class AwsFault:
         self.fired = True
         if self.kind == TIMEOUT:
             raise ReadTimeoutError(endpoint_url=f"https://{self.service}.amazonaws.com")
-        status = 400 if self.kind == THROTTLE else 500
-        code = THROTTLING_CODES[self.service] if self.kind == THROTTLE else "InternalFailure"
+        status, code = THROTTLING[self.service] if self.kind == THROTTLE else (500, "InternalError")
         response = AWSResponse(f"https://{self.service}.amazonaws.com", status, {}, None)
         parsed = {
             "Error": {"Code": code, "Message": f"injected {self.kind}"},

@@ -65,7 +65,6 @@ def test_every_context_key_reaches_a_function_the_pipeline_or_the_stack():
         "kfp_token_secret_name",
         "vpc_id",
         "subnet_ids",
-        "allowed_instance_types",
         "step_image",
         "reserved_concurrency",
         "runs_retention_days",

@@ -94,8 +94,15 @@ def test_cluster_mode_role_may_only_record_runs_notify_and_describe_the_cluster(
     # Given the start-run role's statements
     statements = _start_run_statements(default_synth)
     # Then its actions are exactly its work plus eks:DescribeCluster
-    assert actions_of(statements) == BASE_ACTIONS | {"eks:DescribeCluster"}
+    assert actions_of(statements) == BASE_ACTIONS | {
+        "eks:DescribeCluster",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+    }
     by_sid = {statement.get("Sid"): statement for statement in statements}
+    # (an upload's metadata may set its run's settings: read under incoming/ only)
+    bucket_id = default_synth.logical_id(default_synth.stack.data_bucket.bucket)
+    assert resources_of(by_sid["ReadUploadMetadata"]) == ["${" + bucket_id + ".Arn}/incoming/*"]
     table_id = default_synth.logical_id(default_synth.stack.runs_table.table)
     assert resources_of(by_sid["WriteRunRecords"]) == ["${" + table_id + ".Arn}"]
     assert resources_of(by_sid["ReadClusterEndpoint"]) == [

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from core import contracts
-from core.contracts import PIPELINE_EVENT_DETAIL_TYPE, PIPELINE_EVENT_SOURCE
+from core.contracts import (
+    PIPELINE_DETAIL_TYPES,
+    PIPELINE_EVENT_DETAIL_TYPE,
+    PIPELINE_EVENT_SOURCE,
+)
 from core.settings import cdk_json_context, environment, function_parameters, read_context
 from tests.infra.cfn_text import actions_of, as_list, resources_of, role_statements
 from tests.infra.variants import CLUSTER_CONTEXT
@@ -43,7 +47,7 @@ def _rules(synth) -> dict[str, dict]:
 
 
 def _rules_for(synth, detail_type: str) -> list[dict]:
-    return [r for r in _rules(synth).values() if r["EventPattern"]["detail-type"] == [detail_type]]
+    return [r for r in _rules(synth).values() if detail_type in r["EventPattern"]["detail-type"]]
 
 
 def _ids(synth) -> tuple[str, str]:
@@ -70,11 +74,11 @@ def test_each_sagemaker_state_change_has_a_rule_narrowed_to_product_names(
     assert rule["State"] == "ENABLED"
 
 
-def test_the_pipelines_final_state_event_has_a_rule(default_synth):
+def test_the_pipelines_final_state_and_evaluation_events_have_a_rule(default_synth):
     (rule,) = _rules_for(default_synth, PIPELINE_EVENT_DETAIL_TYPE)
     assert rule["EventPattern"] == {
         "source": [PIPELINE_EVENT_SOURCE],
-        "detail-type": [PIPELINE_EVENT_DETAIL_TYPE],
+        "detail-type": list(PIPELINE_DETAIL_TYPES),
     }
 
 
@@ -85,7 +89,7 @@ def test_sagemaker_rules_listen_on_the_default_bus_the_pipelines_on_its_own(defa
     # No EventBusName means the default bus, where SageMaker puts its events
     bus_id = default_synth.logical_id(default_synth.stack.progress_rules.pipeline_bus)
     for rule in rules:
-        if rule["EventPattern"]["detail-type"] == [PIPELINE_EVENT_DETAIL_TYPE]:
+        if rule["EventPattern"]["detail-type"] == list(PIPELINE_DETAIL_TYPES):
             assert rule["EventBusName"] == {"Ref": bus_id}
         else:
             assert "EventBusName" not in rule

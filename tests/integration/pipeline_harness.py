@@ -86,6 +86,7 @@ def run_dataset(
     bucket: str = LOCAL_DATA_BUCKET,
     endpoint_name: str = "",
     echo: bool = False,
+    **parameters: object,
 ) -> LocalRun:
     """Uploads `data_file`, runs the compiled pipeline on it, and takes stock."""
     resources = provision(emulator.client, LocalNames(data_bucket=bucket), kfp_token="unused")
@@ -102,6 +103,7 @@ def run_dataset(
             "sagemaker_role_arn": resources.sagemaker_role_arn,
             "event_bus_name": contracts.PIPELINE_EVENT_BUS,
             "endpoint_name": endpoint_name,
+            **parameters,
         },
         pipeline_root=workdir / "pipeline-root",
         environment=emulator.environment(),

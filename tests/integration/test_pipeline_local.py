@@ -47,10 +47,11 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     test_csv = s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=f"{prefix}transform-input/test.csv")
     lines = test_csv["Body"].read().decode().splitlines()
     assert len(lines) == 1000 and all(len(line.split(",")) == 784 for line in lines)
-    # and the training job has the seed's hyperparameters, small instances and the run-key tag
+    # and the training job has the seed's hyperparameters (k raised to the default 32), small
+    # instances and the run-key tag
     job = stock["training_job"]
     assert job["TrainingJobName"] == f"{run.run_key}-train"
-    assert job["HyperParameters"] == {"k": "10", "feature_dim": "784", "mini_batch_size": "500"}
+    assert job["HyperParameters"] == {"k": "32", "feature_dim": "784", "mini_batch_size": "500"}
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.large"
     assert job["AlgorithmSpecification"]["TrainingImage"].endswith(
         "dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
@@ -74,10 +75,14 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     assert endpoint["EndpointName"] == f"{run.run_key}-endpoint"
     assert endpoint["EndpointStatus"] == "InService"
     assert endpoint["RunKeyTag"] == run.run_key
+    # and evaluate scored the model and said so, before the deploy
+    [evaluated] = [e for e in run.final_events if e["detail-type"] == "MNIST Model Evaluated"]
+    assert evaluated["detail"]["passed"] is True
+    assert evaluated["detail"]["accuracy"] >= evaluated["detail"]["min_accuracy"]
+    assert f"runs/{run.run_key}/evaluation.json" in run.inventory["objects"]
     # and the exit handler put exactly one final-state event on EventBridge
-    [event] = run.final_events
+    [event] = [e for e in run.final_events if e["detail-type"] == "MNIST Pipeline Run State Change"]
     assert event["source"] == "mnistflow.pipeline"
-    assert event["detail-type"] == "MNIST Pipeline Run State Change"
     assert event["detail"] == {
         "run_key": run.run_key,
         "state": "SUCCEEDED",
@@ -86,6 +91,7 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
         "dataset_uri": run.dataset_uri,
         "endpoint_name": f"{run.run_key}-endpoint",
         "kfp_run": event["detail"]["kfp_run"],
+        "model_rejected": False,
     }
 
 
@@ -95,7 +101,8 @@ def test_the_keras_npz_layout_runs_too(emulator, tmp_path):
     )
     assert run.result.succeeded, run.result.error
     assert run.inventory["endpoint"]["EndpointName"] == "mnist-demo"
-    assert f"runs/{run.run_key}/labels/validation.csv" not in run.inventory["objects"]
+    # (its validation split is the last sixth of train)
+    assert f"runs/{run.run_key}/labels/validation.csv" in run.inventory["objects"]
 
 
 class _RunsCode:
@@ -184,3 +191,33 @@ def test_each_kind_of_bad_file_fails_at_preprocess_naming_the_file(emulator, tmp
     assert (run.inventory["training_job"], run.inventory["endpoint"]) == (None, None)
     [event] = run.final_events
     assert (event["detail"]["state"], event["detail"]["failed_step"]) == ("FAILED", "preprocess")
+
+
+def _noise_labels(tmp_path):
+    """The sample with its labels shuffled: images and digits no longer match."""
+    import gzip
+    import pickle
+
+    import numpy as np
+
+    with gzip.open(SAMPLE_DIR / "mnist-sample.pkl.gz", "rb") as source:
+        splits = pickle.load(source, encoding="latin1")  # noqa: S301 (our own shipped sample)
+    rng = np.random.default_rng(5)
+    noisy = tuple((x, rng.permutation(y)) for x, y in splits)
+    path = tmp_path / "noise.pkl.gz"
+    with gzip.open(path, "wb") as out:
+        pickle.dump(noisy, out, protocol=2)
+    return path
+
+
+def test_labels_that_are_noise_end_model_rejected_and_nothing_is_deployed(emulator, tmp_path):
+    # Given a dataset whose labels are noise (the images say nothing about them)
+    run = run_dataset(emulator, _noise_labels(tmp_path), tmp_path / "work")
+    # Then the run fails at evaluate, under the gate, and no endpoint is created
+    assert run.result.failed_task == "evaluate", run.result.error
+    assert run.inventory["endpoint"] is None
+    [evaluated] = [e for e in run.final_events if e["detail-type"] == "MNIST Model Evaluated"]
+    assert evaluated["detail"]["passed"] is False and evaluated["detail"]["accuracy"] < 0.3
+    [final] = [e for e in run.final_events if e["detail-type"] == "MNIST Pipeline Run State Change"]
+    assert final["detail"]["failed_step"] == "evaluate" and final["detail"]["model_rejected"]
+    assert "model rejected: accuracy" in final["detail"]["error"]

@@ -607,3 +607,48 @@ def test_an_unexpected_answer_is_named_for_what_it_is():
             api.find_experiments("mnist")
     assert raised.value.kind == KfpCallFailed.UNEXPECTED
     assert "not a JSON object" in str(raised.value) and "not its UI or a proxy" in str(raised.value)
+
+
+# -- per-upload settings, read from the upload itself ----------------------------------------
+
+
+def _uploaded(aws, key: str, metadata: dict[str, str]) -> dict:
+    """Puts an object in moto with user metadata; the S3 event for that exact version."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=b"x" * 100, Metadata=metadata)
+    event = load_event("s3_put")
+    obj = event["Records"][0]["s3"]["object"]
+    obj.update(key=key, versionId=put["VersionId"], size=100, eTag=put["ETag"].strip('"'))
+    return event
+
+
+@pytest.mark.real_uploads
+def test_an_uploads_metadata_reaches_the_run(kfp, aws, start_run):
+    # Given an upload with x-amz-meta-k: 32 (S3 gives it back lower-cased, without the prefix)
+    event = _uploaded(aws, "incoming/mnist.pkl.gz", {"k": "32", "Train-Instance-Count": "2"})
+
+    # When start-run handles it
+    result = start_run(event)
+
+    # Then the run is submitted with k=32 and two training instances, and the record says so
+    [key] = result["started"]
+    [create] = kfp.requests_to("POST", RUNS)
+    parameters = create.body["runtime_config"]["parameters"]
+    assert (parameters["k"], parameters["train_instance_count"]) == (32, 2)
+    item = aws.item(key)
+    assert item["overridden"] == ["k", "train_instance_count"]
+    assert item["run_settings"]["k"] == 32
+
+
+@pytest.mark.real_uploads
+def test_an_upload_deleted_before_start_run_reads_it_is_rejected(kfp, aws, start_run):
+    event = _uploaded(aws, "incoming/gone.npz", {})
+    obj = event["Records"][0]["s3"]["object"]
+    boto3.client("s3", region_name="us-east-1").delete_object(
+        Bucket=BUCKET, Key=obj["key"], VersionId=obj["versionId"]
+    )
+    result = start_run(event)
+    [key] = result["rejected"]
+    assert "the uploaded object is gone" in aws.item(key)["reason"]
+    assert [m["kind"] for m in aws.messages()] == [contracts.KIND_DATA_REJECTED]
+    assert kfp.requests == []

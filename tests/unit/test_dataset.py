@@ -152,7 +152,8 @@ def test_run_inputs_of_the_classic_sample(tmp_path):
     files = write_run_inputs(dataset, tmp_path)
     assert files == {
         "train_0": "train/train-001-of-001.recordio",
-        "transform_input": "transform-input/test.csv",
+        "validation_transform_input": "transform-input/validation.csv",
+        "test_transform_input": "transform-input/test.csv",
         "train_labels": "labels/train.csv",
         "validation_labels": "labels/validation.csv",
         "test_labels": "labels/test.csv",
@@ -169,7 +170,8 @@ def test_run_inputs_of_the_classic_sample(tmp_path):
         np.testing.assert_array_equal(records[i][0], train.x[i])
         assert records[i][1] == train.y[i]
 
-    text = (tmp_path / files["transform_input"]).read_text()
+    assert len((tmp_path / files["validation_transform_input"]).read_text().splitlines()) == 1000
+    text = (tmp_path / files["test_transform_input"]).read_text()
     lines = text.splitlines()
     assert len(lines) == 1000 and text.endswith("\n")
     assert all(line.count(",") == 783 for line in lines)
@@ -192,14 +194,20 @@ def test_run_inputs_of_the_classic_sample(tmp_path):
     }
 
 
-def test_run_inputs_of_the_keras_sample_have_no_validation(tmp_path):
-    """Given the npz sample, when its run inputs are written, then there are no validation files."""
-    files = write_run_inputs(load_dataset(NPZ_SAMPLE, source=NPZ_SOURCE), tmp_path / "out")
-    assert "validation_labels" not in files
-    assert not (tmp_path / "out" / "labels" / "validation.csv").exists()
+def test_the_keras_sample_gets_its_validation_split_from_the_end_of_train(tmp_path):
+    """Given the npz sample (train and test only), when its run inputs are written, then the last
+    sixth of train is the validation split, scored by the transform, not trained on."""
+    dataset = load_dataset(NPZ_SAMPLE, source=NPZ_SOURCE)
+    files = write_run_inputs(dataset, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["counts"] == {"train": 3000, "test": 1000}
-    assert len((tmp_path / "out" / files["train_labels"]).read_text().splitlines()) == 3000
+    assert manifest["counts"] == {"train": 2500, "validation": 500, "test": 1000}
+    train = dataset.splits["train"]
+    validation = (tmp_path / "out" / files["validation_labels"]).read_text().split()
+    assert [int(v) for v in validation] == train.y[2500:].tolist()
+    records = _parse_recordio((tmp_path / "out" / files["train_0"]).read_bytes())
+    assert len(records) == 2500
+    lines = (tmp_path / "out" / files["validation_transform_input"]).read_text().splitlines()
+    assert len(lines) == 500
 
 
 def test_pixel_csv_is_compact_and_exact_for_round_values():
@@ -672,9 +680,9 @@ def test_training_shards_hold_every_row_once_in_order(tmp_path, shards):
     files = write_run_inputs(dataset, tmp_path, train_shards=shards)
     # Then the shards, read in order, hold every training image once, with its label
     parts = [_parse_recordio((tmp_path / files[f"train_{i}"]).read_bytes()) for i in range(shards)]
-    assert all(parts) and sum(len(part) for part in parts) == 3000
+    assert all(parts) and sum(len(part) for part in parts) == 2500  # (500 kept for validation)
     rows = [record for part in parts for record in part]
     train = dataset.splits["train"]
-    for i in (0, 1499, 1500, 2999):
+    for i in (0, 1249, 1250, 2499):
         np.testing.assert_array_equal(rows[i][0], train.x[i])
         assert rows[i][1] == train.y[i]

@@ -19,7 +19,7 @@ from pipeline.compile import compile_pipeline, reproducible
 from pipeline.components import embedded_runtime_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STEP_ORDER = ["preprocess", "train", "create-model", "batch-transform", "deploy"]
+STEP_ORDER = ["preprocess", "train", "create-model", "batch-transform", "evaluate", "deploy"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def _tasks(spec):
     return spec["components"][group]["dag"]["tasks"]
 
 
-def test_the_five_steps_run_in_the_workshops_order(spec):
+def test_the_steps_run_in_the_workshops_order_with_the_gate_before_deploy(spec):
     tasks = _tasks(spec)
     assert sorted(tasks) == sorted(STEP_ORDER)
     depends = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
@@ -43,7 +43,8 @@ def test_the_five_steps_run_in_the_workshops_order(spec):
         "train": {"preprocess"},
         "create-model": {"train"},
         "batch-transform": {"create-model", "preprocess"},
-        "deploy": {"create-model", "batch-transform"},
+        "evaluate": {"preprocess", "train", "batch-transform"},
+        "deploy": {"create-model", "evaluate"},  # the quality gate: nothing deploys before it
     }
 
 

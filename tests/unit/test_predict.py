@@ -63,13 +63,29 @@ def test_labelled_samples_get_their_cluster_and_distance_next_to_the_true_label(
         ]
     )
     # When they are sent to the endpoint
-    predictions = predict(*clients, ENDPOINT, images, labels)
-    # Then each answer is paired with its image and label
+    mapping = [9, 8, 7, 6, 5, 4, 3, int(labels[0]), 1, 0]  # cluster 7 reads as the first's digit
+    predictions = predict(*clients, ENDPOINT, images, labels, mapping)
+    # Then each answer is paired with its image and label, and read as its cluster's digit
     assert [(p.cluster, p.distance) for p in predictions] == [(7, 5.25), (2, 6.5), (1, 4.0)]
     assert [p.label for p in predictions] == [int(v) for v in labels]
-    assert describe_predictions(predictions).splitlines()[0] == (
-        f"image 1: cluster 7 (distance 5.250)  true label {int(labels[0])}"
+    assert [p.digit for p in predictions] == [int(labels[0]), 7, 8]
+    described = describe_predictions(predictions).splitlines()
+    assert described[0] == (
+        f"image 1: digit {int(labels[0])}  (cluster 7, distance 5.250)"
+        f"  true digit {int(labels[0])}  right"
     )
+    right = sum(p.digit == p.label for p in predictions)
+    assert described[-1] == f"accuracy on these 3: {right}/3 ({right / 3:.0%})"
+
+
+def test_without_the_runs_evaluation_the_cluster_is_shown_and_the_digit_is_not(clients):
+    images, labels = sample_images(1)
+    _queue_kmeans_answer([{"closest_cluster": 7.0, "distance_to_cluster": 5.25}])
+    [prediction] = predict(*clients, ENDPOINT, images, labels)
+    assert prediction.digit is None
+    text = describe_predictions([prediction])
+    assert text.startswith("image 1: digit ?  (cluster 7, distance 5.250)")
+    assert "evaluation, which maps clusters to digits, was not found" in text
 
 
 def test_an_image_file_in_0_255_is_scaled_and_sent_as_one_csv_line(clients, tmp_path):

@@ -213,3 +213,36 @@ def test_a_deploy_ends_at_once_on_an_endpoint_state_it_cannot_wait_through(statu
             **NO_WAIT,
         )  # fmt: skip
     assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, jobs.DEFAULT_POLL_SECONDS),  # on AWS nothing sets it: every 30 s
+        ("0.25", 0.25),  # the local stack's SageMaker finishes in about a second
+        ("0", jobs.DEFAULT_POLL_SECONDS),  # never a tight loop
+        ("-1", jobs.DEFAULT_POLL_SECONDS),
+        ("fast", jobs.DEFAULT_POLL_SECONDS),
+        ("3600", jobs.DEFAULT_POLL_SECONDS),  # never slower than the default
+    ],
+)
+def test_the_poll_interval_comes_from_the_environment_within_bounds(monkeypatch, value, expected):
+    from core.contracts import SAGEMAKER_POLL_SECONDS_VARIABLE
+
+    if value is None:
+        monkeypatch.delenv(SAGEMAKER_POLL_SECONDS_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(SAGEMAKER_POLL_SECONDS_VARIABLE, value)
+    assert jobs.configured_poll_seconds() == expected
+    pauses = []
+    statuses = iter(["InProgress", "Completed"])
+    jobs.wait_for(
+        lambda: {"Status": next(statuses)},
+        "Status",
+        done=frozenset({"Completed"}),
+        failed=frozenset({"Failed"}),
+        what="job",
+        timeout_seconds=60,
+        sleep=pauses.append,
+    )
+    assert pauses == [expected]

@@ -12,7 +12,7 @@ from lambdas.logic.notifications import data_rejected, run_could_not_start, subj
 from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun
 from lambdas.logic.start_run import RetryPolicy, StartRun, StartRunFailed
 from tests.conftest import load_event
-from tests.fakes import FakeClock, InMemoryRuns, RecordingNotifier, ScriptedKfp
+from tests.fakes import FakeClock, InMemoryRuns, RecordingNotifier, ScriptedKfp, StaticMetadata
 from tests.fakes.settings import function_settings
 
 BUCKET = "mnistflow-data-123456789012"
@@ -37,6 +37,7 @@ class World:
         self.runs = InMemoryRuns()
         self.notifier = RecordingNotifier()
         self.kfp = ScriptedKfp()
+        self.uploads = StaticMetadata()
         self.seconds_left = seconds_left
         self.service = StartRun(
             runs=self.runs,
@@ -44,6 +45,7 @@ class World:
             kfp=self.kfp,
             pipeline_spec=lambda: SPEC,
             settings=settings(**setting_overrides),
+            uploads=self.uploads,
             connection_hint="check the access entry",
             sleep=self.clock.sleep,
             clock=self.clock.time,
@@ -285,3 +287,58 @@ def test_subjects_stay_ascii_and_under_100_characters():
         assert len(note.subject) < 100 and note.subject.isascii()
         assert "\n" not in note.subject
     assert subject_line("a\nb") == "a b"
+
+
+# -- per-upload settings ---------------------------------------------------------------------
+
+
+def test_an_uploads_metadata_sets_its_runs_settings():
+    # Given an upload whose metadata asks for 32 clusters (x-amz-meta-k: 32) and a batch size
+    world = World()
+    world.uploads.by_key["incoming/mnist.pkl.gz"] = {"k": "32", "mini-batch-size": "200"}
+
+    # When it is handled
+    world.handle()
+
+    # Then the run gets them, the rest as configured, and the record says which were set
+    params = world.kfp.created[0]["parameters"]
+    assert (params["k"], params["mini_batch_size"]) == (32, 200)
+    assert params["train_instance_type"] == "ml.m5.xlarge"
+    item = world.runs.items[key_of()]
+    assert item["run_settings"]["k"] == 32 and item["overridden"] == ["k", "mini_batch_size"]
+    [note] = world.notifier.published
+    assert "k=32 (from the upload)" in note.message and "mini_batch_size=200" in note.message
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"learning-rate": "0.1"}, "unknown run setting x-amz-meta-learning-rate"),
+        ({"k": "1000"}, "x-amz-meta-k: must be 2 to 256 (got 1000)"),
+        ({"k": "many"}, "x-amz-meta-k: must be a whole number"),
+        ({"train-instance-count": "50"}, "must be 1 to 10"),
+        ({"train-instance-type": "ml.p4d.24xlarge"}, "not one of the instance types"),
+    ],
+)
+def test_a_bad_setting_in_the_metadata_rejects_the_upload_saying_why(metadata, reason):
+    world = World()
+    world.uploads.by_key["incoming/mnist.pkl.gz"] = metadata
+    outcome = world.handle()
+    assert outcome["rejected"] == [key_of()] and world.kfp.calls == []
+    assert reason in world.runs.items[key_of()]["reason"]
+    [note] = world.notifier.published
+    assert note.kind == contracts.KIND_DATA_REJECTED and reason in note.message
+
+
+def test_the_rerun_marker_is_the_products_own_metadata_not_a_setting():
+    # Given a copy made by `mnistflow rerun`: the first upload's setting plus the rerun marker
+    world = World()
+    world.uploads.by_key["incoming/mnist.pkl.gz"] = {
+        "k": "16",
+        contracts.RERUN_OF_METADATA: "mnist-0123456789ab",
+    }
+    # When it is handled
+    world.handle()
+    # Then it starts a run with the setting; the marker is not read as an unknown setting
+    assert world.kfp.created[0]["parameters"]["k"] == 16
+    assert world.runs.items[key_of()]["overridden"] == ["k"]

@@ -77,9 +77,9 @@ def test_the_runs_inputs_land_under_its_prefix_and_the_step_says_where(s3):
     assert out == {
         "run_uri": base,
         "train_uri": f"{base}train/",
-        "test_uri": f"{base}transform-input/test.csv",
+        "transform_input_uri": f"{base}transform-input/",
         "labels_uri": f"{base}labels/",
-        "n_train": 3000,
+        "n_train": 2500,  # the last sixth of the Keras train split is kept for validation
         "n_test": 1000,
     }
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/")["Contents"]}
@@ -118,7 +118,7 @@ def test_the_run_reads_the_version_that_started_it_not_the_newest(versioned, tmp
         versioned, dataset_uri=f"s3://{BUCKET}/{key}", dataset_version=first, run_key="mnist-1"
     )
     # Then it read the first version, not the newest (which is not a dataset)
-    assert (out["n_train"], out["n_test"]) == (3000, 1000)
+    assert (out["n_train"], out["n_test"]) == (2500, 1000)  # 500 of train kept for validation
 
 
 @pytest.mark.parametrize("instances", [2, 3])
@@ -232,7 +232,7 @@ def test_a_retried_step_that_succeeds_takes_its_marker_back(s3):
 
 
 def test_an_event_eventbridge_refuses_fails_the_exit_handler(s3):
-    with pytest.raises(RuntimeError, match="EventBridge refused the final-state event"):
+    with pytest.raises(RuntimeError, match="EventBridge refused the MNIST Pipeline Run State"):
         steps.report_final_state(
             s3,
             _FakeEvents(failed=1),

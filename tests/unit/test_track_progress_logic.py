@@ -193,3 +193,58 @@ def test_a_pipeline_event_for_a_foreign_run_key_is_not_ours():
     world = World(start_run_record())
     assert world.send(payload) == IGNORED
     assert world.runs.writes == []
+
+
+# -- the evaluate step and the quality gate -------------------------------------------------
+
+
+def test_the_evaluation_is_recorded_and_the_endpoint_email_gives_the_accuracy():
+    world = World(start_run_record(run_settings={"k": 32}, overridden=["k"]))
+    assert world.send("pipeline_model_evaluated") == APPLIED
+    assert world.record.accuracy == pytest.approx(0.7842)
+    assert world.record.weakest_digits()[0] == (5, 0.52)
+    world.send("sagemaker_endpoint_in_service")
+    [note] = world.notifier.published
+    assert note.kind == contracts.KIND_ENDPOINT_READY
+    assert "Accuracy:  78.4% on the held-out test split; weakest digits: 5 (52%)" in note.message
+    assert "k=32 (from the upload)" in note.message
+
+
+def test_a_model_under_the_gate_ends_model_rejected_with_one_email_saying_what_to_try():
+    world = World(start_run_record(run_settings={"k": 10}))
+    # The evaluation event, then the pipeline's final state (failed at evaluate, rejected)
+    assert world.send("pipeline_model_rejected") == ANNOUNCED
+    assert world.send("pipeline_failed_model_rejected") == APPLIED
+    assert world.record.outcome == contracts.STATUS_MODEL_REJECTED
+    [note] = world.notifier.published
+    assert note.kind == contracts.KIND_MODEL_REJECTED
+    assert "accuracy 41.2% under the 60.0% gate" in note.subject
+    assert "Gate:      60.0% (the stack's min_accuracy)" in note.message
+    assert "x-amz-meta-k: 20" in note.message and "nothing was deployed" in note.message
+
+
+def test_the_final_state_alone_says_model_rejected_in_any_order():
+    world = World(start_run_record())
+    world.send("pipeline_failed_model_rejected")
+    world.send("pipeline_model_rejected")
+    assert world.record.outcome == contracts.STATUS_MODEL_REJECTED
+    assert world.notifier.kinds() == [contracts.KIND_MODEL_REJECTED]
+
+
+def test_status_shows_the_evaluated_accuracy_the_gate_and_the_weakest_digits():
+    from mnistflow.status import describe_run, describe_runs
+
+    # Given a run whose model the evaluate step scored, then whose endpoint went in service
+    world = World(start_run_record(run_settings={"k": 32}))
+    world.send("pipeline_model_evaluated")
+    world.send("sagemaker_endpoint_in_service")
+    # When status lists it and shows it
+    [line] = describe_runs([world.record]).splitlines()
+    detail = describe_run(world.record)
+    # Then both give the accuracy; the detail names the gate and the weakest digits
+    assert "acc=0.784" in line
+    assert (
+        "  accuracy  0.7842 on the test split (gate 0.60); weakest digits 5 (52%), 8 (58%), 2 (66%)"
+        in detail
+    )
+    assert "  settings  k=32" in detail
