@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ from core.contracts import (
 from core.run_record import RunRecord
 from mnistflow.local.emulator import EmulatorError
 from mnistflow.local.provision import Email
-from mnistflow.local.stack import LocalStack
+from mnistflow.local.stack import BUCKET_VARIABLE, KFP_TOKEN_VARIABLE, LocalStack
 from mnistflow.status import describe_run
 
 DEMO_TIMEOUT_SECONDS = 300
@@ -216,12 +217,18 @@ def _predict_some(stack: LocalStack, endpoint: str, out: TextIO) -> None:
 
 
 def _serve_until_interrupted(stack: LocalStack, out: TextIO) -> None:
+    connection = stack.connection()
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in connection.items())
     print(
-        f"\nThe local stack keeps running; in another shell:\n"
-        f"  export AWS_ENDPOINT_URL={stack.emulator.endpoint_url} AWS_DEFAULT_REGION="
-        f"{stack.emulator.region} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local\n"
-        f"  mnistflow status\n"
-        f"Ctrl-C stops it.",
+        "\nThe local stack keeps running; Ctrl-C stops it.\n"
+        f"  KFP API:  {stack.kfp.url}  (bearer token {connection[KFP_TOKEN_VARIABLE]})\n"
+        f"  AWS:      {stack.emulator.endpoint_url}  (every service, SageMaker included;"
+        f" credentials {connection['AWS_ACCESS_KEY_ID']}/{connection['AWS_SECRET_ACCESS_KEY']})\n"
+        f"  bucket:   {connection[BUCKET_VARIABLE]}\n"
+        "In another shell (or before starting a notebook), from the repository:\n"
+        f"  export {exports}\n"
+        "  ./dev status\n"
+        'and in Python, the README\'s five lines ("Notebooks and the KFP SDK").',
         file=out,
         flush=True,
     )

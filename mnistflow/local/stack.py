@@ -51,6 +51,12 @@ from pipeline.compile import compile_pipeline
 POLL_INTERVAL_SECONDS = 0.2
 LAMBDA_TIMEOUT_SECONDS = 60
 LOCAL_KFP_TOKEN = "local-kfp-token"  # noqa: S105 (the local KFP API checks it is sent)
+# What a shell or a notebook needs to use a running local stack (`demo --keep-running` prints
+# them; the README's five lines and notebooks/walkthrough.ipynb read them), besides boto3's own
+# AWS_ENDPOINT_URL, region and credentials.
+KFP_URL_VARIABLE = "MNISTFLOW_KFP_URL"
+KFP_TOKEN_VARIABLE = "MNISTFLOW_KFP_TOKEN"  # noqa: S105 (a variable's name)
+BUCKET_VARIABLE = "MNISTFLOW_BUCKET"
 # The local KFP API runs each step with kfp.local's subprocess runner, in this Python: the image
 # start-run names is recorded with the run (tests read it) but not pulled.
 LOCAL_STEP_IMAGE = "mnistflow-step-python:local"
@@ -248,6 +254,24 @@ class LocalStack:
                 return True
             time.sleep(POLL_INTERVAL_SECONDS)
         return False
+
+    def connection(self) -> dict[str, str]:
+        """The environment that points the KFP SDK, boto3 and the CLI at this stack."""
+        emulator = self.emulator.environment()
+        return {
+            KFP_URL_VARIABLE: self.kfp.url,
+            KFP_TOKEN_VARIABLE: LOCAL_KFP_TOKEN,
+            BUCKET_VARIABLE: self.names.data_bucket,
+            **{
+                name: emulator[name]
+                for name in (
+                    "AWS_ENDPOINT_URL",
+                    "AWS_DEFAULT_REGION",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                )
+            },
+        }
 
     def inbox(self) -> list[Email]:
         """Everything published to the topic since the last call."""

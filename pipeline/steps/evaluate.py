@@ -146,27 +146,33 @@ def evaluate(
     )
 
 
+def picture_svg(pixels: np.ndarray, cell: int = 4) -> str:
+    """One 28x28 image (pixels in [0, 1]) as a grey SVG picture, white on black like MNIST."""
+    side = IMAGE_SIDE * cell
+    values = np.clip(np.asarray(pixels, dtype=np.float64), 0.0, 1.0)
+    rects = []
+    for position, value in enumerate(values[: IMAGE_SIDE * IMAGE_SIDE]):
+        if value < 0.02:
+            continue  # the background is the SVG's own black
+        row, column = divmod(position, IMAGE_SIDE)
+        grey = int(round(value * 255))
+        rects.append(
+            f'<rect x="{column * cell}" y="{row * cell}" width="{cell}" height="{cell}"'
+            f' fill="rgb({grey},{grey},{grey})"/>'
+        )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{side}" height="{side}">'
+        f'<rect width="{side}" height="{side}" fill="black"/>{"".join(rects)}</svg>'
+    )
+
+
 def centroids_html(centroids: np.ndarray, mapping: list[int], accuracy: float) -> str:
     """Each centroid as a 28x28 grey picture (SVG), labelled with the digit it answers."""
-    cell = 4
-    side = IMAGE_SIDE * cell
     pictures = []
     for index, (centroid, digit) in enumerate(zip(centroids, mapping, strict=True)):
-        pixels = np.clip(np.asarray(centroid, dtype=np.float64), 0.0, 1.0)
-        rects = []
-        for position, value in enumerate(pixels[: IMAGE_SIDE * IMAGE_SIDE]):
-            if value < 0.02:
-                continue  # the background is the SVG's own black
-            row, column = divmod(position, IMAGE_SIDE)
-            grey = int(round(value * 255))
-            rects.append(
-                f'<rect x="{column * cell}" y="{row * cell}" width="{cell}" height="{cell}"'
-                f' fill="rgb({grey},{grey},{grey})"/>'
-            )
         label = "none" if digit == UNMAPPED else str(digit)
         pictures.append(
-            f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{side}" height="{side}">'
-            f'<rect width="{side}" height="{side}" fill="black"/>{"".join(rects)}</svg>'
+            f"<figure>{picture_svg(centroid)}"
             f"<figcaption>cluster {index}: digit {html.escape(label)}</figcaption></figure>"
         )
     return (
