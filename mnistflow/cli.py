@@ -17,8 +17,14 @@ EXIT_USAGE = 2
 
 def _client(args: argparse.Namespace, service: str):
     import boto3
+    from botocore.config import Config
 
-    return boto3.client(service, region_name=args.region, endpoint_url=args.endpoint_url)
+    # A person waits for the answer: botocore's standard retries (3 attempts, short backoff),
+    # not the legacy mode's five, so an endpoint that is not there is said in seconds.
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10)
+    return boto3.client(
+        service, region_name=args.region, endpoint_url=args.endpoint_url, config=config
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -180,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core import contracts
 
     parser = argparse.ArgumentParser(prog="mnistflow", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an AWS error in full"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
@@ -271,6 +280,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOCAL_STACK_HINT = (
+    "to look at the local stack instead, start it with ./dev demo --keep-running and run the"
+    " export line it prints"
+)
+
+
+def aws_problem(error: Exception, args: argparse.Namespace) -> str | None:
+    """One line for an AWS error a user causes (configuration, credentials, a stack that is not
+    there or not running); None for anything else, which keeps its traceback."""
+    from botocore import exceptions as aws
+
+    region = getattr(args, "region", None)
+    if isinstance(error, aws.NoRegionError):
+        return f"no AWS region configured: pass --region or set AWS_REGION; {LOCAL_STACK_HINT}"
+    if isinstance(error, aws.NoCredentialsError | aws.PartialCredentialsError):
+        return (
+            "no AWS credentials found: configure a profile (aws configure, AWS_PROFILE) or set"
+            f" AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; {LOCAL_STACK_HINT}"
+        )
+    if isinstance(error, aws.EndpointConnectionError | aws.ConnectTimeoutError):
+        where = getattr(error, "kwargs", {}).get("endpoint_url", "the AWS endpoint")
+        return (
+            f"cannot reach {where}: if it is the local stack, it is not running"
+            f" (./dev demo --keep-running starts it); otherwise check the network and --region"
+        )
+    if isinstance(error, aws.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", str(error))
+        if code in ("ResourceNotFoundException", "ValidationError") and hasattr(args, "table"):
+            return (
+                f"{message} (table {args.table}, region {region or 'from your AWS config'}):"
+                " is the stack deployed in this account and region? (--table, --region)"
+            )
+        if code in (
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "AccessDenied",
+            "AccessDeniedException",
+        ):
+            return f"AWS refused the call ({code}): {message}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as error:
+        problem = None if args.debug else aws_problem(error, args)
+        if problem is None:
+            raise
+        print(f"{args.command}: {problem} (--debug shows the traceback)", file=sys.stderr)
+        return 1

@@ -37,6 +37,9 @@ LOCK_FILE_VARIABLE = "MNISTFLOW_DEMO_LOCK"
 DEFAULT_LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
 _FINAL_KINDS = (KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED, KIND_MODEL_REJECTED)
 DEMO_PREDICTIONS = 5  # test digits sent to the endpoint once it is announced
+# The functions' logs (Powertools' JSON lines, EMF metrics, library warnings) of the last demo:
+# kept after it ends, named in its output.
+DEMO_LOG_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo-functions.log"
 
 
 class DemoError(Exception):
@@ -59,7 +62,15 @@ class DemoOutcome:
     def reason(self) -> str:
         for email in self.emails:
             if email.kind in (KIND_RUN_FAILED, KIND_DATA_REJECTED):
-                return email.subject
+                # The whole reason (the subject cuts it to stay under 100 characters).
+                reasons = [
+                    line.partition(":")[2].strip()
+                    for line in email.message.splitlines()
+                    if line.startswith("Reason:")
+                ]
+                return reasons[0] if reasons else email.subject
+            if email.kind == KIND_MODEL_REJECTED:
+                return email.subject.partition(": ")[2] or email.subject
         if self.timed_out:
             return f"no announcement within {DEMO_TIMEOUT_SECONDS} s"
         return "the run ended without an announcement"
@@ -134,13 +145,15 @@ def run_demo(
     data: Path, *, port: int = 0, out: TextIO = sys.stdout, keep_running: bool = False
 ) -> DemoOutcome:
     """Raises DemoError when it cannot start; otherwise returns what happened."""
+    if data.is_dir():
+        raise DemoError(f"{data}: is a directory; --data takes one .pkl.gz or .npz file")
     if not data.is_file():
         raise DemoError(f"{data}: no such file")
     if not os.access(data, os.R_OK):
         raise DemoError(f"{data}: not readable")
     with DemoLock(), tempfile.TemporaryDirectory(prefix="mnistflow-demo-") as work:
         try:
-            stack = LocalStack(Path(work), port=port)
+            stack = LocalStack(Path(work), port=port, log_path=DEMO_LOG_FILE)
         except EmulatorError as error:
             raise DemoError(str(error)) from None
         with stack:
@@ -185,6 +198,7 @@ def _report(outcome: DemoOutcome, stack: LocalStack, out: TextIO) -> None:
     failed = [i for i in stack.invocations if i.error]
     for call in failed:
         print(f"\n{call.function} raised: {call.error}", file=out)
+    print(f"\nThe functions' logs (as CloudWatch would hold them): {stack.log_path}", file=out)
 
 
 def _predict_some(stack: LocalStack, endpoint: str, out: TextIO) -> None:
@@ -210,7 +224,7 @@ def _predict_some(stack: LocalStack, endpoint: str, out: TextIO) -> None:
         return
     print(describe_predictions(answers), file=out)
     print(
-        f"\nOn AWS, the same call:\n  mnistflow predict --endpoint {endpoint}"
+        f"\nOn AWS, the same call (from this repository):\n  ./dev predict --endpoint {endpoint}"
         f" --sample {DEMO_PREDICTIONS}",
         file=out,
     )

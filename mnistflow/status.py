@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.contracts import STEP_PREPROCESS, STEP_TRAINING, STEP_TRANSFORM, STEPS
+from core.contracts import PROGRESS_STEPS, STEP_PREPROCESS, STEP_TRAINING, STEP_TRANSFORM, STEPS
 from core.run_record import RunRecord
 from lambdas.dal.runs_table import RunsTableReader
 from lambdas.logic.notifications import settings_line
@@ -68,8 +68,12 @@ def describe_run(record: RunRecord) -> str:
             if step in steps:
                 status, at = steps[step]
                 lines.append(f"    {step:<11} {status:<12} {at}")
+    # Causal order: SageMaker's event times have whole seconds, so within one second start-run's
+    # entries come first, then the steps in pipeline order, each step's statuses by rank
+    # (IN_PROGRESS before COMPLETED); the full time last.
     events = [
-        (entry.at, f"{entry.event}: {entry.detail}".rstrip(": ")) for entry in record.timeline
+        ((entry.at[:19], 0, 0, 0, entry.at), f"{entry.event}: {entry.detail}".rstrip(": "))
+        for entry in record.timeline
     ]
     for progress in record.progress:
         entry = progress.entry
@@ -78,8 +82,9 @@ def describe_run(record: RunRecord) -> str:
             what += f" ({entry.job_name})"
         if entry.failure_reason or entry.error:
             what += f": {entry.failure_reason or entry.error}"
-        events.append((entry.at, what))
+        step = PROGRESS_STEPS.index(progress.step) if progress.step in PROGRESS_STEPS else 99
+        events.append(((entry.at[:19], 1, step, progress.rank, entry.at), what))
     if events:
         lines.append("  timeline")
-        lines.extend(f"    {at:<24} {what}" for at, what in sorted(events, key=lambda e: e[0]))
+        lines.extend(f"    {key[-1]:<24} {what}" for key, what in sorted(events))
     return "\n".join(lines)

@@ -57,3 +57,8 @@ def _fake_aws_environment(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # boto3's default session keeps the credentials it first resolved: a test that ran with the
+    # local stack's environment would hand them to every later test's boto3.client().
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)

@@ -144,8 +144,9 @@ def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         f"Settings:  {settings_line(record.run_settings, record.overridden)}",
     ]
     if training is not None and training.metrics:
-        shown = ", ".join(f"{k}={_number(v)}" for k, v in sorted(training.metrics.items()))
-        lines.append(f"Training:  {shown}")
+        shown = training_line(training.metrics)
+        if shown:
+            lines.append(f"Training:  {shown}")
     lines += [
         f"Took:      {_duration(record.created_at, event.time)}"
         " (upload accepted to endpoint in service)",
@@ -305,9 +306,15 @@ def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notifi
     lines += [
         f"  KFP link:           {kfp_link or '(not known: KFP UI address not configured)'}",
         "",
-        "To try again after fixing the cause: mnistflow rerun " + event.run_key,
-        "(a new run on the same dataset), or upload a corrected dataset under incoming/.",
     ]
+    if step == contracts.STEP_PREPROCESS and reason.startswith("DatasetError"):
+        # The file itself is wrong: a rerun reads the same file and fails the same way.
+        lines.append("The dataset file is the problem: fix it and upload it again under incoming/.")
+    else:
+        lines += [
+            "To try again after fixing the cause: mnistflow rerun " + event.run_key,
+            "(a new run on the same dataset), or upload a corrected dataset under incoming/.",
+        ]
     return Notification(
         contracts.KIND_RUN_FAILED,
         subject_line(f"MNIST run failed at {step} ({event.run_key}): {reason}"),
@@ -378,6 +385,30 @@ def _duration(started: str, ended: str) -> str:
 
 def _instant(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+# The built-in k-means image's final metrics, in words: test:msd and test:ssd are documented
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/k-means-tuning.html, "Metrics Computed by
+# the K-Means Algorithm"); the image also reports train:msd and train:progress. Progress and
+# throughput say nothing about the model: left out.
+_TRAINING_METRICS = {
+    "train:msd": "mean squared distance to the nearest centre {} (training data)",
+    "test:msd": "mean squared distance to the nearest centre {} (test data)",
+    "test:ssd": "sum of squared distances {} (test data)",
+}
+_UNSAID_METRICS = ("train:progress", "train:throughput")
+
+
+def training_line(metrics: dict[str, Any]) -> str:
+    """The training job's final metrics in words; unknown ones as name and value."""
+    said = []
+    for name, value in sorted(metrics.items()):
+        if name in _UNSAID_METRICS or not isinstance(value, int | float):
+            continue
+        shown = f"{value:.4g}"
+        said.append(_TRAINING_METRICS[name].format(shown) if name in _TRAINING_METRICS else
+                    f"{name} {shown}")  # fmt: skip
+    return "; ".join(said)
 
 
 def _number(value: Any) -> str:

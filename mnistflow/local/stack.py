@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +52,7 @@ from pipeline.compile import compile_pipeline
 
 POLL_INTERVAL_SECONDS = 0.2
 LAMBDA_TIMEOUT_SECONDS = 60
+FUNCTION_LOG_FILE = "functions.log"  # in the stack's work folder
 LOCAL_KFP_TOKEN = "local-kfp-token"  # noqa: S105 (the local KFP API checks it is sent)
 # What a shell or a notebook needs to use a running local stack (`demo --keep-running` prints
 # them; the README's five lines and notebooks/walkthrough.ipynb read them), besides boto3's own
@@ -114,6 +117,7 @@ class LocalStack:
         port: int = 0,
         log_level: str = "WARNING",
         kfp_backend_version: str = kfp.MIN_BACKEND_VERSION,
+        log_path: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.invocations: list[Invocation] = []
@@ -133,6 +137,13 @@ class LocalStack:
             self._stack.enter_context(process_environment(HOST_ENVIRONMENT))
             self._stack.callback(logger.setLevel, logger.log_level)
             logger.setLevel(log_level)
+            # The functions' logs, metrics (EMF) and library warnings go to a file, as Lambda
+            # sends them to CloudWatch, not among the product's own output.
+            self.log_path = log_path or self.workdir / FUNCTION_LOG_FILE
+            self._log = self._stack.enter_context(self.log_path.open("w", encoding="utf-8"))
+            handler = logger.registered_handler
+            if isinstance(handler, logging.StreamHandler):
+                self._stack.callback(handler.setStream, handler.setStream(self._log))
             environments = function_environments(
                 {
                     **cdk_json_context(CDK_JSON),
@@ -222,7 +233,8 @@ class LocalStack:
             contracts.WATCHDOG: self._watchdog,
         }
         try:
-            handlers[function](event, LambdaContext(function_name=function))
+            with self._function_output():
+                handlers[function](event, LambdaContext(function_name=function))
         except Exception as error:  # noqa: BLE001 - reported, as Lambda reports a function error
             return f"{type(error).__name__}: {error}"
         return None
@@ -314,7 +326,8 @@ class LocalStack:
             call.attempts = attempt
             try:
                 context = LambdaContext(function_name=function, aws_request_id=request_id)
-                call.result = handler(event, context)
+                with self._function_output():
+                    call.result = handler(event, context)
                 call.error = None
                 break
             except Exception as error:  # noqa: BLE001 - a function error, as Lambda sees it
@@ -324,6 +337,19 @@ class LocalStack:
             self._send_to_failure_queue(function, event, request_id, last)
         call.seconds = time.perf_counter() - started
         return call
+
+    @contextlib.contextmanager
+    def _function_output(self) -> Iterator[None]:
+        """While a function runs: its prints (Powertools' EMF metrics) and its warnings go to
+        the log file."""
+
+        def to_log(message, category, filename, lineno, file=None, line=None) -> None:
+            self._log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        with contextlib.redirect_stdout(self._log), warnings.catch_warnings():
+            warnings.showwarning = to_log
+            yield
+        self._log.flush()
 
     def _send_to_failure_queue(
         self, function: str, event: dict, request_id: str, error: Exception

@@ -71,6 +71,17 @@ def test_the_sample_ends_in_one_endpoint_email_and_leaves_nothing_behind():
     for step in ("training", "transform", "endpoint"):
         assert re.search(rf"^    {step}\s+(COMPLETED|IN_SERVICE)", done.stdout, re.M), step
     assert "mnistflow predict --endpoint mnist-" in done.stdout
+    # and it ends with five digits read through the local endpoint, with the hint as it works
+    # from the repository
+    assert re.search(r"accuracy on these 5: [345]/5", done.stdout)
+    assert "./dev predict --endpoint mnist-" in done.stdout
+    # and only the product's own lines: the functions' logs and library warnings are in the
+    # file it names
+    assert "Warning" not in done.stdout + done.stderr
+    assert not [line for line in done.stdout.splitlines() if line.startswith("{")]
+    [log] = re.findall(r"^The functions' logs \(as CloudWatch would hold them\): (\S+)$",
+                       done.stdout, re.M)  # fmt: skip
+    assert "No application metrics to publish" in Path(log).read_text()
     # and the stack is gone: no step process, no listening port
     assert _leftover_processes() == []
     urls = re.findall(r"http://127\.0\.0\.1:\d+", done.stdout.splitlines()[0])
@@ -124,7 +135,10 @@ def test_a_pickle_that_runs_code_ends_in_a_run_failed_email_not_a_traceback(tmp_
     assert "preprocess" in done.stdout and "evil.pkl.gz" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert not (REPO / "PWNED").exists() and not (tmp_path / "PWNED").exists()
-    assert "demo: no endpoint:" in done.stderr
+    # and the last line gives the whole reason, the dataset's full URI included
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("demo: no endpoint: DatasetError: s3://"), last
+    assert f"{data.name}: pickle refers to" in last and "which a dataset may not use" in last
 
 
 def test_a_file_that_is_not_a_dataset_is_rejected_with_an_email():
@@ -147,6 +161,7 @@ def test_an_empty_dataset_is_rejected_with_an_email(tmp_path):
     ("args", "message"),
     [
         (("--data", "/nonexistent/mnist.npz"), "/nonexistent/mnist.npz: no such file"),
+        (("--data", "/tmp"), "/tmp: is a directory; --data takes one .pkl.gz or .npz file"),
     ],
 )
 def test_a_bad_data_argument_is_refused_before_anything_starts(args, message):

@@ -142,7 +142,7 @@ def test_endpoint_ready_email(send, aws: AwsWorld):
         "Accuracy:  78.4% on the held-out test split; weakest digits: 5 (52%), 8 (58%), 2 (66%)"
         in lines
     )
-    assert "Training:  test:msd=0.0612, train:progress=100.0000" in lines
+    assert "Training:  mean squared distance to the nearest centre 0.0612 (test data)" in lines
     # 12:00:01.250 (accepted) to 12:40:00 (in service)
     assert "Took:      39 min 58 s (upload accepted to endpoint in service)" in lines
     assert f"KFP run:   {KFP_RUN_URL}" in lines

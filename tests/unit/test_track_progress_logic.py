@@ -248,3 +248,51 @@ def test_status_shows_the_evaluated_accuracy_the_gate_and_the_weakest_digits():
         in detail
     )
     assert "  settings  k=32" in detail
+
+
+def test_the_timeline_is_in_causal_order_within_one_second():
+    from mnistflow.status import describe_run
+
+    # Given a training job and a transform whose events share their seconds (the local stack's
+    # SageMaker, or a fast job on AWS), delivered in any order
+    world = World(start_run_record())
+    same_second = "2026-11-28T12:20:00Z"
+    for name in (
+        "sagemaker_transform_completed",
+        "sagemaker_training_completed",
+        "sagemaker_transform_in_progress",
+        "sagemaker_training_in_progress",
+    ):
+        payload = load_event(name)
+        payload["time"] = same_second
+        world.send(payload)
+    # When status shows the run
+    timeline = describe_run(world.record).split("  timeline\n")[1].splitlines()
+    # Then each step's IN_PROGRESS comes before its COMPLETED, and training before transform
+    progress = [line.split(maxsplit=1)[1] for line in timeline if same_second in line]
+    assert [p.split(" (")[0] for p in progress] == [
+        "training IN_PROGRESS",
+        "training COMPLETED",
+        "transform IN_PROGRESS",
+        "transform COMPLETED",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "fix_the_file"),
+    [
+        ("DatasetError: s3://b/incoming/mnist.npz: missing arrays x_test, y_test", True),
+        ("ClientError: An error occurred (AccessDenied) when calling GetObject", False),
+    ],
+)
+def test_a_bad_dataset_is_told_to_fix_the_file_not_to_rerun(error, fix_the_file):
+    # Given a run that failed at preprocess, for the file itself or for something else
+    world = World(start_run_record())
+    payload = load_event("pipeline_failed")
+    payload["detail"]["error"] = error
+    world.send(payload)
+    [note] = world.notifier.published
+    # Then only a failure that a rerun could get past suggests the rerun
+    fix = "The dataset file is the problem: fix it and upload it again under incoming/."
+    assert (fix in note.message) is fix_the_file
+    assert ("mnistflow rerun" in note.message) is not fix_the_file
