@@ -25,6 +25,7 @@ from stacks.progress_rules import ProgressRules
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
 from stacks.step_image import StepImage
+from stacks.user_policy import ProductUserPolicy
 from stacks.watchdog_schedule import WatchdogSchedule
 
 START_RUN_MEMORY_MB = 256
@@ -167,6 +168,7 @@ class MnistFlowStack(Stack):
         )
         rules.admit_only(pods.role)
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
+        users = ProductUserPolicy(self, names.USER_POLICY_ID, bucket=data.bucket, table=runs.table)
 
         self.data_bucket = data
         self.runs_table = runs
@@ -180,6 +182,7 @@ class MnistFlowStack(Stack):
         self.progress_rules = rules
         self.pipeline_pods = pods
         self.endpoint_invoke = invoke
+        self.user_policy = users
         self.step_image = step_image
         self.dashboard = ProductDashboard(
             self, names.DASHBOARD_ID, functions=(start_run, track_progress)
@@ -200,6 +203,10 @@ class MnistFlowStack(Stack):
             names.OUTPUT_INVOKE_POLICY_ARN: (
                 invoke.policy.managed_policy_arn,
                 "Attach to whoever calls the mnist-* endpoints",
+            ),
+            names.OUTPUT_USER_POLICY_ARN: (
+                users.policy.managed_policy_arn,
+                "Attach to the people who use the product: upload, status, predict, rerun",
             ),
             names.OUTPUT_PIPELINE_ROLE_ARN: (
                 pods.role.role_arn,

@@ -124,6 +124,26 @@ def test_demo_keep_running_prints_what_the_readmes_five_lines_need():
         # Then kfp.Client lists the demo's run and boto3 the demo's upload
         assert tried.returncode == 0, tried.stderr[-3000:]
         assert demo_run in tried.stdout and "incoming/mnist-sample.pkl.gz" in tried.stdout
+        # And the deploy guide's "Verify it works" commands work with the same export
+        for command, expected in (
+            (["status"], f"{demo_run}  SUCCEEDED"),
+            (["status", demo_run], "  accuracy  0.7"),
+            (["predict", "--endpoint", f"{demo_run}-endpoint", "--sample", "5"], "accuracy on"),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "mnistflow", *command],
+                cwd=REPO,
+                env={
+                    "PATH": os.environ["PATH"],
+                    "HOME": os.environ.get("HOME", "/"),
+                    **environment,
+                },  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0 and expected in done.stdout, (command, done)
+            assert not done.stderr, done.stderr
     finally:
         demo.send_signal(signal.SIGINT)
         try:

@@ -232,3 +232,41 @@ def test_only_the_pods_service_account_of_the_cluster_may_assume_their_role(defa
             "aws:RequestTag/eks-cluster-name": CLUSTER,
         }
     }
+
+
+def test_the_user_policy_grants_what_the_users_commands_call_and_nothing_more(default_synth):
+    # Given the policy for the people who use the product
+    policy_id = default_synth.logical_id(default_synth.stack.user_policy.policy)
+    statements = default_synth.resources[policy_id]["Properties"]["PolicyDocument"]["Statement"]
+    granted = {
+        (action, render(resource))
+        for statement in statements
+        for action in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    }
+    bucket = "${" + default_synth.logical_id(default_synth.stack.data_bucket.bucket) + ".Arn}"
+    table = "${" + default_synth.logical_id(default_synth.stack.runs_table.table) + ".Arn}"
+    sagemaker = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
+    # Then it is exactly: upload and rerun under incoming/ (aws s3 cp, mnistflow rerun), list
+    # the uploads, read the evaluations and the run records (status), and what predict calls
+    assert granted == {
+        ("s3:PutObject", f"{bucket}/incoming/*"),
+        ("s3:GetObject", f"{bucket}/incoming/*"),
+        ("s3:GetObjectVersion", f"{bucket}/incoming/*"),
+        ("s3:ListBucket", bucket),
+        ("s3:ListBucketVersions", bucket),
+        ("s3:GetObject", f"{bucket}/runs/*/evaluation.json"),
+        ("dynamodb:GetItem", table),
+        ("dynamodb:Query", table),
+        ("dynamodb:Scan", table),
+        ("sagemaker:InvokeEndpoint", f"{sagemaker}:endpoint/{SAGEMAKER_NAME_PREFIX}*"),
+        ("sagemaker:DescribeEndpoint", f"{sagemaker}:endpoint/{SAGEMAKER_NAME_PREFIX}*"),
+        (
+            "sagemaker:DescribeEndpointConfig",
+            f"{sagemaker}:endpoint-config/{SAGEMAKER_NAME_PREFIX}*",
+        ),
+        ("sagemaker:DescribeModel", f"{sagemaker}:model/{SAGEMAKER_NAME_PREFIX}*"),
+    }
+    # and listing is limited to the uploads' prefix
+    (listing,) = [s for s in statements if s.get("Sid") == "ListUploads"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["incoming/*"]}}

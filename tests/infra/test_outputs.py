@@ -20,6 +20,7 @@ def test_stack_exports_what_users_and_operators_need(default_synth):
         names.OUTPUT_INVOKE_POLICY_ARN: {
             "Ref": default_synth.logical_id(stack.endpoint_invoke.policy)
         },
+        names.OUTPUT_USER_POLICY_ARN: {"Ref": default_synth.logical_id(stack.user_policy.policy)},
         names.OUTPUT_TRACK_PROGRESS_FUNCTION: {
             "Ref": default_synth.logical_id(stack.track_progress.function)
         },
