@@ -839,9 +839,9 @@ def upload_overrides(metadata: Mapping[str, str], settings: Mapping[str, Any]) -
     (and the instance types against the ones IAM allows a run); {} when it sets none."""
     overrides: dict[str, Any] = {}
     for name, raw in metadata.items():
-        if name.strip().lower() in contracts.PRODUCT_METADATA_KEYS:
-            continue
         key = name.strip().lower().replace("-", "_")
+        if key in (k.replace("-", "_") for k in contracts.PRODUCT_METADATA_KEYS):
+            continue
         if key not in PER_UPLOAD_KEYS:
             raise UploadSettingError(
                 f"unknown run setting {UPLOAD_METADATA_PREFIX}{name} in the upload's metadata;"

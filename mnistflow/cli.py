@@ -293,22 +293,32 @@ def aws_problem(error: Exception, args: argparse.Namespace) -> str | None:
 
     region = getattr(args, "region", None)
     if isinstance(error, aws.NoRegionError):
-        return f"no AWS region configured: pass --region or set AWS_REGION; {LOCAL_STACK_HINT}"
+        return (
+            f"no AWS region configured: pass --region or set AWS_DEFAULT_REGION; {LOCAL_STACK_HINT}"
+        )
+    if isinstance(error, aws.ProfileNotFound):
+        return f"{error}: check AWS_PROFILE (aws configure list-profiles lists them)"
     if isinstance(error, aws.NoCredentialsError | aws.PartialCredentialsError):
         return (
             "no AWS credentials found: configure a profile (aws configure, AWS_PROFILE) or set"
             f" AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; {LOCAL_STACK_HINT}"
         )
+    if isinstance(
+        error, aws.TokenRetrievalError | aws.UnauthorizedSSOTokenError | aws.SSOTokenLoadError
+    ):
+        return f"the AWS SSO session has expired or is missing ({error}): run aws sso login"
     if isinstance(error, aws.EndpointConnectionError | aws.ConnectTimeoutError):
         where = getattr(error, "kwargs", {}).get("endpoint_url", "the AWS endpoint")
         return (
             f"cannot reach {where}: if it is the local stack, it is not running"
             f" (./dev demo --keep-running starts it); otherwise check the network and --region"
         )
+    if isinstance(error, aws.ReadTimeoutError):
+        return f"AWS did not answer in time ({error}): try again, or check the network"
     if isinstance(error, aws.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", str(error))
-        if code in ("ResourceNotFoundException", "ValidationError") and hasattr(args, "table"):
+        if code == "ResourceNotFoundException" and hasattr(args, "table"):
             return (
                 f"{message} (table {args.table}, region {region or 'from your AWS config'}):"
                 " is the stack deployed in this account and region? (--table, --region)"
@@ -316,6 +326,8 @@ def aws_problem(error: Exception, args: argparse.Namespace) -> str | None:
         if code in (
             "UnrecognizedClientException",
             "InvalidClientTokenId",
+            "InvalidSignatureException",
+            "SignatureDoesNotMatch",
             "ExpiredToken",
             "ExpiredTokenException",
             "AccessDenied",
@@ -333,5 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         problem = None if args.debug else aws_problem(error, args)
         if problem is None:
             raise
-        print(f"{args.command}: {problem} (--debug shows the traceback)", file=sys.stderr)
+        print(
+            f"{args.command}: {problem} (mnistflow --debug {args.command} ... shows the traceback)",
+            file=sys.stderr,
+        )
         return 1

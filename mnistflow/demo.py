@@ -37,9 +37,18 @@ LOCK_FILE_VARIABLE = "MNISTFLOW_DEMO_LOCK"
 DEFAULT_LOCK_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo.lock"
 _FINAL_KINDS = (KIND_ENDPOINT_READY, KIND_RUN_FAILED, KIND_DATA_REJECTED, KIND_MODEL_REJECTED)
 DEMO_PREDICTIONS = 5  # test digits sent to the endpoint once it is announced
-# The functions' logs (Powertools' JSON lines, EMF metrics, library warnings) of the last demo:
-# kept after it ends, named in its output.
-DEMO_LOG_FILE = Path(tempfile.gettempdir()) / "mnistflow-demo-functions.log"
+# The functions' logs (Powertools' JSON lines, EMF metrics, library warnings) of the last demo
+# are kept after it ends, beside its lock file (one per user), and named in its output.
+FUNCTION_LOG_SUFFIX = ".functions.log"
+
+
+def _lock_path() -> Path:
+    return Path(os.environ.get(LOCK_FILE_VARIABLE) or DEFAULT_LOCK_FILE)
+
+
+def _log_path() -> Path:
+    lock = _lock_path()
+    return lock.with_name(f"{lock.name.removesuffix('.lock')}-{os.getuid()}{FUNCTION_LOG_SUFFIX}")
 
 
 class DemoError(Exception):
@@ -80,7 +89,7 @@ class DemoLock:
     """One demo at a time on a machine: a second one says who holds the lock."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self._path = path or Path(os.environ.get(LOCK_FILE_VARIABLE) or DEFAULT_LOCK_FILE)
+        self._path = path or _lock_path()
         self._file = None
 
     def __enter__(self) -> DemoLock:
@@ -153,9 +162,11 @@ def run_demo(
         raise DemoError(f"{data}: not readable")
     with DemoLock(), tempfile.TemporaryDirectory(prefix="mnistflow-demo-") as work:
         try:
-            stack = LocalStack(Path(work), port=port, log_path=DEMO_LOG_FILE)
+            stack = LocalStack(Path(work), port=port, log_path=_log_path())
         except EmulatorError as error:
             raise DemoError(str(error)) from None
+        except PermissionError as error:
+            raise DemoError(f"cannot write the functions' log: {error}") from None
         with stack:
             print(
                 f"Local stack up: AWS emulator {stack.emulator.endpoint_url}, "

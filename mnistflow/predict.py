@@ -133,9 +133,11 @@ def predict(
     try:
         status = sagemaker.describe_endpoint(EndpointName=endpoint)[ENDPOINT.status_field]
     except sagemaker.exceptions.ClientError as error:
+        message = str(error.response.get("Error", {}).get("Message", error))
+        if "could not find" not in message.lower():
+            raise  # access, credentials, throttling: not "not found" (the CLI says which)
         raise PredictError(
-            f"endpoint {endpoint!r} was not found in {sagemaker.meta.region_name} "
-            f"({error.response['Error'].get('Message', error)})"
+            f"endpoint {endpoint!r} was not found in {sagemaker.meta.region_name} ({message})"
         ) from None
     if status not in ENDPOINT.done:
         raise PredictError(f"endpoint {endpoint!r} is {status}, not {' or '.join(ENDPOINT.done)}")

@@ -31,9 +31,16 @@ class ProductUserPolicy(Construct):
             statements=[
                 iam.PolicyStatement(
                     # An upload starts a run; `rerun` copies an upload's version onto its key
-                    # (HeadObject and the copy's source need the version's read).
+                    # (HeadObject and the copy's source need the version's read; CopyObject
+                    # copies the source's tags by default, which needs their read and write).
                     sid="UploadAndRerunDatasets",
-                    actions=["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+                    actions=[
+                        "s3:PutObject",
+                        "s3:PutObjectTagging",
+                        "s3:GetObject",
+                        "s3:GetObjectVersion",
+                        "s3:GetObjectVersionTagging",
+                    ],
                     resources=[uploads],
                 ),
                 iam.PolicyStatement(
@@ -49,7 +56,7 @@ class ProductUserPolicy(Construct):
                 ),
                 iam.PolicyStatement(
                     sid="ReadRunRecords",
-                    actions=["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
+                    actions=["dynamodb:GetItem", "dynamodb:Scan"],
                     resources=[table.table_arn],
                 ),
                 iam.PolicyStatement(

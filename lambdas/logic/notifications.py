@@ -236,8 +236,14 @@ def _accuracy_line(record: RunRecord) -> str:
     return line + (f"; weakest digits: {weakest}" if weakest else "")
 
 
+# The settings that refuse a dataset for its size, not its content (pipeline/steps/dataset.py
+# names them in its refusals).
+DATASET_LIMIT_SETTINGS = ("max_dataset_bytes", "preprocess_memory")
+
+
 def _percent(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, int | float) else "(not reported)"
+    # Two decimals: an accuracy just under the gate never reads as equal to it.
+    return f"{value:.2%}" if isinstance(value, int | float) else "(not reported)"
 
 
 def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
@@ -307,7 +313,14 @@ def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notifi
         f"  KFP link:           {kfp_link or '(not known: KFP UI address not configured)'}",
         "",
     ]
-    if step == contracts.STEP_PREPROCESS and reason.startswith("DatasetError"):
+    limits = [name for name in DATASET_LIMIT_SETTINGS if name in reason]
+    if step == contracts.STEP_PREPROCESS and reason.startswith("DatasetError") and limits:
+        # A genuine file over a limit of this stack: the limit is the thing to change.
+        lines += [
+            f"The file is over this stack's {' and '.join(limits)}: raise it in cdk.json's"
+            " context and deploy, then: mnistflow rerun " + event.run_key,
+        ]
+    elif step == contracts.STEP_PREPROCESS and reason.startswith("DatasetError"):
         # The file itself is wrong: a rerun reads the same file and fails the same way.
         lines.append("The dataset file is the problem: fix it and upload it again under incoming/.")
     else:

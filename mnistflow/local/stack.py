@@ -346,10 +346,12 @@ class LocalStack:
         def to_log(message, category, filename, lineno, file=None, line=None) -> None:
             self._log.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-        with contextlib.redirect_stdout(self._log), warnings.catch_warnings():
-            warnings.showwarning = to_log
-            yield
-        self._log.flush()
+        try:
+            with contextlib.redirect_stdout(self._log), warnings.catch_warnings():
+                warnings.showwarning = to_log
+                yield
+        finally:
+            self._log.flush()
 
     def _send_to_failure_queue(
         self, function: str, event: dict, request_id: str, error: Exception

@@ -45,7 +45,9 @@ def test_no_region_is_one_line_saying_what_to_do(argv, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"{argv[0]}: no AWS region configured: pass --region or set AWS_REGION")
+    assert err.startswith(
+        f"{argv[0]}: no AWS region configured: pass --region or set AWS_DEFAULT_REGION"
+    )
     assert "./dev demo --keep-running" in err
 
 
@@ -69,3 +71,11 @@ def test_debug_shows_the_traceback():
         main(["--debug", "status"])
     with pytest.raises(NoCredentialsError):
         main(["--debug", "status", "--region", "eu-west-1"])
+
+
+def test_a_profile_that_does_not_exist_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("AWS_PROFILE", "prodd")
+    assert main(["status", "--region", "eu-west-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "prodd" in err and "check AWS_PROFILE" in err
