@@ -122,6 +122,7 @@ def track_progress_service(settings: Settings, clients: AwsClients):
         runs=DynamoRunProgress(settings.runs_table_name, clients.factory("dynamodb")),
         notifier=SnsNotifier(settings.notification_topic_arn, clients.factory("sns")),
         kfp_ui_url=settings.kfp_ui_url,
+        emulator_url=clients.endpoint_url or "",
     )
 
 

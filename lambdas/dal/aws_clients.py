@@ -39,6 +39,11 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def endpoint_url(self) -> str | None:
+        """The AWS endpoint every client calls: None on AWS, the emulator's on the local stack."""
+        return self._endpoint_url
+
     def __call__(self, service: str) -> Any:
         with self._lock:
             if service not in self._clients:

@@ -126,11 +126,15 @@ _STEP_SUFFIXES = {
 DIGIT_SAMPLE = 5  # how many test digits the `mnistflow predict` example sends
 
 
-def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
+def endpoint_ready(
+    event: ProgressEvent, record: RunRecord, kfp_link: str, emulator_url: str = ""
+) -> Notification:
     """ENDPOINT_READY, from the event that showed it (endpoint IN_SERVICE or pipeline SUCCEEDED)
-    and the record as it was before that event."""
+    and the record as it was before that event. `emulator_url`: the AWS emulator the function
+    itself calls (the local stack), which the commands must name and which bills nothing."""
     name, arn = _endpoint(event, record)
     region = event.region
+    at = f" --endpoint-url {emulator_url}" if emulator_url else ""
     training = record.entry(contracts.STEP_TRAINING, rr.COMPLETED)
     lines = [
         "The MNIST model of this run is deployed and the endpoint is in service.",
@@ -155,16 +159,24 @@ def endpoint_ready(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         "Send it a digit. digit.csv holds one 28x28 image as 784 comma-separated pixel values",
         "in [0, 1], on one line:",
         "",
-        f"  aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {name}"
+        f"  aws sagemaker-runtime invoke-endpoint{at} --region {region} --endpoint-name {name}"
         " --content-type text/csv --body fileb://digit.csv /dev/stdout",
         "",
         f"or send {DIGIT_SAMPLE} labelled digits from the MNIST test set with the CLI:",
         "",
-        f"  mnistflow predict --endpoint {name} --sample {DIGIT_SAMPLE}",
+        f"  mnistflow predict{at} --endpoint {name} --sample {DIGIT_SAMPLE}",
         "",
-        "The endpoint bills by the hour while it is in service; delete it when you are done:",
-        f"  aws sagemaker delete-endpoint --region {region} --endpoint-name {name}",
     ]
+    if emulator_url:
+        lines.append(
+            "This endpoint is the local stack's (AWS emulated at that address): nothing is"
+            " billed, and it ends when the stack stops."
+        )
+    else:
+        lines += [
+            "The endpoint bills by the hour while it is in service; delete it when you are done:",
+            f"  aws sagemaker delete-endpoint --region {region} --endpoint-name {name}",
+        ]
     return Notification(
         contracts.KIND_ENDPOINT_READY,
         subject_line(f"MNIST endpoint ready: {name} ({event.run_key})"),

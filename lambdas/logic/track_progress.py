@@ -42,10 +42,13 @@ OUTCOME_METRICS = {
 
 
 class TrackProgress:
-    def __init__(self, runs: RunProgress, notifier: Notifier, kfp_ui_url: str = ""):
+    def __init__(
+        self, runs: RunProgress, notifier: Notifier, kfp_ui_url: str = "", emulator_url: str = ""
+    ):
         self._runs = runs
         self._notifier = notifier
         self._kfp_ui_url = kfp_ui_url
+        self._emulator_url = emulator_url  # the local stack's AWS emulator, else ""
 
     def handle(self, event: Any, request_id: str = "") -> dict[str, str]:
         """`request_id`: the invocation's (Lambda keeps it across retries); it owns the
@@ -116,7 +119,7 @@ class TrackProgress:
     def _note(self, event: ProgressEvent, record: RunRecord) -> Notification:
         link = self._kfp_link(record)
         if event.announces == contracts.STATUS_SUCCEEDED:
-            return notifications.endpoint_ready(event, record, link)
+            return notifications.endpoint_ready(event, record, link, self._emulator_url)
         if event.announces == contracts.STATUS_MODEL_REJECTED:
             return notifications.model_rejected(event, record, link)
         return notifications.run_failed(event, record, link)

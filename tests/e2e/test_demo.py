@@ -70,7 +70,11 @@ def test_the_sample_ends_in_one_endpoint_email_and_leaves_nothing_behind():
     assert "Run mnist-" in done.stdout and ": SUCCEEDED" in done.stdout
     for step in ("training", "transform", "endpoint"):
         assert re.search(rf"^    {step}\s+(COMPLETED|IN_SERVICE)", done.stdout, re.M), step
-    assert "mnistflow predict --endpoint mnist-" in done.stdout
+    # and its email's commands name the emulator, and say that nothing bills
+    assert re.search(
+        r"mnistflow predict --endpoint-url http://127\.0\.0\.1:\d+ --endpoint", done.stdout
+    )
+    assert "nothing is billed" in done.stdout and "bills by the hour" not in done.stdout
     # and it ends with five digits read through the local endpoint, with the hint as it works
     # from the repository
     assert re.search(r"accuracy on these 5: [345]/5", done.stdout)

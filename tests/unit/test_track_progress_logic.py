@@ -308,3 +308,26 @@ def test_a_failed_preprocess_says_what_would_get_past_it(error, advice):
     assert advice in note.message
     if "fix it and upload" in advice:
         assert "mnistflow rerun" not in note.message
+
+
+@pytest.mark.parametrize("emulator_url", ["", "http://127.0.0.1:4566"])
+def test_the_endpoint_email_is_true_for_where_the_run_happened(emulator_url):
+    # Given a function on AWS, or on the local stack (its clients call the emulator)
+    world = World(start_run_record())
+    world.service = TrackProgress(
+        world.runs, world.notifier, "https://kfp.example.com", emulator_url=emulator_url
+    )
+    # When the endpoint is in service
+    world.send("sagemaker_endpoint_in_service")
+    [note] = world.notifier.published
+    # Then on AWS it says the endpoint bills and how to delete it; locally, that nothing bills,
+    # and its commands name the emulator so that they work as printed
+    if emulator_url:
+        assert "nothing is billed" in note.message and "bills by the hour" not in note.message
+        assert (
+            f"aws sagemaker-runtime invoke-endpoint --endpoint-url {emulator_url}" in note.message
+        )
+        assert f"mnistflow predict --endpoint-url {emulator_url} --endpoint" in note.message
+    else:
+        assert "bills by the hour" in note.message and "--endpoint-url" not in note.message
+        assert "aws sagemaker delete-endpoint --region us-east-1" in note.message
