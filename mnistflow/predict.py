@@ -19,6 +19,7 @@ import numpy as np
 from core.contracts import EVALUATION_FILE, FEATURE_DIM, RUNS_PREFIX, run_key_from_name
 from core.sagemaker_events import ENDPOINT
 from pipeline.steps.dataset import DatasetError, format_pixels_csv, load_dataset
+from pipeline.steps.sagemaker_jobs import describe_or_none
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "mnist-sample.npz"
 MAX_SAMPLE = 100  # one request; far below the endpoint's 6 MB payload limit
@@ -130,15 +131,12 @@ def predict(
     mapping: list[int] | None = None,
 ) -> list[Prediction]:
     """Checks the endpoint is in service, sends the images in one CSV request, pairs answers."""
-    try:
-        status = sagemaker.describe_endpoint(EndpointName=endpoint)[ENDPOINT.status_field]
-    except sagemaker.exceptions.ClientError as error:
-        message = str(error.response.get("Error", {}).get("Message", error))
-        if "could not find" not in message.lower():
-            raise  # access, credentials, throttling: not "not found" (the CLI says which)
-        raise PredictError(
-            f"endpoint {endpoint!r} was not found in {sagemaker.meta.region_name} ({message})"
-        ) from None
+    # Only SageMaker's not-found answer is "not found"; access, credentials and throttling
+    # errors go up (the CLI says which).
+    described = describe_or_none(sagemaker.describe_endpoint, EndpointName=endpoint)
+    if described is None:
+        raise PredictError(f"endpoint {endpoint!r} was not found in {sagemaker.meta.region_name}")
+    status = described[ENDPOINT.status_field]
     if status not in ENDPOINT.done:
         raise PredictError(f"endpoint {endpoint!r} is {status}, not {' or '.join(ENDPOINT.done)}")
     answer = runtime.invoke_endpoint(

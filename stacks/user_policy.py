@@ -33,6 +33,10 @@ class ProductUserPolicy(Construct):
                     # An upload starts a run; `rerun` copies an upload's version onto its key
                     # (HeadObject and the copy's source need the version's read; CopyObject
                     # copies the source's tags by default, which needs their read and write).
+                    # Sources: S3 API reference, CopyObject ("x-amz-tagging-directive ... The
+                    # default value is COPY"), and GetObjectTagging ("To retrieve tags of any
+                    # other version ... you also need permission for the
+                    # s3:GetObjectVersionTagging action").
                     sid="UploadAndRerunDatasets",
                     actions=[
                         "s3:PutObject",

@@ -26,9 +26,9 @@ FAULTS = (THROTTLE, SERVER_ERROR, TIMEOUT, ANSWER_LOST)
 # (S3 throttles with 503 SlowDown: S3 API reference, "Error responses").
 THROTTLING = {
     "dynamodb": (400, "ProvisionedThroughputExceededException"),
-    "sns": (400, "Throttled"),
+    "sns": (429, "Throttled"),
     "secretsmanager": (400, "ThrottlingException"),
-    "eks": (400, "ThrottlingException"),
+    "eks": (429, "ThrottlingException"),
     "s3": (503, "SlowDown"),
 }
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 
+import boto3
 import pytest
 
 from core import contracts
@@ -91,6 +92,7 @@ class Row:
     status: str
     emails: tuple[str, ...]
     failure_queue: bool
+    fired: bool = True  # the fault was injected (a wrong site would test nothing)
 
     @property
     def lost(self) -> bool:
@@ -144,19 +146,34 @@ def _watchdog(aws, kfp, later: float):
     return handler({}, LambdaContext(function_name=contracts.WATCHDOG))
 
 
+def _really_uploaded(event: dict) -> dict:
+    """The canned event, naming a version really put in moto: HeadObject answers 200, so that
+    a lost answer (which needs a success to lose) can be injected on it too."""
+    obj = event["Records"][0]["s3"]
+    put = boto3.client("s3", region_name="us-east-1").put_object(
+        Bucket=obj["bucket"]["name"], Key=obj["object"]["key"], Body=b"a dataset"
+    )
+    obj["object"]["versionId"] = put["VersionId"]
+    return event
+
+
 def run_start_case(aws, kfp, start_run, site: str, fault: str, persistent: bool = False) -> Row:
     """One upload, one fault (or, `persistent`, KFP failing every call of the site), Lambda's
     retries, then a watchdog pass a day later."""
     if site in START_RUN_AWS_SITES:
         service, operation, nth = START_RUN_AWS_SITES[site]
-        AwsFault(service, operation, fault, nth).attach(start_run.handler.clients(service))
+        aws_fault = AwsFault(service, operation, fault, nth)
+        aws_fault.attach(start_run.handler.clients(service))
+        fired = lambda: aws_fault.fired  # noqa: E731
     else:
         method, path = START_RUN_KFP_SITES[site]
         injected = KFP_FAULTS[fault](method, path)
-        injected.times = 10_000 if persistent else 1
+        injected.times = times = 10_000 if persistent else 1
         kfp.inject(injected)
-    event = load_event("s3_put")
+        fired = lambda: injected.times < times  # noqa: E731
+    event = _really_uploaded(load_event("s3_put"))
     result = start_run.invoke_async(event)
+    was_fired = fired()
     kfp.clear_faults()
     _watchdog(aws, kfp, time.time() + DAY)
     key = contracts.run_key(
@@ -173,6 +190,7 @@ def run_start_case(aws, kfp, start_run, site: str, fault: str, persistent: bool 
         status=item.get("status", ""),
         emails=tuple(m["kind"] for m in aws.messages()),
         failure_queue=result == FAILURE_QUEUE,
+        fired=was_fired,
     )
 
 
@@ -186,6 +204,7 @@ def test_start_run_under_one_fault_starts_one_run_or_gives_up_once(
     aws, kfp, start_run, site, fault
 ):
     row = report(run_start_case(aws, kfp, start_run, site, fault))
+    assert row.fired, f"no fault was injected at {site}"
     assert row.ok, row
     assert row.runs == 1  # one fault, then Lambda's retry (or the watchdog) finishes the start
 
@@ -229,13 +248,15 @@ def run_track_case(aws, track_progress, site: str, fault: str) -> tuple[dict, li
     for name in SUCCESSFUL_RUN:
         if name == DECIDING_EVENT:
             service, operation, nth = TRACK_SITES[site]
-            AwsFault(service, operation, fault, nth).attach(track_progress.handler.clients(service))
+            injected = AwsFault(service, operation, fault, nth)
+            injected.attach(track_progress.handler.clients(service))
         event = load_event(name)
         if track_progress.invoke_async(event) == FAILURE_QUEUE:
             track_progress(event, LambdaContext(function_name=contracts.TRACK_PROGRESS))
             redriven += 1
     item = aws.item(start_run_record()["run_key"]) or {}
     state = {k: v for k, v in item.items() if k != "announced"}
+    assert injected.fired, f"no fault was injected at {site}"
     return state, [m["kind"] for m in aws.messages()], redriven
 
 
