@@ -214,6 +214,45 @@ REDRIVEN = {
     START_RUN: (OUTPUT_START_RUN_FUNCTION, OUTPUT_START_RUN_FAILURES_QUEUE),
     TRACK_PROGRESS: (OUTPUT_TRACK_PROGRESS_FUNCTION, OUTPUT_TRACK_PROGRESS_FAILURES_QUEUE),
 }
+# `mnistflow verify` reads these too: the topics, the pod role, how KFP is reached, the roles
+# with an EKS access entry, and the alarms (names comma-separated). EksClusterName is there only
+# when a cluster is named.
+OUTPUT_NOTIFICATION_TOPIC_ARN = "NotificationTopicArn"
+OUTPUT_OPERATIONS_TOPIC_ARN = "OperationsTopicArn"
+OUTPUT_PIPELINE_ROLE_ARN = "PipelinePodRoleArn"
+OUTPUT_KFP_MODE = "KfpMode"
+OUTPUT_EKS_CLUSTER_NAME = "EksClusterName"
+OUTPUT_KFP_NAMESPACE = "KfpNamespace"
+OUTPUT_KFP_SERVICE_ACCOUNT = "KfpServiceAccount"
+OUTPUT_START_RUN_ROLE_ARN = "StartRunRoleArn"
+OUTPUT_WATCHDOG_ROLE_ARN = "WatchdogRoleArn"
+OUTPUT_ALARM_NAMES = "AlarmNames"
+VERIFIED_OUTPUTS = (
+    OUTPUT_START_RUN_FUNCTION,
+    OUTPUT_NOTIFICATION_TOPIC_ARN,
+    OUTPUT_OPERATIONS_TOPIC_ARN,
+    OUTPUT_PIPELINE_ROLE_ARN,
+    OUTPUT_KFP_MODE,
+    OUTPUT_KFP_NAMESPACE,
+    OUTPUT_KFP_SERVICE_ACCOUNT,
+    OUTPUT_START_RUN_ROLE_ARN,
+    OUTPUT_WATCHDOG_ROLE_ARN,
+    OUTPUT_ALARM_NAMES,
+)
+# The operations topic's policy admits this service principal for the alarms' actions.
+CLOUDWATCH_SERVICE = "cloudwatch.amazonaws.com"
+# start-run's dry run (`mnistflow verify`): invoked with this event, the function connects to
+# KFP as a start would (healthz, then the experiment lookup), answers what it found under the
+# same key, and starts, records and sends nothing.
+DRY_RUN_KEY = "mnistflow"
+DRY_RUN_VALUE = "verify"
+DRY_RUN_EVENT = {DRY_RUN_KEY: DRY_RUN_VALUE}
+
+
+def is_dry_run(event: Any) -> bool:
+    return isinstance(event, dict) and event.get(DRY_RUN_KEY) == DRY_RUN_VALUE
+
+
 FUNCTIONS = (START_RUN, TRACK_PROGRESS, WATCHDOG)
 HANDLERS = {
     START_RUN: "lambdas.handlers.start_run.handler",

@@ -31,6 +31,8 @@ def start_run_handler(environ: Mapping[str, str], **options: Any) -> Handler:
     service = start_run_service(settings, clients, **options)
 
     def handle(event: dict[str, Any], context: Any) -> Any:
+        if contracts.is_dry_run(event):  # mnistflow verify: reach KFP, start nothing
+            return service.check_kfp()
         seconds_left = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
         # Lambda keeps the request id across the retries of an asynchronous invocation.
         return service.handle_notification(event, seconds_left, context.aws_request_id)

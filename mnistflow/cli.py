@@ -134,6 +134,14 @@ def _redrive(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome.startswith("failed again") for r in results) else 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from mnistflow.verify import describe, verify
+
+    checks = verify(lambda service: _client(args, service), args.stack)
+    print(describe(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def _compile(args: argparse.Namespace) -> int:
     from pipeline.compile import compile_pipeline
 
@@ -255,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _aws_options(back)
     back.set_defaults(func=_redrive)
+
+    check = commands.add_parser(
+        "verify",
+        help="check a deployed stack: outputs, subscriptions, KFP, Pod Identity, alarms",
+        description="Check the deployed stack from here, one line per check, each saying what "
+        "to fix: its outputs, the email subscriptions confirmed, start-run reaching KFP (a dry "
+        "run that starts nothing), the Pod Identity association and access entries, the alarms "
+        "able to notify. Exit 0 when all pass, 1 otherwise.",
+    )
+    check.add_argument(
+        "--stack", default=contracts.STACK_NAME, help=f"the stack (default {contracts.STACK_NAME})"
+    )
+    _aws_options(check)
+    check.set_defaults(func=_verify)
 
     k8s = commands.add_parser(
         "kubernetes-manifest",

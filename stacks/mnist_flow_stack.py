@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Fn, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
@@ -231,6 +231,30 @@ class MnistFlowStack(Stack):
                 "Operations alarms (failure queues, Lambda errors)",
             ),
         }
+        # What `mnistflow verify` checks the deployed stack against (core.contracts).
+        alarms = [
+            *(alarm for f in (start_run, track_progress, watchdog) for alarm in f.alarms.values()),
+            operations.undelivered_alarm,
+        ]
+        outputs |= {
+            contracts.OUTPUT_KFP_MODE: (settings.kfp_mode, "How start-run reaches KFP"),
+            contracts.OUTPUT_KFP_NAMESPACE: (settings.kfp_namespace, "KFP's namespace"),
+            contracts.OUTPUT_KFP_SERVICE_ACCOUNT: (
+                settings.kfp_service_account,
+                "Service account of the pipeline's pods (Pod Identity)",
+            ),
+            contracts.OUTPUT_START_RUN_ROLE_ARN: (start_run.role.role_arn, "start-run's role"),
+            contracts.OUTPUT_WATCHDOG_ROLE_ARN: (watchdog.role.role_arn, "The watchdog's role"),
+            contracts.OUTPUT_ALARM_NAMES: (
+                Fn.join(",", [alarm.alarm_name for alarm in alarms]),
+                "The stack's alarms (they notify the operations topic)",
+            ),
+        }
+        if settings.eks_cluster_name:
+            outputs[contracts.OUTPUT_EKS_CLUSTER_NAME] = (
+                settings.eks_cluster_name,
+                "The EKS cluster running KFP",
+            )
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
 

@@ -12,10 +12,11 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from core import contracts
 from core.contracts import NOTIFICATION_TOPIC_NAME, PRODUCT_PREFIX
 from stacks.queues import last_stop_queue
 
-CLOUDWATCH_SERVICE = "cloudwatch.amazonaws.com"
+CLOUDWATCH_SERVICE = contracts.CLOUDWATCH_SERVICE
 # What CloudWatch needs on a customer-managed key to publish to a topic encrypted with it (SNS
 # docs, "Enable compatibility between event sources from AWS services and encrypted topics");
 # the AWS-managed SNS key cannot grant it.

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 from core import kfp
-from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun, KfpRunsApi
+from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpHealth, KfpRun, KfpRunsApi
 
 KFP_REQUEST_TIMEOUT_SECONDS = 10.0
 KFP_PAGE_SIZE = 100
@@ -65,6 +65,17 @@ class KfpHttpApi(KfpRunsApi):
         self._timeout = timeout_seconds
 
     # -- the port -------------------------------------------------------------------------
+
+    def health(self) -> KfpHealth:
+        # backend/api/v2beta1/healthz.proto: GET /apis/v2beta1/healthz; main.go answers
+        # commit_sha, tag_name, multi_user.
+        body = self._call("GET", "/healthz")
+        if "tag_name" not in body:
+            raise KfpCallFailed(
+                KfpCallFailed.UNEXPECTED,
+                "GET /apis/v2beta1/healthz: an answer without tag_name: is the URL KFP's API?",
+            )
+        return KfpHealth(str(body["tag_name"]), bool(body.get("multi_user", False)))
 
     def find_experiments(self, display_name: str) -> list[KfpExperiment]:
         query = {"filter": display_name_filter(display_name), "page_size": KFP_PAGE_SIZE}

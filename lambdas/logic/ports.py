@@ -44,6 +44,15 @@ class KfpExperiment:
     display_name: str
 
 
+@dataclass(frozen=True)
+class KfpHealth:
+    """KFP's healthz answer (backend/src/apiserver/main.go healthzResponse): its release and
+    whether it runs multi-user (then the cluster API's proxy cannot carry the user's identity)."""
+
+    version: str  # tag_name
+    multi_user: bool
+
+
 class KfpCallFailed(Exception):
     """A KFP API call that did not succeed; `kind` says whether trying again can help."""
 
@@ -165,6 +174,10 @@ class Notifier(ABC):
 
 class KfpRunsApi(ABC):
     """The part of KFP's v2beta1 REST API that starting a run needs."""
+
+    @abstractmethod
+    def health(self) -> KfpHealth:
+        """GET healthz: the server answers (no change anywhere)."""
 
     @abstractmethod
     def find_experiments(self, display_name: str) -> list[KfpExperiment]: ...

@@ -33,6 +33,7 @@ from core.settings import (
 from lambdas.logic import notifications
 from lambdas.logic.announcements import Announcer
 from lambdas.logic.datasets import rejection_reason, uploads_in
+from lambdas.logic.kfp_check import check_kfp
 from lambdas.logic.notifications import Notification
 from lambdas.logic.ports import (
     Claim,
@@ -160,6 +161,11 @@ class StartRun:
             keys = ", ".join(outcome.failed + outcome.retrying)
             raise StartRunFailed(f"KFP run not started for {keys}")
         return outcome.as_dict()
+
+    def check_kfp(self) -> dict[str, Any]:
+        """The dry run (core.contracts.DRY_RUN_EVENT): reach KFP as a start would, change
+        nothing (lambdas.logic.kfp_check)."""
+        return check_kfp(self._kfp, self._settings, self._connection_hint)
 
     def _handle_dataset(
         self,

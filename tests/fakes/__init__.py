@@ -29,6 +29,7 @@ from lambdas.logic.ports import (
     Claim,
     KfpCallFailed,
     KfpExperiment,
+    KfpHealth,
     KfpRun,
     KfpRunsApi,
     Notifier,
@@ -280,6 +281,7 @@ class RecordingNotifier(Notifier):
 
 # The port's calls, as the KFP adapter names them in its errors (lambdas/dal/kfp_api.py).
 KFP_CALLS = {
+    "health": "GET /apis/v2beta1/healthz",
     "find_experiments": "GET /apis/v2beta1/experiments",
     "create_experiment": "POST /apis/v2beta1/experiments",
     "find_runs": "GET /apis/v2beta1/runs",
@@ -353,6 +355,10 @@ class ScriptedKfp(KfpRunsApi):
         self.calls.append(call)
         if self.failures and self.failures[0][0] in (call, "*"):
             raise self.failures.pop(0)[1]
+
+    def health(self) -> KfpHealth:
+        self._maybe_fail("health")
+        return KfpHealth(self.backend_version, multi_user=False)
 
     def find_experiments(self, display_name: str) -> list[KfpExperiment]:
         self._maybe_fail("find_experiments")

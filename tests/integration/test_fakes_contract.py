@@ -18,7 +18,7 @@ from core.run_record import DatasetRef
 from lambdas.dal.kfp_api import KfpHttpApi
 from lambdas.dal.topic import SnsNotifier
 from lambdas.logic import notifications
-from lambdas.logic.ports import KfpCallFailed, PublishFailed
+from lambdas.logic.ports import KfpCallFailed, KfpHealth, PublishFailed
 from mnistflow.local.kfp_api import Fault, LocalKfpApi
 from tests.fakes import KFP_CALLS, KFP_CREATES, RecordingNotifier, ScriptedKfp
 
@@ -102,6 +102,13 @@ def kfp_api(request):
 
 def create_run(api, experiment_id: str, name: str = KEY, spec: dict[str, Any] = SPEC):
     return api.create_run(experiment_id, name, "MNIST run", spec, {"k": 10}, "mnist-runner")
+
+
+def test_healthz_names_the_release_and_a_standalone_server(kfp_api):
+    # start-run's dry run (mnistflow verify) reads these two facts
+    assert kfp_api.api.health() == KfpHealth(kfp.MIN_BACKEND_VERSION, multi_user=False)
+    kfp_api.run_old_backend(OLD_BACKEND)
+    assert kfp_api.api.health().version == OLD_BACKEND
 
 
 def test_no_experiment_is_found_before_one_is_created(kfp_api):

@@ -342,3 +342,38 @@ def test_the_rerun_marker_is_the_products_own_metadata_not_a_setting():
     # Then it starts a run with the setting; the marker is not read as an unknown setting
     assert world.kfp.created[0]["parameters"]["k"] == 16
     assert world.runs.items[key_of()]["overridden"] == ["k"]
+
+
+def test_the_dry_run_reaches_kfp_and_changes_nothing():
+    # Given KFP with the experiment already made
+    world = World()
+    world.kfp.create_experiment("mnist-uploads", "")
+    world.kfp.calls.clear()
+    # When start-run gets mnistflow verify's dry run
+    answer = world.service.check_kfp()
+    # Then it asked healthz and looked the experiment up, and made, recorded and sent nothing
+    assert world.kfp.calls == ["health", "find_experiments"]
+    assert answer["ok"] is True and answer["mnistflow"] == "verify"
+    assert answer["kfp_version"] == world.kfp.backend_version
+    assert answer["multi_user"] is False
+    assert answer["experiment_id"] == next(iter(world.kfp.experiments))
+    assert world.kfp.created == [] and world.runs.items == {} and world.notifier.published == []
+
+
+def test_the_dry_run_does_not_create_a_missing_experiment():
+    world = World()
+    answer = world.service.check_kfp()
+    assert answer["ok"] is True and answer["experiment_id"] == ""
+    assert world.kfp.experiments == {}
+
+
+@pytest.mark.parametrize(("call", "status"), [("health", 403), ("find_experiments", 401)])
+def test_a_dry_run_that_cannot_reach_kfp_answers_why_without_raising(call, status):
+    world = World()
+    world.kfp.fail_with_status(call, status)
+    answer = world.service.check_kfp()
+    assert answer["ok"] is False
+    assert (answer["kind"], answer["status"]) == (KfpCallFailed.AUTH, status)
+    assert answer["failed_call"] == ("healthz" if call == "health" else "experiment lookup")
+    assert answer["what_to_check"] == "check the access entry"
+    assert world.kfp.created == [] and world.runs.items == {}
