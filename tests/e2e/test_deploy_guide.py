@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 GUIDE = (REPO / "docs" / "deploy.md").read_text()
 APPENDIX_TITLE = "## Appendix: the guide's commands against AWS and the cluster"
 OUTSIDE = ("aws ", "kubectl ", "npx ")
+# ./dev commands that need a deployed stack: in the appendix too (tests/integration/
+# test_verify.py runs verify against the emulator).
+NEEDS_A_DEPLOYED_STACK = ("./dev verify",)
 
 
 def _normal(command: str) -> str:
@@ -46,7 +49,11 @@ def _appendix_commands() -> set[str]:
 
 
 def test_every_command_that_needs_aws_or_a_cluster_is_in_the_reviewed_appendix():
-    needs_outside = {c for c in _guide_commands() if c.startswith(OUTSIDE) or "| kubectl" in c}
+    needs_outside = {
+        c
+        for c in _guide_commands()
+        if c.startswith((*OUTSIDE, *NEEDS_A_DEPLOYED_STACK)) or "| kubectl" in c
+    }
     assert needs_outside, "the guide's commands were not found"
     missing = needs_outside - _appendix_commands()
     assert not missing, f"add these to the guide's appendix: {sorted(missing)}"
@@ -58,7 +65,11 @@ def test_the_guides_dev_commands_that_can_run_here_run():
     dev_commands = {c for c in _guide_commands() if c.startswith("./dev ") and "|" not in c}
     # ./dev status and ./dev predict need a stack: tests/e2e/test_notebook.py runs them
     # against a kept-running local stack.
-    runnable = {c for c in dev_commands if not c.startswith(("./dev status", "./dev predict"))}
+    runnable = {
+        c
+        for c in dev_commands
+        if not c.startswith(("./dev status", "./dev predict", *NEEDS_A_DEPLOYED_STACK))
+    }
     assert runnable == {"./dev --help"}, runnable
     done = subprocess.run(
         ["./dev", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
