@@ -75,6 +75,16 @@ def test_the_sample_ends_in_one_endpoint_email_and_leaves_nothing_behind():
         r"mnistflow predict --endpoint-url http://127\.0\.0\.1:\d+ --endpoint", done.stdout
     )
     assert "nothing is billed" in done.stdout and "bills by the hour" not in done.stdout
+    # and training's figures in words, not the algorithm's metric names
+    assert "Training:  mean squared distance to the nearest centre " in done.stdout
+    assert "train:progress" not in done.stdout
+    # and the timeline in causal order: each step's IN_PROGRESS before its end
+    timeline = done.stdout.split("  timeline\n")[1].split("\n\n")[0].splitlines()
+    for step, end in (("training", "COMPLETED"), ("transform", "COMPLETED"),
+                      ("endpoint", "IN_SERVICE")):  # fmt: skip
+        began = next(i for i, line in enumerate(timeline) if f" {step} IN_PROGRESS " in line)
+        ended = next(i for i, line in enumerate(timeline) if f" {step} {end} " in line)
+        assert began < ended, timeline
     # and it ends with five digits read through the local endpoint, with the hint as it works
     # from the repository
     assert re.search(r"accuracy on these 5: [345]/5", done.stdout)
@@ -143,6 +153,10 @@ def test_a_pickle_that_runs_code_ends_in_a_run_failed_email_not_a_traceback(tmp_
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("demo: no endpoint: DatasetError: s3://"), last
     assert f"{data.name}: pickle refers to" in last and "which a dataset may not use" in last
+    # and the email says to fix the file, not to rerun what can never pass
+    email = done.stdout.split(f"--- email ({KIND_RUN_FAILED}) ---")[1]
+    assert "The dataset file is the problem: fix it and upload it again under incoming/." in email
+    assert "rerun" not in email
 
 
 def test_a_file_that_is_not_a_dataset_is_rejected_with_an_email():
@@ -170,8 +184,7 @@ def test_an_empty_dataset_is_rejected_with_an_email(tmp_path):
 )
 def test_a_bad_data_argument_is_refused_before_anything_starts(args, message):
     done = _cli("demo", *args, timeout=60)
-    assert done.returncode == 2
-    assert message in done.stderr
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"demo: {message}\n")
 
 
 def test_a_port_already_in_use_is_refused_clearly():
