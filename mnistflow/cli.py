@@ -7,12 +7,15 @@ point them at the local stack with --endpoint-url (or AWS_ENDPOINT_URL).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 SAMPLE_DATASET = Path(__file__).parent / "data" / "mnist-sample.pkl.gz"
 DEFAULT_SPEC_PATH = Path("build") / "mnist_pipeline.yaml"
 EXIT_USAGE = 2
+# How the user ran the CLI, for the hints it prints: ./dev sets it to "./dev".
+INVOKED_AS_VARIABLE = "MNISTFLOW_INVOKED_AS"
 
 
 def _client(args: argparse.Namespace, service: str):
@@ -367,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         problem = None if args.debug else aws_problem(error, args)
         if problem is None:
             raise
+        invoked_as = os.environ.get(INVOKED_AS_VARIABLE) or "mnistflow"
         print(
-            f"{args.command}: {problem} (mnistflow --debug {args.command} ... shows the traceback)",
+            f"{args.command}: {problem} ({invoked_as} --debug {args.command} ... shows the"
+            " traceback)",
             file=sys.stderr,
         )
         return 1

@@ -148,8 +148,14 @@ def test_the_cli_without_aws_configuration_says_what_is_missing_in_one_line(tmp_
     assert done.stderr == (
         f"{command}: no AWS region configured: pass --region or set AWS_DEFAULT_REGION; to look"
         " at the local stack instead, start it with ./dev demo --keep-running and run the export"
-        f" line it prints (mnistflow --debug {command} ... shows the traceback)\n"
+        f" line it prints (./dev --debug {command} ... shows the traceback)\n"
     )
+    # And the hint works as printed: the traceback, with --debug
+    debug = subprocess.run(
+        ["./dev", "--debug", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "NoRegionError" in debug.stderr
     # And with a region but no credentials, the same for credentials
     done = subprocess.run(
         ["./dev", *argv],
@@ -164,5 +170,5 @@ def test_the_cli_without_aws_configuration_says_what_is_missing_in_one_line(tmp_
         f"{command}: no AWS credentials found: configure a profile (aws configure, AWS_PROFILE)"
         " or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to look at the local stack"
         " instead, start it with ./dev demo --keep-running and run the export line it prints"
-        f" (mnistflow --debug {command} ... shows the traceback)\n"
+        f" (./dev --debug {command} ... shows the traceback)\n"
     )
