@@ -448,12 +448,15 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+_RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
 def _older(version: str, minimum: str) -> bool:
     """True when `version` (a release tag like 2.14.0 or v2.5.0) is older; unknown tags pass."""
-    parse = lambda v: tuple(int(p) for p in re.search(r"(\d+)\.(\d+)\.(\d+)", v).groups())  # noqa: E731
-    if not re.search(r"\d+\.\d+\.\d+", version or ""):
+    found, wanted = _RELEASE.search(version or ""), _RELEASE.search(minimum)
+    if found is None or wanted is None:
         return False
-    return parse(version) < parse(minimum)
+    return tuple(map(int, found.groups())) < tuple(map(int, wanted.groups()))
 
 
 def _code(error: ClientError) -> str:

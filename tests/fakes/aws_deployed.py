@@ -24,8 +24,6 @@ from botocore.exceptions import ClientError, ParamValidationError
 from botocore.response import StreamingBody
 from botocore.validate import ParamValidator
 
-from mnistflow.local.stack import LambdaContext
-
 
 class _Modelled:
     service: str
@@ -175,6 +173,8 @@ class FakeLambda(_Modelled):
         event = json.loads(params["Payload"])
         self.events.append((name, event))
         answer: dict[str, Any] = {"StatusCode": 200}
+        from mnistflow.local.stack import LambdaContext  # the local stack's, as its functions get
+
         try:
             result = self.handlers[name](event, LambdaContext(function_name=name))
         except Exception as error:  # noqa: BLE001 - Lambda reports a function error so
