@@ -48,6 +48,9 @@ SETTLED_STATUSES = (
     "IMPORT_COMPLETE",
     "IMPORT_ROLLBACK_COMPLETE",
 )
+# The SubscriptionArn SNS lists for a subscription not confirmed yet (SNS developer guide,
+# "Confirm the subscription"); GetSubscriptionAttributes says the same as PendingConfirmation=true
+# (botocore sns/2010-03-31 service-2.json).
 PENDING_CONFIRMATION = "PendingConfirmation"
 POD_IDENTITY_AGENT_ADDON = "eks-pod-identity-agent"
 # DescribeCluster accessConfig.authenticationMode values that honour access entries (EKS API
