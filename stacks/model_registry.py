@@ -33,9 +33,10 @@ class ModelRegistry(Construct):
             model_package_group_name=MODEL_PACKAGE_GROUP,
             model_package_group_description=MODEL_PACKAGE_GROUP_DESCRIPTION,
         )
-        # The versions are the record of what was evaluated and served: they outlive the stack
-        # (CloudFormation cannot delete a group that still holds versions).
-        self.group.apply_removal_policy(RemovalPolicy.RETAIN)
+        # The versions are the record of what was evaluated and served: kept when the stack is
+        # deleted, as the bucket and the runs table are (a first create that rolls back still
+        # removes it). CloudFormation could not delete a group holding versions anyway.
+        self.group.apply_removal_policy(RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
         stack = Stack.of(self)
         self.group_arn = model_package_group_arn(stack)
         self.package_arns = model_package_arns(stack)

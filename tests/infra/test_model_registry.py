@@ -16,7 +16,8 @@ def test_the_stack_has_one_model_package_group_kept_with_its_versions(default_sy
         "ModelPackageGroupDescription": MODEL_PACKAGE_GROUP_DESCRIPTION,
     }
     # The versions record what was evaluated and served: the group outlives the stack
-    assert group["DeletionPolicy"] == "Retain" and group["UpdateReplacePolicy"] == "Retain"
+    assert group["DeletionPolicy"] == "RetainExceptOnCreate"
+    assert group["UpdateReplacePolicy"] == "Retain"
 
 
 def test_the_pods_register_and_settle_versions_of_the_products_group_only(default_synth):

@@ -353,6 +353,11 @@ def test_a_champion_whose_artifact_is_gone_counts_as_none_and_says_so(world, dat
         s3.get_object(Bucket=BUCKET, Key=f"{run_prefix(key)}{EVALUATION_FILE}")["Body"].read()
     )
     assert "cannot be read" in written["champion"]["note"]
+    # An artifact that is there but is not a k-means model: the same, saying so
+    s3.put_object(Bucket=bucket, Key=artifact, Body=b"not a model")
+    _, unreadable, _ = _evaluate(sm, s3, key, run, min_accuracy=0.1)
+    assert not unreadable.compared and unreadable.beats_champion
+    assert f"the serving model's artifact {url} is not a k-means model" in unreadable.note
 
 
 def test_the_recheck_refuses_a_challenger_overtaken_since_its_evaluation(world, dataset):
