@@ -200,7 +200,6 @@ def compare(
     run_uri: str,
     challenger_accuracy: float,
     tolerance: float,
-    splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Comparison:
     """The challenger against whatever `endpoint_name` serves now."""
     base = {
@@ -220,7 +219,7 @@ def compare(
     except ChampionUnreadable as error:
         print(f"champion/challenger: {error}; judged by the gate alone")
         return Comparison(**base, **found, note=f"{error}: compared with nothing")
-    accuracy = score(centroids, splits or read_split_images(s3, run_uri))
+    accuracy = score(centroids, read_split_images(s3, run_uri))
     verdict = (
         "at least as good, less the tolerance"
         if challenger_may_deploy(challenger_accuracy, accuracy, tolerance)
