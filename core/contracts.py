@@ -131,10 +131,26 @@ class ModelEvaluation:
     weakest_digits: list[int]  # lowest recall first
     recall: dict[str, float]  # per digit, "0".."9"
     evaluation_uri: str  # s3://.../runs/<key>/evaluation.json
+    # Champion/challenger (pipeline/steps/champion.py): the serving model scored on this run's
+    # test split. None: nothing was compared (no serving endpoint, or its model unreadable:
+    # `champion_note` says which).
+    champion_accuracy: float | None = None
+    champion_model: str = ""  # the SageMaker model the endpoint served
+    deploy_tolerance: float = 0.0
+    beats_champion: bool = True  # False: not better than the serving model (MODEL_REJECTED)
+    champion_note: str = ""  # in plain words: what was compared, or why nothing was
 
     def as_detail(self) -> dict[str, Any]:
         return asdict(self)
 
+
+# The stack's SageMaker model package group (the model registry): each evaluated model is a
+# version in it, Approved when deployed and Rejected otherwise (pipeline/steps/registry.py).
+MODEL_PACKAGE_GROUP = f"{PRODUCT_PREFIX}flow-models"
+MODEL_PACKAGE_GROUP_DESCRIPTION = "MNIST k-means models: one version per evaluated run"
+# Why a model that passed the quality gate is not deployed (champion/challenger): the run ends
+# MODEL_REJECTED with this reason and both accuracies.
+NOT_BETTER_THAN_SERVING = "not better than the serving model"
 
 # Notification kinds, carried as the `kind` message attribute.
 KIND_RUN_STARTED = "RUN_STARTED"

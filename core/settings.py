@@ -175,7 +175,26 @@ class Fraction:
         return repr(float(value)) if isinstance(value, int | float) else value
 
 
-Kind = Text | Url | Whole | TextList | Fraction
+@dataclass(frozen=True)
+class Flag:
+    """On or off: a JSON boolean from cdk.json, or true/false from `-c key=...` or the
+    environment."""
+
+    python_type: type = bool
+
+    def parse(self, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower() if isinstance(raw, str) else None
+        if text in ("true", "false"):
+            return text == "true"
+        raise ValueError(f"must be true or false (got {raw!r})")
+
+    def to_env(self, value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+Kind = Text | Url | Whole | TextList | Fraction | Flag
 
 
 # -- checks shared by every reader ------------------------------------------------------------
@@ -486,6 +505,24 @@ PARAMETERS: tuple[Parameter, ...] = (
         0.6,
         "the quality gate: a model whose test accuracy (clusters mapped to digits) is under it"
         " is not deployed, and the run ends MODEL_REJECTED",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "deploy_tolerance",
+        Fraction(),
+        0.01,
+        "champion/challenger: a model deploys to the stable endpoint only if its test accuracy is"
+        " at least the serving model's on the same test split less this; else MODEL_REJECTED",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "model_registry",
+        Flag(),
+        True,
+        "register each evaluated model in the stack's SageMaker model package group (Approved"
+        " when deployed, Rejected otherwise); false: nothing is registered",
         functions=START_RUN_ONLY,
         pipeline=True,
     ),

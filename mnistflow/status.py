@@ -61,6 +61,13 @@ def describe_run(record: RunRecord) -> str:
             + (f" (gate {gate:.2f})" if isinstance(gate, int | float) else "")
             + (f"; weakest digits {weakest}" if weakest else "")
         )
+        champion = record.evaluation.get("champion_accuracy")
+        if isinstance(champion, int | float):
+            tolerance = record.evaluation.get("deploy_tolerance", 0.0)
+            lines.append(
+                f"  serving   {champion:.4f}: the model the endpoint served, on the same test"
+                f" split (deploys at {champion - tolerance:.4f} or more)"
+            )
     steps = record.steps()
     if steps:
         lines.append("  steps")

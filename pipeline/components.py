@@ -210,12 +210,18 @@ def evaluate(
     k: int,
     min_accuracy: float,
     event_bus_name: str,
+    endpoint_name: str,
+    deploy_tolerance: float,
+    model_registry: bool,
+    image: str,
     metrics: dsl.Output[dsl.Metrics],
     classification: dsl.Output[dsl.ClassificationMetrics],
     centroids: dsl.Output[dsl.HTML],
 ) -> float:
-    """Score the model on held-out digits; below min_accuracy, stop the run before deploy."""
+    """Score the model on held-out digits, and the serving model on the same test split; register
+    it; below min_accuracy, or not better than the serving model, stop the run before deploy."""
     import boto3
+    from botocore.config import Config
 
     from core import contracts
     from pipeline.steps import steps
@@ -225,7 +231,11 @@ def evaluate(
     with steps.failure_marker(
         s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_EVALUATE
     ):
-        result, model_centroids = steps.evaluate_model(
+        # Standard retries: a throttled registry or describe call is retried with backoff.
+        sagemaker = boto3.client(
+            "sagemaker", region_name=region, config=Config(retries={"mode": "standard"})
+        )
+        result, model_centroids, comparison = steps.evaluate_model(
             s3,
             boto3.client("events", region_name=region),
             run_key=run_key,
@@ -235,10 +245,17 @@ def evaluate(
             k=k,
             min_accuracy=min_accuracy,
             event_bus_name=event_bus_name,
+            sm=sagemaker,
+            endpoint_name=endpoint_name,
+            deploy_tolerance=deploy_tolerance,
+            model_registry=model_registry,
+            image=image,
         )
         # What KFP's UI shows for the run: the numbers, the confusion matrix, the centroids.
         metrics.log_metric("accuracy", result.accuracy)
         metrics.log_metric("min_accuracy", result.min_accuracy)
+        if comparison.champion_accuracy is not None:
+            metrics.log_metric("champion_accuracy", comparison.champion_accuracy)
         for digit, recall in result.recall.items():
             metrics.log_metric(f"recall_{digit}", recall)
         classification.log_confusion_matrix(
@@ -248,6 +265,8 @@ def evaluate(
             page.write(centroids_html(model_centroids, result.mapping, result.accuracy))
         if not result.passed:
             raise ModelRejected(result.accuracy, result.min_accuracy)
+        if not comparison.beats_champion:
+            raise comparison.rejection()
         return result.accuracy
 
 
@@ -293,8 +312,15 @@ def report_final_state(
 
     import boto3
 
-    from pipeline.steps import steps
+    from core import kfp
+    from pipeline.steps import registry, steps
 
+    # The run's model version (if any): Approved when the run succeeded, else Rejected.
+    registry.settle_registration(
+        boto3.client("sagemaker", region_name=region),
+        run_key=run_key,
+        succeeded=kfp.final_state(status.state) == kfp.SUCCEEDED,
+    )
     detail = steps.report_final_state(
         boto3.client("s3", region_name=region),
         boto3.client("events", region_name=region),

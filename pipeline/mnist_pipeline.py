@@ -100,6 +100,10 @@ def _build_graph(p: dict) -> None:
             k=p["k"],
             min_accuracy=p["min_accuracy"],
             event_bus_name=p["event_bus_name"],
+            endpoint_name=p["endpoint_name"],
+            deploy_tolerance=p["deploy_tolerance"],
+            model_registry=p["model_registry"],
+            image=training.outputs["image"],
         )
         # The quality gate: evaluate fails the run below min_accuracy, so nothing is deployed.
         endpoint = steps["deploy"](

@@ -17,6 +17,7 @@ from stacks.dashboard import ProductDashboard
 from stacks.data_bucket import DataBucket
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
+from stacks.model_registry import ModelRegistry
 from stacks.notifications import Notifications
 from stacks.operations_topic import OperationsTopic
 from stacks.pipeline_role import PipelinePodRole
@@ -155,6 +156,7 @@ class MnistFlowStack(Stack):
         kfp.grant_kfp_caller(watchdog.role, "WatchdogAccessEntry")
         WatchdogSchedule(self, names.WATCHDOG_SCHEDULE_ID, target=watchdog)
 
+        registry = ModelRegistry(self, names.MODEL_REGISTRY_ID)
         pods = PipelinePodRole(
             self,
             names.PIPELINE_POD_ROLE_ID,
@@ -165,6 +167,7 @@ class MnistFlowStack(Stack):
             namespace=settings.kfp_namespace,
             service_account=settings.kfp_service_account,
             instance_types=allowed_instance_types(settings),
+            registry=registry,
         )
         rules.admit_only(pods.role)
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
@@ -181,6 +184,7 @@ class MnistFlowStack(Stack):
         self.watchdog = watchdog
         self.progress_rules = rules
         self.pipeline_pods = pods
+        self.model_registry = registry
         self.endpoint_invoke = invoke
         self.user_policy = users
         self.step_image = step_image

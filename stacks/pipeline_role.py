@@ -12,9 +12,15 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from core.contracts import PIPELINE_EVENT_SOURCE, RUNS_PREFIX, SAGEMAKER_NAME_PREFIX
+from core.contracts import (
+    MODEL_PACKAGE_GROUP,
+    PIPELINE_EVENT_SOURCE,
+    RUNS_PREFIX,
+    SAGEMAKER_NAME_PREFIX,
+)
 from stacks.arns import SAGEMAKER_RESOURCE_TYPES, product_sagemaker_arns
 from stacks.data_bucket import run_data_statements
+from stacks.model_registry import ModelRegistry
 from stacks.sagemaker_role import SAGEMAKER_SERVICE
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
@@ -43,6 +49,19 @@ PIPELINE_SAGEMAKER_ACTIONS = (
 # events:source is a PutEvents condition key (service authorization reference). It holds the
 # source of every entry of the request (up to ten), so the grant requires all of them to be the
 # pipeline's (ForAllValues) and the key to be present (a set with no value passes ForAllValues).
+# The model registry: evaluate registers a version in the stack's group, the exit handler settles
+# its approval (pipeline/steps/registry.py). Service authorization reference: CreateModelPackage,
+# DescribeModelPackage, UpdateModelPackage and AddTags act on model-package (a version's ARN is
+# model-package/<group>/<version>); ListModelPackages names no resource type, so it is granted
+# on "*" and reads summaries only.
+REGISTRY_PACKAGE_ACTIONS = (
+    "sagemaker:CreateModelPackage",
+    "sagemaker:DescribeModelPackage",
+    "sagemaker:UpdateModelPackage",
+    "sagemaker:AddTags",
+)
+REGISTRY_GROUP_ACTIONS = ("sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackageGroup")
+REGISTRY_LIST_ACTIONS = ("sagemaker:ListModelPackages",)
 PUT_PIPELINE_EVENTS_CONDITIONS = {
     "ForAllValues:StringEquals": {"events:source": [PIPELINE_EVENT_SOURCE]},
     "Null": {"events:source": "false"},
@@ -64,6 +83,7 @@ class PipelinePodRole(Construct):
         namespace: str,
         service_account: str,
         instance_types: Sequence[str],
+        registry: ModelRegistry,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -112,6 +132,21 @@ class PipelinePodRole(Construct):
                     resources=[execution_role.role_arn],
                     conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_SERVICE}},
                 ),
+                iam.PolicyStatement(
+                    sid="RegisterModelVersions",
+                    actions=list(REGISTRY_PACKAGE_ACTIONS),
+                    resources=[registry.package_arns],
+                ),
+                iam.PolicyStatement(
+                    sid="RegisterInTheProductGroup",
+                    actions=list(REGISTRY_GROUP_ACTIONS),
+                    resources=[registry.group_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="FindARunsModelVersion",
+                    actions=list(REGISTRY_LIST_ACTIONS),
+                    resources=["*"],
+                ),
                 *run_data_statements(bucket),
                 # The exit handler reports the run's final state on the product's own bus,
                 # where the tracking rule listens; no other bus, no other source.
@@ -139,6 +174,20 @@ class PipelinePodRole(Construct):
                         "Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
                         f"{resource_type}/{SAGEMAKER_NAME_PREFIX}*"
                         for resource_type in SAGEMAKER_RESOURCE_TYPES
+                    ],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "A model package group's versions are numbered by SageMaker as they are"
+                        " registered (model-package/<group>/<version>): the wildcard is the"
+                        " versions of the product's one group; ListModelPackages supports no"
+                        " resource-level permission (it lists summaries only)."
+                    ),
+                    applies_to=[
+                        "Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                        f"model-package/{MODEL_PACKAGE_GROUP}/*",
+                        "Resource::*",
                     ],
                 ),
                 NagPackSuppression(

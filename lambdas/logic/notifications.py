@@ -270,6 +270,8 @@ def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         if 0 < k < 128
         else "check that the labels match the images"
     )
+    if contracts.NOT_BETTER_THAN_SERVING in event.error:
+        return _not_better_than_serving(event, record, kfp_link, evaluation)
     lines = [
         "An MNIST model was trained and evaluated, but it is below the quality gate:",
         "nothing was deployed, and whatever was served before stays as it was.",
@@ -289,6 +291,51 @@ def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
             f"MNIST model rejected ({event.run_key}): accuracy {_percent(accuracy)}"
             f" under the {_percent(threshold)} gate"
         ),
+        "\n".join(lines),
+    )
+
+
+def _not_better_than_serving(
+    event: ProgressEvent, record: RunRecord, kfp_link: str, evaluation: dict
+) -> Notification:
+    """MODEL_REJECTED by champion/challenger: it passed the gate, but the model the endpoint
+    serves scored better on the same test split (less the tolerance)."""
+    accuracy = evaluation.get("accuracy")
+    champion = evaluation.get("champion_accuracy")
+    tolerance = evaluation.get("deploy_tolerance")
+    lines = [
+        "An MNIST model was trained and evaluated. It passed the quality gate, but it is not"
+        " better than the model the endpoint serves:",
+        "nothing was deployed, and the serving model stays.",
+        "",
+        f"Accuracy:  {_percent(accuracy)} on the held-out test split",
+    ]
+    if event.step == contracts.STEP_EVALUATE:
+        lines.append(f"Serving:   {_percent(champion)}, the serving model on the same test split")
+    else:  # the re-check before the endpoint update: another model had been deployed since
+        lines.append("Serving:   a model deployed after this one was evaluated (figures below)")
+    lines += [
+        f"Tolerance: {_percent(tolerance)} (the stack's deploy_tolerance: a model deploys when"
+        " its accuracy is at least the serving model's less this)",
+        f"Gate:      {_percent(evaluation.get('min_accuracy'))} (the stack's min_accuracy)",
+        f"Why:       {event.error}",
+        f"Run key:   {event.run_key}",
+        f"Dataset:   {_dataset_line(record, event)}",
+        f"Settings:  {settings_line(record.run_settings, record.overridden)}",
+        f"KFP run:   {kfp_link or '(link not known: KFP UI address not configured)'}",
+        "",
+        "What to try: train on more or cleaner data, or with more clusters (S3 metadata"
+        " x-amz-meta-k), and upload again. With model_registry on, this model's version in the"
+        " registry is Rejected.",
+    ]
+    figures = (
+        f"{_percent(accuracy)} vs the serving model's {_percent(champion)}"
+        if event.step == contracts.STEP_EVALUATE
+        else f"{_percent(accuracy)}, {contracts.NOT_BETTER_THAN_SERVING}"
+    )
+    return Notification(
+        contracts.KIND_MODEL_REJECTED,
+        subject_line(f"MNIST model rejected ({event.run_key}): {figures}"),
         "\n".join(lines),
     )
 

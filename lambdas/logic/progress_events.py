@@ -292,14 +292,34 @@ def _evaluation_event(
             Ignored.BAD_INPUT, "the evaluation event has no accuracy and threshold", received
         )
     passed = detail.get("passed") is True
+    # Champion/challenger: False only when the serving model scored better (less tolerance).
+    beats_champion = detail.get("beats_champion") is not False
     metrics = {"accuracy": float(accuracy), "min_accuracy": float(threshold)}
-    if _finite(detail.get("k")):
-        metrics["k"] = float(detail["k"])
+    for name in ("k", "champion_accuracy", "deploy_tolerance"):
+        if _finite(detail.get(name)):
+            metrics[name] = float(detail[name])
     recall = detail.get("recall")
     if isinstance(recall, Mapping):
         metrics.update(
             {f"recall_{d}": float(v) for d, v in sorted(recall.items())[:10] if _finite(v)}
         )
+    if passed and not beats_champion and "champion_accuracy" not in metrics:
+        return Ignored(
+            Ignored.BAD_INPUT,
+            "the evaluation event rejects the model for the serving one without its accuracy",
+            received,
+        )
+    if not passed:
+        error = f"accuracy {accuracy:.3f} is under the gate {threshold:.3f}"
+    elif not beats_champion:
+        error = (
+            f"{contracts.NOT_BETTER_THAN_SERVING}: accuracy {accuracy:.4f} against the serving"
+            f" model's {metrics['champion_accuracy']:.4f} on the same test split, tolerance"
+            f" {metrics.get('deploy_tolerance', 0.0):.4f}"
+        )
+    else:
+        error = ""
+    passed = passed and beats_champion
     return ProgressEvent(
         run_key=run_key,
         step=contracts.STEP_EVALUATE,
@@ -311,7 +331,7 @@ def _evaluation_event(
         region=str(event.get("region") or ""),
         account=str(event.get("account") or ""),
         metrics=metrics,
-        error="" if passed else f"accuracy {accuracy:.3f} is under the gate {threshold:.3f}",
+        error=error,
         model_rejected=not passed,
     )
 

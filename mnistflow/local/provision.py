@@ -116,6 +116,11 @@ def provision(client: ClientFactory, names: LocalNames, *, kfp_token: str) -> Pr
         EventBusName=PIPELINE_EVENT_BUS,
         Targets=[{"Id": "queue", "Arn": queues[names.pipeline_events_queue][1]}],
     )
+    # The model registry (the stack's CfnModelPackageGroup, stacks/model_registry.py).
+    client("sagemaker").create_model_package_group(
+        ModelPackageGroupName=contracts.MODEL_PACKAGE_GROUP,
+        ModelPackageGroupDescription=contracts.MODEL_PACKAGE_GROUP_DESCRIPTION,
+    )
     role = client("iam").create_role(
         RoleName=names.sagemaker_role, AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST_POLICY)
     )

@@ -28,6 +28,10 @@ What it does (the k-means image's work in `mnistflow.local.kmeans` and `kmeans_s
   `<S3OutputPath>/<object name>.out` (SageMaker developer guide, "Batch transform": "an output
   file with the same name and the .out file extension"), joined by newlines with
   AssembleWith=Line.
+- The model registry: model package groups and their versioned model packages (ARNs
+  `model-package/<group>/<version>`, versions from 1, never reused), ModelApprovalStatus
+  PendingManualApproval unless the create names another, UpdateModelPackage to any of the
+  three values, ListModelPackages filtered and sorted as documented.
 - Endpoints: Creating, then InService serving the model (or Failed); UpdateEndpoint moves to
   Updating and serves the old model until the new one is in; DeleteEndpoint goes Deleting.
 
@@ -249,6 +253,9 @@ class LocalSageMaker:
         self._configs: dict[str, dict] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._tags: dict[str, dict[str, str]] = {}
+        self._package_groups: dict[str, dict] = {}  # by name
+        self._packages: dict[str, dict] = {}  # versioned model packages, by ARN
+        self._package_tokens: dict[str, str] = {}  # CreateModelPackage's ClientToken -> ARN
         self._server = LoopbackServer(self.wsgi_app, port=port, name="local-sagemaker")
         self.endpoint_url = self._server.url
 
@@ -340,6 +347,8 @@ class LocalSageMaker:
             *(m["ModelArn"] for m in self._models.values()),
             *(c["EndpointConfigArn"] for c in self._configs.values()),
             *(e.arn for e in self._endpoints.values()),
+            *(g["ModelPackageGroupArn"] for g in self._package_groups.values()),
+            *self._packages,
         }
 
     def _op_add_tags(self, body: dict) -> dict:
@@ -380,9 +389,12 @@ class LocalSageMaker:
                 moment = datetime.fromtimestamp(float(body[field]), UTC)
                 rows = [r for r in rows if test(r, moment)]
         sort_by = body.get("SortBy", "CreationTime")
-        sort_key = {"Name": name_field, "CreationTime": "CreationTime", "Status": "_status"}.get(
-            sort_by, "CreationTime"
-        )
+        sort_key = {
+            "Name": name_field,
+            "CreationTime": "CreationTime",
+            "Status": "_status",
+            "_order": "_order",
+        }.get(sort_by, "CreationTime")
         rows.sort(
             key=lambda r: r[sort_key], reverse=body.get("SortOrder", "Descending") != "Ascending"
         )
@@ -751,6 +763,164 @@ class LocalSageMaker:
             for c in self._configs.values()
         ]
         return self._page(body, rows, "EndpointConfigs", "EndpointConfigName")
+
+    # -- the model registry: model package groups and versioned model packages ----------------
+    # SageMaker developer guide, "Model Registry Models, Model Versions, and Model Groups":
+    # versions start at 1 and grow by one with each package added to a group; a versioned
+    # package's ARN is arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>.
+
+    def _op_create_model_package_group(self, body: dict) -> dict:
+        name = body["ModelPackageGroupName"]
+        arn = self._arn("model-package-group", name)
+        if name in self._package_groups:
+            raise _validation(f"Model Package Group already exists: {arn}")
+        self._package_groups[name] = {
+            "ModelPackageGroupName": name,
+            "ModelPackageGroupArn": arn,
+            "ModelPackageGroupDescription": body.get("ModelPackageGroupDescription", ""),
+            "CreationTime": _now(),
+            "ModelPackageGroupStatus": "Completed",
+            "_next_version": 1,
+        }
+        self._tag(arn, body.get("Tags"))
+        return {"ModelPackageGroupArn": arn}
+
+    def _package_group(self, name_or_arn: str) -> dict:
+        name = name_or_arn.rsplit("/", 1)[-1] if name_or_arn.startswith("arn:") else name_or_arn
+        group = next(
+            (g for key, g in self._package_groups.items() if key.lower() == name.lower()), None
+        )
+        if group is None:
+            raise _validation(f"Model Package Group {name} does not exist.")
+        return group
+
+    def _op_describe_model_package_group(self, body: dict) -> dict:
+        group = self._package_group(body["ModelPackageGroupName"])
+        return {k: v for k, v in group.items() if not k.startswith("_")}
+
+    def _op_list_model_package_groups(self, body: dict) -> dict:
+        rows = [
+            {
+                "ModelPackageGroupName": g["ModelPackageGroupName"],
+                "ModelPackageGroupArn": g["ModelPackageGroupArn"],
+                "ModelPackageGroupDescription": g["ModelPackageGroupDescription"],
+                "CreationTime": g["CreationTime"],
+                "ModelPackageGroupStatus": g["ModelPackageGroupStatus"],
+            }
+            for g in self._package_groups.values()
+        ]
+        return self._page(body, rows, "ModelPackageGroupSummaryList", "ModelPackageGroupName")
+
+    def _op_create_model_package(self, body: dict) -> dict:
+        if token := body.get("ClientToken"):
+            if token in self._package_tokens:  # the same request again: the same version
+                return {"ModelPackageArn": self._package_tokens[token]}
+        if "ModelPackageGroupName" not in body:
+            raise _validation(
+                "the local SageMaker registers versioned model packages only: give"
+                " ModelPackageGroupName"
+            )
+        if "ModelPackageName" in body:  # the API reference: not applicable to versioned models
+            raise _validation("ModelPackageName cannot be specified for a versioned model package")
+        group = self._package_group(body["ModelPackageGroupName"])
+        if "InferenceSpecification" not in body:
+            raise _validation("InferenceSpecification is required for a model package")
+        version = group["_next_version"]
+        group["_next_version"] += 1
+        name = group["ModelPackageGroupName"]
+        arn = self._arn("model-package", f"{name}/{version}")
+        moment = _now()
+        self._packages[arn] = {
+            **{k: v for k, v in body.items() if k not in ("Tags", "ClientToken")},
+            "ModelPackageGroupName": name,
+            "ModelPackageName": name,
+            "ModelPackageVersion": version,
+            "ModelPackageArn": arn,
+            "CreationTime": moment,
+            "LastModifiedTime": moment,
+            "ModelPackageStatus": "Completed",
+            "ModelPackageStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []},
+            "ModelApprovalStatus": body.get("ModelApprovalStatus", "PendingManualApproval"),
+            "CertifyForMarketplace": body.get("CertifyForMarketplace", False),
+        }
+        if token := body.get("ClientToken"):
+            self._package_tokens[token] = arn
+        self._tag(arn, body.get("Tags"))
+        return {"ModelPackageArn": arn}
+
+    def _package(self, name: str) -> dict:
+        package = self._packages.get(name) or next(
+            (p for arn, p in self._packages.items() if arn.lower() == name.lower()), None
+        )
+        if package is None:
+            raise _validation(f"ModelPackage {name} does not exist.")
+        return package
+
+    def _op_describe_model_package(self, body: dict) -> dict:
+        return self._package(body["ModelPackageName"])
+
+    def _op_update_model_package(self, body: dict) -> dict:
+        package = self._package(body["ModelPackageArn"])
+        if status := body.get("ModelApprovalStatus"):
+            package["ModelApprovalStatus"] = status
+        if "ApprovalDescription" in body:
+            package["ApprovalDescription"] = body["ApprovalDescription"]
+        metadata = {
+            **package.get("CustomerMetadataProperties", {}),
+            **body.get("CustomerMetadataProperties", {}),
+        }
+        for key in body.get("CustomerMetadataPropertiesToRemove", []):
+            metadata.pop(key, None)
+        if metadata:
+            package["CustomerMetadataProperties"] = metadata
+        package["LastModifiedTime"] = _now()
+        return {"ModelPackageArn": package["ModelPackageArn"]}
+
+    def _op_delete_model_package(self, body: dict) -> dict:
+        package = self._package(body["ModelPackageName"])
+        del self._packages[package["ModelPackageArn"]]
+        self._tags.pop(package["ModelPackageArn"], None)
+        return {}
+
+    def _op_list_model_packages(self, body: dict) -> dict:
+        """ListModelPackages: ModelPackageType filters versioned from unversioned (the API
+        reference: UNVERSIONED by default; this server holds versioned packages only, which a
+        group filter asks for, as AWS's registry examples list a group's versions);
+        ModelPackageGroupName, ModelApprovalStatus, NameContains and the creation times
+        filter; SortBy Name or CreationTime (default), descending by default."""
+        kind = body.get("ModelPackageType")
+        if kind == "Unversioned" or (kind is None and "ModelPackageGroupName" not in body):
+            return {"ModelPackageSummaryList": []}
+        packages = list(self._packages.values())
+        if group := body.get("ModelPackageGroupName"):
+            name = group.rsplit("/", 1)[-1] if group.startswith("arn:") else group
+            packages = [p for p in packages if p["ModelPackageGroupName"].lower() == name.lower()]
+        if status := body.get("ModelApprovalStatus"):
+            packages = [p for p in packages if p["ModelApprovalStatus"] == status]
+        rows = [
+            {
+                key: p[key]
+                for key in (
+                    "ModelPackageName",
+                    "ModelPackageGroupName",
+                    "ModelPackageVersion",
+                    "ModelPackageArn",
+                    "ModelPackageDescription",
+                    "CreationTime",
+                    "ModelPackageStatus",
+                    "ModelApprovalStatus",
+                )
+                if key in p
+            }
+            for p in sorted(packages, key=lambda p: p["ModelPackageVersion"])
+        ]
+        if body.get("SortBy", "CreationTime") == "CreationTime":
+            # Versions of one group are created in version order; within one clock tick the
+            # version decides (the later version is the newer).
+            for row in rows:
+                row["_order"] = (row["CreationTime"], row["ModelPackageVersion"])
+            body = {**body, "SortBy": "_order"}
+        return self._page(body, rows, "ModelPackageSummaryList", "ModelPackageName")
 
     # -- endpoints ----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from core.contracts import IMAGE_SIDE, NUM_CLASSES
+from core.contracts import IMAGE_SIDE, NOT_BETTER_THAN_SERVING, NUM_CLASSES
 
 UNMAPPED = -1  # a cluster no validation image fell into: its answers count as wrong
 
@@ -37,6 +37,28 @@ class ModelRejected(Exception):
         )
         self.accuracy = accuracy
         self.min_accuracy = min_accuracy
+
+
+class NotBetterThanServing(ModelRejected):
+    """The model passed the gate but is not better than the model the endpoint serves (its
+    accuracy on the same test split, less the tolerance): nothing is deployed."""
+
+    REASON = NOT_BETTER_THAN_SERVING
+
+    def __init__(
+        self, accuracy: float, champion_accuracy: float, tolerance: float, champion_model: str
+    ):
+        Exception.__init__(
+            self,
+            f"model rejected: {self.REASON}: accuracy {accuracy:.4f} against the serving model's"
+            f" {champion_accuracy:.4f} ({champion_model}) on the same test split, tolerance"
+            f" {tolerance:.4f}; nothing was deployed",
+        )
+        self.accuracy = accuracy
+        self.champion_accuracy = champion_accuracy
+        self.tolerance = tolerance
+        self.champion_model = champion_model
+        self.min_accuracy = None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from core.contracts import (
     run_prefix,
 )
 from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
-from pipeline.steps import kmeans_model
+from pipeline.steps import champion, kmeans_model, registry
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import (
     MAX_DATASET_BYTES,
@@ -295,10 +295,18 @@ def evaluate_model(
     k: int,
     min_accuracy: float,
     event_bus_name: str,
-) -> tuple[Evaluation, object]:
-    """Scores the model from the transform's answers for the validation and test images; writes
-    runs/<key>/evaluation.json and puts the evaluation event. Returns (evaluation, centroids).
-    The caller raises ModelRejected when it did not pass (after writing its artifacts)."""
+    sm=None,
+    endpoint_name: str = "",
+    deploy_tolerance: float = 0.0,
+    model_registry: bool = False,
+    image: str = "",
+) -> tuple[Evaluation, object, champion.Comparison]:
+    """Scores the model from the transform's answers for the validation and test images, and the
+    serving model on the same test split (champion.compare: not when it failed the gate or no
+    endpoint serves); registers the model (model_registry); writes runs/<key>/evaluation.json
+    and puts the evaluation event. Returns (evaluation, centroids, comparison). The caller
+    raises ModelRejected when it did not pass the gate, or the comparison's rejection when it is
+    not better than the serving model (after writing its artifacts)."""
 
     def text(uri: str) -> str:
         bucket, key = split_s3_uri(uri)
@@ -317,14 +325,44 @@ def evaluate_model(
     bucket, model_key = split_s3_uri(model_artifacts_uri)
     model = s3.get_object(Bucket=bucket, Key=model_key)["Body"].read()
     centroids = kmeans_model.read_centroids(model)
+    if result.passed and sm is not None:
+        comparison = champion.compare(
+            sm,
+            s3,
+            endpoint_name=endpoint_name,
+            run_uri=run_uri,
+            challenger_accuracy=result.accuracy,
+            tolerance=deploy_tolerance,
+        )
+    else:
+        comparison = champion.Comparison(
+            endpoint_name,
+            result.accuracy,
+            deploy_tolerance,
+            note="under the gate: not compared with the serving model",
+        )
     evaluation_uri = f"{run_uri}{EVALUATION_FILE}"
     bucket, key = split_s3_uri(evaluation_uri)
     s3.put_object(
         Bucket=bucket,
         Key=key,
-        Body=json.dumps({"run_key": run_key, **result.as_json()}, indent=2).encode(),
+        Body=json.dumps(
+            {"run_key": run_key, **result.as_json(), "champion": comparison.as_json()}, indent=2
+        ).encode(),
         ContentType="application/json",
     )
+    if model_registry and sm is not None:
+        registry.register_model(
+            sm,
+            run_key=run_key,
+            image=image,
+            model_data_url=model_artifacts_uri,
+            evaluation_uri=evaluation_uri,
+            accuracy=result.accuracy,
+            min_accuracy=result.min_accuracy,
+            k=k,
+            champion_accuracy=comparison.champion_accuracy,
+        )
     detail = ModelEvaluation(
         run_key=run_key,
         accuracy=result.accuracy,
@@ -334,9 +372,14 @@ def evaluate_model(
         weakest_digits=result.weakest_digits,
         recall=result.recall,
         evaluation_uri=evaluation_uri,
+        champion_accuracy=comparison.champion_accuracy,
+        champion_model=comparison.champion_model,
+        deploy_tolerance=deploy_tolerance,
+        beats_champion=comparison.beats_champion,
+        champion_note=comparison.note,
     ).as_detail()
     _put_event(events, EVALUATION_EVENT_DETAIL_TYPE, detail, event_bus_name)
-    return result, centroids
+    return result, centroids, comparison
 
 
 def _put_event(events, detail_type: str, detail: dict, event_bus_name: str) -> None:
