@@ -1,0 +1,315 @@
+"""Retiring the product's SageMaker resources (pipeline/steps/retire.py) against the local
+SageMaker and moto's S3: what goes, what stays and why, and the faults on the way."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+
+from core.contracts import RUN_KEY_TAG, SERVING_MODELS_PREFIX
+from mnistflow.local.emulator import EMULATOR_CREDENTIALS, AwsEmulator
+from pipeline.steps import retire
+from pipeline.steps import sagemaker_jobs as jobs
+from pipeline.steps.kmeans_model import write_model
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "mnistflow-retire"
+IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
+ROLE = "arn:aws:iam::123456789012:role/mnistflow-local-sagemaker-execution"
+STABLE = "mnist-classifier"
+DELAY = 0.1
+
+
+@pytest.fixture
+def emulator():
+    with AwsEmulator(sagemaker_delay_seconds=DELAY) as emu:
+        emu.client("s3").create_bucket(Bucket=BUCKET)
+        yield emu
+
+
+@pytest.fixture
+def sm(emulator):
+    return emulator.client("sagemaker")
+
+
+@pytest.fixture
+def s3(emulator):
+    return emulator.client("s3")
+
+
+def _key(n: int) -> str:
+    return f"mnist-{n:012x}"
+
+
+def _model(sm, s3, key: str, *, tagged: bool = True, name: str = "") -> str:
+    """A run's promoted artifact and its model, tagged with the run key as the product tags."""
+    artifact = f"{SERVING_MODELS_PREFIX}{key}/model.tar.gz"
+    tagging = f"{RUN_KEY_TAG}={key}" if tagged else ""
+    body = write_model(np.eye(10, 784, dtype=np.float32))
+    s3.put_object(Bucket=BUCKET, Key=artifact, Body=body, Tagging=tagging)
+    name = name or f"{key}-model"
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{artifact}"},
+        ExecutionRoleArn=ROLE,
+        Tags=jobs.run_tags(key) if tagged else [],
+    )
+    return name
+
+
+def _config(sm, key: str, model: str, *, tagged: bool = True, name: str = "") -> dict:
+    return {
+        "EndpointConfigName": name or f"{key}-epc",
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        "Tags": jobs.run_tags(key) if tagged else [],
+    }
+
+
+def _deploy(sm, s3, key: str, endpoint: str = STABLE) -> None:
+    """What a run's deploy does: its model and config, the endpoint moved onto them."""
+    model = _model(sm, s3, key)
+    jobs.ensure_endpoint(
+        sm,
+        endpoint_name=endpoint,
+        config_request=_config(sm, key, model),
+        tags=jobs.run_tags(key),
+        timeout_seconds=30,
+        poll_seconds=0.05,
+    )
+
+
+def _names(sm) -> dict[str, set[str]]:
+    return {
+        "endpoints": {e["EndpointName"] for e in sm.list_endpoints(MaxResults=100)["Endpoints"]},
+        "configs": {
+            c["EndpointConfigName"]
+            for c in sm.list_endpoint_configs(MaxResults=100)["EndpointConfigs"]
+        },
+        "models": {m["ModelName"] for m in sm.list_models(MaxResults=100)["Models"]},
+    }
+
+
+def _artifacts(s3) -> set[str]:
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=SERVING_MODELS_PREFIX)
+    return {o["Key"] for o in listing.get("Contents", [])}
+
+
+def _wait_deleted(sm, endpoint: str) -> None:
+    deadline = time.monotonic() + 10
+    while jobs.describe_or_none(sm.describe_endpoint, EndpointName=endpoint) is not None:
+        assert time.monotonic() < deadline, f"{endpoint} still there"
+        time.sleep(0.05)
+
+
+def test_after_an_update_only_the_kept_configs_stay_and_foreign_resources_are_untouched(sm, s3):
+    # Given four runs deployed in turn to the stable endpoint, a per-run endpoint of a fifth,
+    # and an mnist- model and config without the product's tag
+    for n in range(1, 5):
+        _deploy(sm, s3, _key(n))
+    _deploy(sm, s3, _key(5), endpoint=f"{_key(5)}-endpoint")
+    foreign = _model(sm, s3, _key(9), tagged=False, name="mnist-foreign-model")
+    sm.create_endpoint_config(**_config(sm, _key(9), foreign, tagged=False, name="mnist-foreign"))
+    # When the post-deploy retirement runs with N = 2
+    inv = retire.read_inventory(sm, s3, BUCKET)
+    decisions = retire.plan_superseded(inv, endpoint_name=STABLE, keep=2)
+    outcomes = retire.carry_out(sm, decisions, s3=s3, bucket=BUCKET)
+    # Then runs 1 and 2 lost config, model and artifact; 3 (rollback) and 4 (serving) stay
+    gone = {
+        (o.decision.resource.kind, o.decision.resource.name)
+        for o in outcomes
+        if o.result == retire.DELETED
+    }
+    assert gone == {
+        (kind, name)
+        for n in (1, 2)
+        for kind, name in (
+            (retire.CONFIG, f"{_key(n)}-epc"),
+            (retire.MODEL, f"{_key(n)}-model"),
+            (retire.ARTIFACT, f"{SERVING_MODELS_PREFIX}{_key(n)}/model.tar.gz"),
+        )
+    }
+    names = _names(sm)
+    assert names["configs"] == {f"{_key(n)}-epc" for n in (3, 4, 5)} | {"mnist-foreign"}
+    assert names["models"] == {f"{_key(n)}-model" for n in (3, 4, 5)} | {"mnist-foreign-model"}
+    assert names["endpoints"] == {STABLE, f"{_key(5)}-endpoint"}
+    assert _artifacts(s3) == {
+        f"{SERVING_MODELS_PREFIX}{_key(n)}/model.tar.gz" for n in (3, 4, 5, 9)
+    }
+    reasons = {o.decision.resource.name: o.decision.reason for o in outcomes}
+    assert reasons[f"{_key(4)}-epc"] == f"in use by endpoint {STABLE}"
+    assert reasons[f"{_key(3)}-epc"] == "kept for rollback (2 of 2)"
+    assert reasons[f"{_key(5)}-epc"] == f"in use by endpoint {_key(5)}-endpoint"
+    assert ("endpoint-config", "mnist-foreign") in inv.not_ours
+    assert ("model", "mnist-foreign-model") in inv.not_ours
+
+
+def test_a_failed_run_removes_what_it_created_never_the_stable_endpoint(sm, s3):
+    # Given a serving run and a run whose config and model exist but whose deploy failed
+    _deploy(sm, s3, _key(1))
+    failed = _key(2)
+    sm.create_endpoint_config(**_config(sm, failed, _model(sm, s3, failed)))
+    # When the failed run retires what it created
+    inv = retire.read_inventory(sm, s3, BUCKET)
+    outcomes = retire.carry_out(
+        sm, retire.plan_run(inv, run_key=failed, endpoint_name=STABLE), s3=s3, bucket=BUCKET
+    )
+    # Then its config, model and artifact are gone, the serving run's are not
+    assert {o.result for o in outcomes} == {retire.DELETED}
+    assert len(outcomes) == 3
+    names = _names(sm)
+    assert names == {
+        "endpoints": {STABLE},
+        "configs": {f"{_key(1)}-epc"},
+        "models": {f"{_key(1)}-model"},
+    }
+    assert _artifacts(s3) == {f"{SERVING_MODELS_PREFIX}{_key(1)}/model.tar.gz"}
+
+
+def test_a_failed_run_whose_config_serves_keeps_it_with_the_reason(sm, s3):
+    # Given the stable endpoint serving run 1 (say its later step failed)
+    _deploy(sm, s3, _key(1))
+    # When run 1 is retired as failed
+    inv = retire.read_inventory(sm, s3, BUCKET)
+    outcomes = retire.carry_out(
+        sm, retire.plan_run(inv, run_key=_key(1), endpoint_name=STABLE), s3=s3, bucket=BUCKET
+    )
+    # Then nothing goes: the endpoint is the stable one, the config is in use, the model named
+    why = {o.decision.resource.kind: (o.result, o.decision.reason) for o in outcomes}
+    assert why == {
+        retire.ENDPOINT: (retire.KEPT, "the stable endpoint: never deleted for a run"),
+        retire.CONFIG: (retire.KEPT, f"in use by endpoint {STABLE}"),
+        retire.MODEL: (retire.KEPT, f"named by endpoint config {_key(1)}-epc"),
+    }
+    assert _names(sm)["configs"] == {f"{_key(1)}-epc"}
+    assert _artifacts(s3) == {f"{SERVING_MODELS_PREFIX}{_key(1)}/model.tar.gz"}
+
+
+def test_an_updating_endpoint_keeps_everything(sm, s3):
+    # Given three runs on the stable endpoint, the third still moving onto it
+    _deploy(sm, s3, _key(1))
+    _deploy(sm, s3, _key(2))
+    model = _model(sm, s3, _key(3))
+    sm.create_endpoint_config(**_config(sm, _key(3), model))
+    sm.update_endpoint(EndpointName=STABLE, EndpointConfigName=f"{_key(3)}-epc")
+    # When the retirement runs with N = 1 during the update
+    inv = retire.read_inventory(sm, s3, BUCKET)
+    assert inv.endpoints[STABLE].uses == (f"{_key(2)}-epc", f"{_key(3)}-epc")
+    decisions = retire.plan_superseded(inv, endpoint_name=STABLE, keep=1)
+    outcomes = retire.carry_out(sm, decisions, s3=s3, bucket=BUCKET)
+    # Then nothing is deleted, and it says why
+    assert [(o.result, o.decision.reason) for o in outcomes] == [
+        (
+            retire.KEPT,
+            "endpoint is Updating: SageMaker is changing it; retired after its next update",
+        )
+    ]
+    assert len(_names(sm)["configs"]) == 3
+
+
+def test_a_dry_run_deletes_nothing_and_a_deleted_resource_is_fine(sm, s3):
+    for n in (1, 2):
+        _deploy(sm, s3, _key(n))
+    inv = retire.read_inventory(sm, s3, BUCKET)
+    decisions = retire.plan_superseded(inv, endpoint_name=STABLE, keep=1)
+    before = _names(sm)
+    # A dry run says what would go and deletes nothing
+    dry = retire.carry_out(sm, decisions, s3=s3, bucket=BUCKET, dry_run=True)
+    assert {o.result for o in dry if o.decision.action == retire.DELETE} == {retire.WOULD_DELETE}
+    assert _names(sm) == before
+    # Someone deletes run 1's config and model first: the retirement finds them gone, fine
+    sm.delete_endpoint_config(EndpointConfigName=f"{_key(1)}-epc")
+    sm.delete_model(ModelName=f"{_key(1)}-model")
+    outcomes = retire.carry_out(sm, decisions, s3=s3, bucket=BUCKET)
+    results = {o.decision.resource.name: o.result for o in outcomes}
+    assert results[f"{_key(1)}-epc"] == retire.GONE
+    assert results[f"{_key(1)}-model"] == retire.GONE
+
+
+def test_throttling_is_retried_by_botocore(emulator, s3):
+    # Given a client with botocore's standard retries whose first DeleteEndpointConfig is
+    # throttled (SageMaker's code ThrottlingException, which botocore/retries/standard.py counts
+    # among _THROTTLED_ERROR_CODES)
+    sm = emulator.client("sagemaker")
+    _deploy(sm, s3, _key(1))
+    _deploy(sm, s3, _key(2))
+    import boto3
+
+    retrying = boto3.client(
+        "sagemaker",
+        region_name=emulator.region,
+        endpoint_url=emulator.sagemaker_url,
+        aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"mode": "standard", "max_attempts": 3}),
+    )
+    throttled = []
+
+    def throttle_once(request, **_):
+        if throttled:
+            return None
+        throttled.append(request.url)
+        body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+        return AWSResponse(
+            request.url, 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body)
+        )
+
+    retrying.meta.events.register("before-send.sagemaker.DeleteEndpointConfig", throttle_once)
+    # When the retirement deletes run 1's config through it
+    inv = retire.read_inventory(retrying, s3, BUCKET)
+    outcomes = retire.carry_out(
+        retrying, retire.plan_superseded(inv, endpoint_name=STABLE, keep=1), s3=s3, bucket=BUCKET
+    )
+    # Then the throttle fired and the retry deleted it
+    assert throttled
+    assert {o.decision.resource.name: o.result for o in outcomes}[f"{_key(1)}-epc"] == (
+        retire.DELETED
+    )
+    assert _names(sm)["configs"] == {f"{_key(2)}-epc"}
+
+
+def test_expired_per_run_endpoints_go_with_their_config_and_model(sm, s3):
+    _deploy(sm, s3, _key(1), endpoint=f"{_key(1)}-endpoint")
+    _deploy(sm, s3, _key(2))
+    inv = retire.read_inventory(sm, s3, BUCKET)
+    created = inv.endpoints[f"{_key(1)}-endpoint"].created
+    # Not yet expired: kept, with its age
+    young = retire.plan_expired(inv, ttl_seconds=3600, now=created, stable_endpoint=STABLE)
+    assert [(d.action, d.resource.name) for d in young] == [(retire.KEEP, f"{_key(1)}-endpoint")]
+    # Past its time to live: the endpoint, its config, model and artifact go; the stable stays
+    later = created + timedelta(hours=2)
+    outcomes = retire.carry_out(
+        sm,
+        retire.plan_expired(inv, ttl_seconds=3600, now=later, stable_endpoint=STABLE),
+        s3=s3,
+        bucket=BUCKET,
+    )
+    assert {o.result for o in outcomes} == {retire.DELETED} and len(outcomes) == 4
+    _wait_deleted(sm, f"{_key(1)}-endpoint")
+    assert _names(sm) == {
+        "endpoints": {STABLE},
+        "configs": {f"{_key(2)}-epc"},
+        "models": {f"{_key(2)}-model"},
+    }
+
+
+class _Raw:
+    """The raw body botocore reads from an AWSResponse."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_):
+        yield self._body
