@@ -458,6 +458,21 @@ PARAMETERS: tuple[Parameter, ...] = (
         pipeline=True,
     ),
     _context(
+        "kept_endpoint_configs",
+        Whole(1, 20),
+        2,
+        "endpoint configs (with their models and promoted artifacts) kept for rollback after"
+        " an update of the stable endpoint, the serving one included; older ones are deleted",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_ttl_hours",
+        Whole(1, 30 * 24),
+        24,
+        "per-run endpoints are deleted this long after they were created (mnistflow cleanup)",
+    ),
+    _context(
         "k",
         Whole(2, 256),
         # 32, not the seed's 10: on the sample, 0.74 accurate against 0.57 on average, for

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
+from core import kfp
 from core.contracts import (
     ENDPOINT_CONFIG_SUFFIX,
     ENDPOINT_SUFFIX,
@@ -476,3 +477,35 @@ def _delete_one(sm, s3, bucket: str, decision: Decision) -> Outcome:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# -- the pipeline's calls ----------------------------------------------------------------------
+
+
+def after_deploy(
+    sm, s3, *, bucket: str, run_key: str, endpoint_name: str, keep: int
+) -> list[Outcome]:
+    """The step after deploy: on the stable endpoint, the superseded configs beyond the kept N,
+    their models and artifacts. A per-run endpoint (`<run key>-endpoint`) supersedes nothing."""
+    if endpoint_name == resource_name(run_key, ENDPOINT_SUFFIX):
+        return []
+    inv = read_inventory(sm, s3, bucket)
+    decisions = plan_superseded(inv, endpoint_name=endpoint_name, keep=keep)
+    return carry_out(sm, decisions, s3=s3, bucket=bucket)
+
+
+def after_run(
+    sm, s3, *, state: str, run_key: str, dataset_uri: str, endpoint_name: str
+) -> list[Outcome]:
+    """The exit handler: a run that did not succeed deletes what it created (its per-run
+    endpoint, config, model, promoted artifact), never the stable endpoint `endpoint_name` nor
+    what an endpoint serves. Its record, evaluation and registry entry are not SageMaker
+    resources of this module and stay."""
+    if kfp.final_state(state) == kfp.SUCCEEDED:
+        return []
+    bucket = dataset_uri.removeprefix("s3://").partition("/")[0]
+    inv = read_inventory(sm, s3, bucket)
+    decisions = plan_run(inv, run_key=run_key, endpoint_name=endpoint_name)
+    outcomes = carry_out(sm, decisions, s3=s3, bucket=bucket)
+    print("\n".join(o.line() for o in outcomes) or f"{run_key}: nothing to retire")
+    return outcomes
