@@ -47,16 +47,16 @@ def _key(n: int) -> str:
     return f"mnist-{n:012x}"
 
 
-def _model(sm, s3, key: str, *, tagged: bool = True, name: str = "") -> str:
+def _model(sm, s3, key: str, *, tagged: bool = True, name: str = "", bucket: str = BUCKET) -> str:
     """A run's promoted artifact and its model, tagged with the run key as the product tags."""
     artifact = f"{SERVING_MODELS_PREFIX}{key}/model.tar.gz"
     tagging = f"{RUN_KEY_TAG}={key}" if tagged else ""
     body = write_model(np.eye(10, 784, dtype=np.float32))
-    s3.put_object(Bucket=BUCKET, Key=artifact, Body=body, Tagging=tagging)
+    s3.put_object(Bucket=bucket, Key=artifact, Body=body, Tagging=tagging)
     name = name or f"{key}-model"
     sm.create_model(
         ModelName=name,
-        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{artifact}"},
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/{artifact}"},
         ExecutionRoleArn=ROLE,
         Tags=jobs.run_tags(key) if tagged else [],
     )
@@ -78,9 +78,9 @@ def _config(sm, key: str, model: str, *, tagged: bool = True, name: str = "") ->
     }
 
 
-def _deploy(sm, s3, key: str, endpoint: str = STABLE) -> None:
+def _deploy(sm, s3, key: str, endpoint: str = STABLE, bucket: str = BUCKET) -> None:
     """What a run's deploy does: its model and config, the endpoint moved onto them."""
-    model = _model(sm, s3, key)
+    model = _model(sm, s3, key, bucket=bucket)
     jobs.ensure_endpoint(
         sm,
         endpoint_name=endpoint,
