@@ -470,7 +470,9 @@ PARAMETERS: tuple[Parameter, ...] = (
         "endpoint_ttl_hours",
         Whole(1, 30 * 24),
         24,
-        "per-run endpoints are deleted this long after they were created (mnistflow cleanup)",
+        "per-run endpoints are deleted this long after they were created (by the watchdog,"
+        " and by mnistflow cleanup)",
+        functions=WATCHDOG_ONLY,
     ),
     _context(
         "k",
@@ -585,7 +587,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "data_bucket_name",
         Text(re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"), "an S3 bucket name"),
         "the data bucket",
-        functions=START_RUN_ONLY,
+        functions=frozenset({START_RUN, contracts.WATCHDOG}),  # the watchdog: promoted models
     ),
     _stack(
         "kfp_token_secret_arn",
