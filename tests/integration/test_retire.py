@@ -3,6 +3,7 @@ SageMaker and moto's S3: what goes, what stays and why, and the faults on the wa
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import timedelta
 
@@ -12,6 +13,9 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
 from core.contracts import RUN_KEY_TAG, SERVING_MODELS_PREFIX
+from lambdas.dal.aws_clients import AwsClients
+from lambdas.dal.sagemaker_endpoints import SageMakerEndpoints
+from lambdas.logic.ports import SageMakerCallFailed
 from mnistflow.local.emulator import EMULATOR_CREDENTIALS, AwsEmulator
 from pipeline.steps import retire
 from pipeline.steps import sagemaker_jobs as jobs
@@ -313,3 +317,32 @@ class _Raw:
 
     def stream(self, **_):
         yield self._body
+
+
+def test_the_watchdogs_adapter_retires_an_expired_per_run_endpoint(emulator, sm, s3):
+    # Given a per-run endpoint and the stable one, reached as the watchdog reaches AWS
+    _deploy(sm, s3, _key(1), endpoint=f"{_key(1)}-endpoint")
+    _deploy(sm, s3, _key(2))
+    clients = AwsClients(emulator.region, emulator.environment())
+    adapter = SageMakerEndpoints(clients.factory("sagemaker"), clients.factory("s3"), BUCKET)
+    # When it is asked two hours later with a time to live of one hour
+    looked_at = adapter.retire_expired(3600, time.time() + 2 * 3600)
+    # Then the per-run endpoint and what it alone used are gone; the stable endpoint stays
+    assert {(r.kind, r.name, r.result) for r in looked_at} == {
+        (retire.ENDPOINT, f"{_key(1)}-endpoint", retire.DELETED),
+        (retire.CONFIG, f"{_key(1)}-epc", retire.DELETED),
+        (retire.MODEL, f"{_key(1)}-model", retire.DELETED),
+        (retire.ARTIFACT, f"{SERVING_MODELS_PREFIX}{_key(1)}/model.tar.gz", retire.DELETED),
+    }
+    _wait_deleted(sm, f"{_key(1)}-endpoint")
+    assert _names(sm)["endpoints"] == {STABLE}
+
+
+def test_the_watchdogs_adapter_says_when_sagemaker_cannot_be_asked():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    clients = AwsClients("us-east-1", {"AWS_ENDPOINT_URL": url, **EMULATOR_CREDENTIALS})
+    adapter = SageMakerEndpoints(clients.factory("sagemaker"), clients.factory("s3"), BUCKET)
+    with pytest.raises(SageMakerCallFailed, match="EndpointConnectionError"):
+        adapter.retire_expired(3600, time.time())
