@@ -98,13 +98,14 @@ def test_the_asset_ships_the_retire_module_and_the_watchdog_imports_it_from_ther
         "retire.py",
         "sagemaker_jobs.py",
     ]
-    # When the watchdog's adapter is imported from the asset alone (a fresh interpreter whose
-    # only import root is the asset, as in Lambda), Then it imports
+    # When the watchdog's adapter is imported from the asset first (a fresh interpreter, as in
+    # Lambda; -B: no __pycache__ left in the asset the session shares), Then it imports
     probe = "import lambdas.dal.sagemaker_endpoints, pipeline.steps.retire; print('ok')"
     done = subprocess.run(
         [
             sys.executable,
             "-I",
+            "-B",
             "-c",
             f"import sys; sys.path[:0] = [{str(lambda_asset)!r}]; {probe}",
         ],
