@@ -7,10 +7,12 @@ import socket
 import time
 from datetime import timedelta
 
+import botocore.session
 import numpy as np
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from core.contracts import RUN_KEY_TAG, SERVING_MODELS_PREFIX
 from lambdas.dal.aws_clients import AwsClients
@@ -346,3 +348,61 @@ def test_the_watchdogs_adapter_says_when_sagemaker_cannot_be_asked():
     adapter = SageMakerEndpoints(clients.factory("sagemaker"), clients.factory("s3"), BUCKET)
     with pytest.raises(SageMakerCallFailed, match="EndpointConnectionError"):
         adapter.retire_expired(3600, time.time())
+
+
+def test_the_local_sagemaker_deletes_and_refuses_as_sagemaker_does(sm, s3):
+    # Given run 1 serving on the stable endpoint
+    _deploy(sm, s3, _key(1))
+    # SageMaker deletes an endpoint config and a model in use: DeleteEndpointConfig and
+    # DeleteModel list no error of their own in botocore's model (sagemaker/2017-07-24,
+    # operations DeleteEndpointConfig, DeleteModel), and the API reference only warns ("You must
+    # not delete an EndpointConfig in use by an endpoint that is live"). So "in use" is the
+    # retirement's decision, and the emulator must not refuse either.
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    for operation in ("DeleteEndpointConfig", "DeleteModel", "DeleteEndpoint"):
+        assert model.operation_model(operation).error_shapes == []
+    sm.delete_endpoint_config(EndpointConfigName=f"{_key(1)}-epc")
+    sm.delete_model(ModelName=f"{_key(1)}-model")
+    assert sm.describe_endpoint(EndpointName=STABLE)["EndpointStatus"] == "InService"
+    # A resource that is not there: ValidationException, "Could not find endpoint "<arn>"."
+    # (SageMaker's words, as reported in aws/amazon-sagemaker-examples#2402)
+    for call, what in (
+        (lambda: sm.delete_endpoint(EndpointName="mnist-nothing"), 'endpoint "arn:aws:sagemaker:'),
+        (lambda: sm.delete_model(ModelName="mnist-nothing"), 'model "arn:aws:sagemaker:'),
+        (
+            lambda: sm.delete_endpoint_config(EndpointConfigName="mnist-nothing"),
+            'endpoint configuration "arn:aws:sagemaker:',
+        ),
+    ):
+        with pytest.raises(ClientError) as raised:
+            call()
+        error = raised.value.response["Error"]
+        assert error["Code"] == "ValidationException"
+        assert error["Message"].startswith(f"Could not find {what}")
+        assert jobs.is_not_found(raised.value)
+
+
+def test_a_retirement_that_cannot_reach_sagemaker_does_not_fail_the_deployed_run(monkeypatch):
+    # Given the retire step's own code (the KFP component's function), SageMaker unreachable
+    from pipeline.components import retire_superseded
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for name in ("AWS_ENDPOINT_URL_SAGEMAKER", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    for name, value in EMULATOR_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    # When it runs after a deploy
+    report = retire_superseded(
+        dataset_uri=f"s3://{BUCKET}/incoming/mnist.npz",
+        run_key=_key(1),
+        region="us-east-1",
+        endpoint_name=STABLE,
+        kept_endpoint_configs=2,
+    )
+    # Then it returns (the run stays deployed) and says what is left to whom
+    assert report.startswith("retirement not finished, left for the next run or mnistflow cleanup")
+    assert "Could not connect to the endpoint URL" in report

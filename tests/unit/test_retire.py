@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from botocore.exceptions import ClientError
+
 from core.contracts import SERVING_MODELS_PREFIX
 from pipeline.steps import retire
 from pipeline.steps.retire import ARTIFACT, CONFIG, DELETE, ENDPOINT, KEEP, MODEL, Resource
@@ -155,3 +157,28 @@ def test_an_endpoint_that_is_changing_keeps_everything():
     assert [(d.action, d.resource.name) for d in decisions] == [(KEEP, STABLE)]
     cleanup = retire.plan_cleanup(inv, endpoint_name=STABLE, keep=1, ttl_seconds=3600, now=T0)
     assert {d.action for d in cleanup} == {KEEP}
+
+
+class _RefusingSageMaker:
+    """A SageMaker client whose deletes answer as the caller says (after botocore's retries)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.error = ClientError({"Error": {"Code": code, "Message": message}}, "DeleteModel")
+
+    def delete_model(self, **_):
+        raise self.error
+
+
+def test_a_refusal_is_reported_with_sagemakers_words_and_not_found_is_fine():
+    model = Resource(MODEL, f"{_key(1)}-model", _key(1), T0)
+    decision = retire.Decision(model, DELETE, "its run failed")
+    refused = retire.carry_out(
+        _RefusingSageMaker("AccessDeniedException", "not authorized"), [decision]
+    )
+    assert [(o.result, o.detail) for o in refused] == [
+        (retire.REFUSED, "AccessDeniedException: not authorized")
+    ]
+    gone = retire.carry_out(
+        _RefusingSageMaker("ValidationException", 'Could not find model "arn:..."'), [decision]
+    )
+    assert [o.result for o in gone] == [retire.GONE]
