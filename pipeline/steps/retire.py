@@ -47,9 +47,7 @@ ENDPOINT, CONFIG, MODEL, ARTIFACT = "endpoint", "endpoint-config", "model", "art
 ORDER = (ENDPOINT, CONFIG, MODEL, ARTIFACT)  # what is deleted first: users before the used
 # EndpointStatus values (botocore's sagemaker model, shape EndpointStatus) in which SageMaker is
 # changing the endpoint: it is left alone until the change is over.
-CHANGING_STATUSES = frozenset(
-    {"OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
-)
+CHANGING_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
 # ListEndpoints/ListEndpointConfigs/ListModels take at most 100 a page (botocore's model).
 LIST_PAGE_SIZE = 100
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import botocore.session
 from botocore.exceptions import ClientError
 
 from core.contracts import SERVING_MODELS_PREFIX
@@ -182,3 +183,9 @@ def test_a_refusal_is_reported_with_sagemakers_words_and_not_found_is_fine():
         _RefusingSageMaker("ValidationException", 'Could not find model "arn:..."'), [decision]
     )
     assert [o.result for o in gone] == [retire.GONE]
+
+
+def test_the_changing_statuses_are_sagemakers_endpoint_statuses():
+    # botocore's sagemaker model, shape EndpointStatus
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    assert retire.CHANGING_STATUSES <= set(model.shape_for("EndpointStatus").enum)
