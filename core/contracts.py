@@ -17,6 +17,9 @@ PRODUCT_PREFIX = "mnist"
 # S3 layout of the data bucket.
 INCOMING_PREFIX = "incoming/"
 RUNS_PREFIX = "runs/"
+# Promoted serving artifacts: models/<run key>/model.tar.gz, no lifecycle expiry; each carries
+# the run-key tag (RUN_KEY_TAG) so retiring them selects on it.
+SERVING_MODELS_PREFIX = "models/"
 # The dataset layouts, by file suffix: the classic gzip'd pickle and the Keras npz. Suffixes
 # match whatever their case (MNIST.NPZ is an npz), the same way wherever they are checked.
 LAYOUT_PKL_GZ = "pkl.gz"

@@ -477,6 +477,23 @@ PARAMETERS: tuple[Parameter, ...] = (
         pipeline=True,
     ),
     _context(
+        "kept_endpoint_configs",
+        Whole(1, 20),
+        2,
+        "endpoint configs (with their models and promoted artifacts) kept for rollback after"
+        " an update of the stable endpoint, the serving one included; older ones are deleted",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_ttl_hours",
+        Whole(1, 30 * 24),
+        24,
+        "per-run endpoints are deleted this long after they were created (by the watchdog,"
+        " and by mnistflow cleanup)",
+        functions=WATCHDOG_ONLY,
+    ),
+    _context(
         "k",
         Whole(2, 256),
         # 32, not the seed's 10: on the sample, 0.74 accurate against 0.57 on average, for
@@ -607,7 +624,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "data_bucket_name",
         Text(re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"), "an S3 bucket name"),
         "the data bucket",
-        functions=START_RUN_ONLY,
+        functions=frozenset({START_RUN, contracts.WATCHDOG}),  # the watchdog: promoted models
     ),
     _stack(
         "kfp_token_secret_arn",

@@ -137,6 +137,7 @@ def watchdog_service(
 ):
     from lambdas.dal.kfp_api import KFP_REQUEST_TIMEOUT_SECONDS
     from lambdas.dal.runs_table import DynamoRunProgress, DynamoRunsRepository, RunsTableReader
+    from lambdas.dal.sagemaker_endpoints import SageMakerEndpoints
     from lambdas.dal.topic import SnsNotifier
     from lambdas.logic.watchdog import Watchdog, WatchdogPolicy
 
@@ -151,6 +152,9 @@ def watchdog_service(
         policy=WatchdogPolicy.from_settings(settings),
         connection_hint=what_to_check(settings),
         clock=clock,
+        endpoints=SageMakerEndpoints(
+            clients.factory("sagemaker"), clients.factory("s3"), settings.data_bucket_name
+        ),
     )
 
 

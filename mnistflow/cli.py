@@ -16,6 +16,7 @@ DEFAULT_SPEC_PATH = Path("build") / "mnist_pipeline.yaml"
 EXIT_USAGE = 2
 # How the user ran the CLI, for the hints it prints: ./dev sets it to "./dev".
 INVOKED_AS_VARIABLE = "MNISTFLOW_INVOKED_AS"
+ROLLBACK_POLL_SECONDS = 2.0  # a person waits: a short pause between two DescribeEndpoint calls
 
 
 def _client(args: argparse.Namespace, service: str):
@@ -145,6 +146,70 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def _cleanup(args: argparse.Namespace) -> int:
+    from core.contracts import data_bucket_name
+    from mnistflow.cleanup import cleanup, describe_cleanup, runs_in_flight
+
+    sts = _client(args, "sts")
+    bucket = args.bucket or data_bucket_name(
+        sts.get_caller_identity()["Account"], sts.meta.region_name
+    )
+    outcomes = cleanup(
+        _client(args, "sagemaker"),
+        _client(args, "s3"),
+        bucket=bucket,
+        endpoint_name=args.endpoint,
+        keep=args.keep,
+        ttl_hours=args.ttl_hours,
+        in_flight=runs_in_flight(_runs(args).scan()),
+        dry_run=args.dry_run,
+    )
+    print(describe_cleanup(outcomes, args.dry_run))
+    return 1 if any(o.result == "refused" for o in outcomes) else 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from core.sagemaker_events import ENDPOINT
+    from mnistflow.cleanup import CleanupError, rollback
+    from pipeline.steps import sagemaker_jobs as jobs
+    from pipeline.steps.steps import ENDPOINT_TIMEOUT_SECONDS
+
+    sm = _client(args, "sagemaker")
+    try:
+        done = rollback(sm, endpoint_name=args.endpoint)
+    except CleanupError as error:
+        print(f"rollback: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"endpoint {done.endpoint}: {done.from_config} -> {done.to_config}; run {done.run_key}"
+        " serves once the update is in"
+    )
+    if args.no_wait:
+        return 0
+    try:
+        described = jobs.wait_for(
+            lambda: sm.describe_endpoint(EndpointName=done.endpoint),
+            ENDPOINT.status_field,
+            done=ENDPOINT.done,
+            failed=ENDPOINT.failed,
+            what=f"endpoint {done.endpoint}",
+            timeout_seconds=ENDPOINT_TIMEOUT_SECONDS,
+            poll_seconds=ROLLBACK_POLL_SECONDS,
+        )
+    except jobs.StepFailed as error:
+        print(f"rollback: {error}", file=sys.stderr)
+        return 1
+    if described.get("EndpointConfigName") != done.to_config:  # SageMaker rolled it back
+        print(
+            f"rollback: endpoint {done.endpoint} is back on {described.get('EndpointConfigName')}"
+            f": {described.get('FailureReason') or 'the update did not take'}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"endpoint {done.endpoint} is InService: run {done.run_key} now serves")
+    return 0
+
+
 def _compile(args: argparse.Namespace) -> int:
     from pipeline.compile import compile_pipeline
 
@@ -187,10 +252,25 @@ def _aws_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint-url", default=None, help="an AWS emulator, e.g. the local stack's"
     )
-    if parser.prog.split()[-1] in ("status", "rerun"):
+    if parser.prog.split()[-1] in ("status", "rerun", "cleanup"):
         parser.add_argument(
             "--table", default=RUNS_TABLE_NAME, help=f"runs table (default {RUNS_TABLE_NAME})"
         )
+
+
+def _setting(key: str):
+    """An option read as the setting `key` is, with its bounds (core/settings.py)."""
+    from core.settings import BY_KEY
+
+    kind = BY_KEY[key].kind
+
+    def parse(raw: str):
+        try:
+            return kind.parse(raw)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{key} {error}") from None
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +360,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _aws_options(check)
     check.set_defaults(func=_verify)
+
+    from core.settings import BY_KEY
+
+    stable = BY_KEY["endpoint_name"].default
+    tidy = commands.add_parser(
+        "cleanup",
+        help="delete the product's SageMaker resources that nothing needs (by their tag)",
+        description="List the endpoints, endpoint configs, models and promoted artifacts that "
+        "carry the mnistflow:run-key tag; delete the configs the stable endpoint superseded "
+        "beyond the kept N, per-run endpoints past their time to live, and what finished runs "
+        "left behind; say for each what stays and why. Never touches a resource without the "
+        "tag, nor anything of a run in flight. Exit 1 when SageMaker refused a delete.",
+    )
+    tidy.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    tidy.add_argument(
+        "--endpoint", default=stable, help=f"the stable endpoint (default {stable or 'none'})"
+    )
+    tidy.add_argument(
+        "--keep",
+        type=_setting("kept_endpoint_configs"),
+        default=BY_KEY["kept_endpoint_configs"].default,
+        help="endpoint configs kept for rollback, the serving one included (default %(default)s)",
+    )
+    tidy.add_argument(
+        "--ttl-hours",
+        type=_setting("endpoint_ttl_hours"),
+        default=BY_KEY["endpoint_ttl_hours"].default,
+        help="per-run endpoints older than this go (default %(default)s)",
+    )
+    tidy.add_argument(
+        "--bucket", default="", help="the data bucket (default mnistflow-data-<account>-<region>)"
+    )
+    _aws_options(tidy)
+    tidy.set_defaults(func=_cleanup)
+
+    undo = commands.add_parser(
+        "rollback",
+        help="point the stable endpoint back at the previous kept endpoint config",
+        description="Update the stable endpoint to the newest kept endpoint config older than "
+        "the one it serves, wait until it is InService, and say which run now serves. Refuses "
+        "while the endpoint is changing, or when no earlier config is kept.",
+    )
+    undo.add_argument(
+        "--endpoint", default=stable, help=f"the stable endpoint (default {stable or 'none'})"
+    )
+    undo.add_argument("--no-wait", action="store_true", help="return once the update started")
+    _aws_options(undo)
+    undo.set_defaults(func=_rollback)
 
     k8s = commands.add_parser(
         "kubernetes-manifest",

@@ -299,6 +299,38 @@ def deploy(
         )
 
 
+def retire_superseded(
+    dataset_uri: str, run_key: str, region: str, endpoint_name: str, kept_endpoint_configs: int
+) -> str:
+    """After an update of the stable endpoint: delete the endpoint configs, models and promoted
+    artifacts it no longer needs, but the last kept_endpoint_configs (for rollback).
+
+    The deploy has already succeeded: a retirement that cannot finish does not fail the run. It
+    says why in its output and the log; the next run's retirement, or `mnistflow cleanup`,
+    finishes it."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipeline.steps import retire, steps
+
+    bucket, _ = steps.split_s3_uri(dataset_uri)
+    try:
+        outcomes = retire.after_deploy(
+            boto3.client("sagemaker", region_name=region),
+            boto3.client("s3", region_name=region),
+            bucket=bucket,
+            run_key=run_key,
+            endpoint_name=endpoint_name,
+            keep=kept_endpoint_configs,
+        )
+    except (BotoCoreError, ClientError) as error:
+        report = f"retirement not finished, left for the next run or mnistflow cleanup: {error}"
+    else:
+        report = "\n".join(o.line() for o in outcomes) or "nothing to retire"
+    print(report)
+    return report
+
+
 def report_final_state(
     dataset_uri: str,
     run_key: str,
@@ -313,7 +345,7 @@ def report_final_state(
     import boto3
 
     from core import kfp
-    from pipeline.steps import registry, steps
+    from pipeline.steps import registry, retire, steps
 
     # The run's model version (if any): Approved when the run succeeded, else Rejected.
     registry.settle_registration(
@@ -331,6 +363,14 @@ def report_final_state(
         kfp_run=status.pipeline_job_resource_name,
         event_bus_name=event_bus_name,
     )
+    retire.after_run(  # a run that did not succeed deletes what it created (event sent first)
+        boto3.client("sagemaker", region_name=region),
+        boto3.client("s3", region_name=region),
+        state=status.state,
+        run_key=run_key,
+        dataset_uri=dataset_uri,
+        endpoint_name=endpoint_name,
+    )
     return json.dumps(detail)
 
 
@@ -341,6 +381,7 @@ STEP_FUNCTIONS = (
     batch_transform,
     evaluate,
     deploy,
+    retire_superseded,
     report_final_state,
 )
 

@@ -113,12 +113,17 @@ def _build_graph(p: dict) -> None:
             instance_type=p["endpoint_instance_type"],
             instance_count=p["endpoint_instance_count"],
         ).after(evaluation)
+        # Then the configs, models and artifacts the stable endpoint no longer needs, but the
+        # last kept_endpoint_configs for rollback (pipeline/steps/retire.py).
+        retirement = steps["retire_superseded"](
+            **run, endpoint_name=endpoint.output, kept_endpoint_configs=p["kept_endpoint_configs"]
+        )
     # A dataset is one run: KFP's cache would skip the steps of a deliberate rerun.
-    for task in (final_state, prep, training, model, transform, evaluation, endpoint):
+    for task in (final_state, prep, training, model, transform, evaluation, endpoint, retirement):
         task.set_caching_options(False)
     for task in (training, model, transform, endpoint):
         task.set_retry(num_retries=SAGEMAKER_STEP_RETRIES)
-    for task in (final_state, training, model, transform, evaluation, endpoint):
+    for task in (final_state, training, model, transform, evaluation, endpoint, retirement):
         task.set_memory_request(AWS_STEP_MEMORY_REQUEST).set_memory_limit(AWS_STEP_MEMORY_LIMIT)
 
 

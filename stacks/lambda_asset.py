@@ -22,6 +22,14 @@ LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
 # The packages the functions import, copied as they are (one import root: the asset's root).
 PACKAGES = ("core", "lambdas")
+# Single modules of other packages the functions import (the watchdog retires endpoints through
+# the pipeline's retire module), copied with their packages' __init__.
+MODULES = (
+    "pipeline/__init__.py",
+    "pipeline/steps/__init__.py",
+    "pipeline/steps/retire.py",
+    "pipeline/steps/sagemaker_jobs.py",
+)
 _IGNORED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "requirements.txt"
 )
@@ -40,6 +48,9 @@ def build_lambda_asset(repo_root: Path = REPO_ROOT, build_dir: Path | None = Non
     shutil.copytree(dependencies, asset, ignore=shutil.ignore_patterns(_COMPLETE_MARKER))
     for package in PACKAGES:
         shutil.copytree(repo_root / package, asset / package, ignore=_IGNORED)
+    for module in MODULES:
+        (asset / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repo_root / module, asset / module)
     compile_pipeline_spec(asset / PIPELINE_SPEC_FILE)
     return asset
 

@@ -23,6 +23,7 @@ from stacks.operations_topic import OperationsTopic
 from stacks.pipeline_role import PipelinePodRole
 from stacks.product_function import ProductFunction
 from stacks.progress_rules import ProgressRules
+from stacks.retire_policy import grant_retire
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
 from stacks.step_image import StepImage
@@ -144,7 +145,11 @@ class MnistFlowStack(Stack):
             code_folder=lambda_code_folder,
             memory_mb=WATCHDOG_MEMORY_MB,
             timeout_seconds=WATCHDOG_TIMEOUT_SECONDS,
-            values={**shared, "kfp_token_secret_arn": kfp.token_secret_arn},
+            values={
+                **shared,
+                "kfp_token_secret_arn": kfp.token_secret_arn,
+                "data_bucket_name": data.bucket.bucket_name,  # promoted models it retires
+            },
             log_retention_days=settings.log_retention_days,
             operations_topic=operations.topic,
             failures_mean="a watchdog pass failed after its retries",
@@ -155,6 +160,7 @@ class MnistFlowStack(Stack):
         watchdog.grant_scan(runs.table)
         kfp.grant_kfp_caller(watchdog.role, "WatchdogAccessEntry")
         WatchdogSchedule(self, names.WATCHDOG_SCHEDULE_ID, target=watchdog)
+        grant_retire(watchdog.role, data.bucket)  # per-run endpoints past their time to live
 
         registry = ModelRegistry(self, names.MODEL_REGISTRY_ID)
         pods = PipelinePodRole(
@@ -170,6 +176,7 @@ class MnistFlowStack(Stack):
             registry=registry,
         )
         rules.admit_only(pods.role)
+        grant_retire(pods.role, data.bucket)  # retire-superseded and the exit handler
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
         users = ProductUserPolicy(self, names.USER_POLICY_ID, bucket=data.bucket, table=runs.table)
 

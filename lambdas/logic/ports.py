@@ -234,3 +234,28 @@ class RunProgress(Announcements):
     def decide_outcome(self, run_key: str, outcome: str, order: str) -> OutcomeWrite:
         """Set the outcome to `outcome` unless a deciding event later in the order (`order`,
         the event's ord) already set it: the latest deciding event decides."""
+
+
+@dataclass(frozen=True)
+class RetiredResource:
+    """One SageMaker resource (or promoted artifact) a retirement looked at, and what it did."""
+
+    kind: str  # endpoint, endpoint-config, model, artifact
+    name: str
+    run_key: str
+    result: str  # deleted, already gone, kept, refused
+    reason: str
+
+
+class SageMakerCallFailed(Exception):
+    """SageMaker (or S3) could not be asked, after botocore's retries: nothing was decided."""
+
+
+class ExpiredEndpoints(ABC):
+    """Per-run endpoints past their time to live, and what they alone used."""
+
+    @abstractmethod
+    def retire_expired(self, ttl_seconds: float, now: float) -> list[RetiredResource]:
+        """Deletes per-run endpoints created more than `ttl_seconds` before `now` (epoch
+        seconds), with their configs, models and artifacts; says what it kept and why.
+        Raises SageMakerCallFailed when SageMaker cannot be asked."""

@@ -13,6 +13,10 @@ adapter start-run uses, about the ones that are stuck:
   (the pipeline finished; its events did not arrive, and the watchdog does not announce an
   endpoint it has not seen).
 - A finished start whose email did not go out (its publish failed and no retry came): sent.
+- Per-run endpoints (`<run key>-endpoint`) older than `endpoint_ttl_hours`: deleted, with the
+  endpoint config, model and promoted artifact that only they used (pipeline/steps/retire.py
+  decides; one that SageMaker is changing is left for the next pass). SageMaker unreachable:
+  logged, and the next pass tries again; the runs are handled all the same.
 
 KFP unreachable: nothing is closed; the next pass asks again. Each action is a conditional
 write, so a pass that overlaps an invocation, or another pass, changes nothing twice.
@@ -33,6 +37,7 @@ from core.settings import Settings
 from lambdas.logic import notifications
 from lambdas.logic.announcements import Announcer
 from lambdas.logic.ports import (
+    ExpiredEndpoints,
     KfpCallFailed,
     KfpRun,
     KfpRunsApi,
@@ -40,6 +45,7 @@ from lambdas.logic.ports import (
     PublishFailed,
     RunProgress,
     RunsRepository,
+    SageMakerCallFailed,
 )
 from lambdas.observability import logger, metrics
 
@@ -59,12 +65,14 @@ class WatchdogPolicy:
     max_run_seconds: int
     claim_grace_seconds: int = CLAIM_GRACE_SECONDS
     email_grace_seconds: int = EMAIL_GRACE_SECONDS
+    endpoint_ttl_seconds: int = 24 * 3600
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WatchdogPolicy:
         return cls(
             no_progress_seconds=settings.watchdog_no_progress_minutes * 60,
             max_run_seconds=settings.watchdog_max_run_hours * 3600,
+            endpoint_ttl_seconds=settings.endpoint_ttl_hours * 3600,
         )
 
 
@@ -79,6 +87,7 @@ class Pass:
     finished: list[str] = field(default_factory=list)  # SUCCEEDED in KFP, events missing
     unreachable: list[str] = field(default_factory=list)  # KFP could not be asked
     emailed: list[str] = field(default_factory=list)  # owed emails sent
+    retired: list[str] = field(default_factory=list)  # expired per-run endpoints and theirs
 
     def as_dict(self) -> dict[str, list[str]]:
         return {name: list(value) for name, value in vars(self).items()}
@@ -103,6 +112,7 @@ class Watchdog:
         policy: WatchdogPolicy,
         connection_hint: str = "",
         clock: Callable[[], float] = time.time,
+        endpoints: ExpiredEndpoints | None = None,
     ):
         self._records = records
         self._runs = runs
@@ -113,6 +123,7 @@ class Watchdog:
         self._policy = policy
         self._hint = connection_hint
         self._clock = clock
+        self._endpoints = endpoints
         # The watchdog owns no invocation's claims: it takes one over only once it is stale.
         self._announcer = Announcer(runs, notifier, WATCHDOG_SOURCE, clock)
 
@@ -130,6 +141,7 @@ class Watchdog:
                 done.unreachable.append(record.run_key)
             finally:
                 logger.remove_keys(["run_key"])
+        self._retire_expired_endpoints(now, done)
         closed = len(done.closed) + len(done.start_failed)
         if closed:
             metrics.add_metric(name=contracts.METRIC_STUCK_RUNS_CLOSED, unit="Count", value=closed)
@@ -231,6 +243,25 @@ class Watchdog:
         logger.warning("Run closed by the watchdog", extra={"finding": finding})
         if note.kind not in record.announced:
             self._announcer.announce(key, note)
+
+    # -- per-run endpoints past their time to live -------------------------------------------
+
+    def _retire_expired_endpoints(self, now: float, done: Pass) -> None:
+        if self._endpoints is None:
+            return
+        try:
+            looked_at = self._endpoints.retire_expired(self._policy.endpoint_ttl_seconds, now)
+        except SageMakerCallFailed as error:
+            logger.warning("Watchdog could not retire endpoints", extra={"error": str(error)})
+            return
+        for item in looked_at:
+            if item.result in ("deleted", "already gone"):
+                done.retired.append(f"{item.kind} {item.name}")
+            elif item.result == "refused":
+                logger.warning(
+                    "SageMaker refused a delete",
+                    extra={"resource": item.name, "kind": item.kind, "reason": item.reason},
+                )
 
     # -- an email that did not go out ------------------------------------------------------
 

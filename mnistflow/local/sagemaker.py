@@ -225,6 +225,7 @@ class _Endpoint:
         self.failure_reason = ""
         self.created = self.modified = _now()
         self.serving: dict | None = None  # the loaded model, its variant and image
+        self.pending: tuple[str, datetime] | None = None  # an update's config, and its start
 
 
 class LocalSageMaker:
@@ -953,6 +954,7 @@ class LocalSageMaker:
             )
         endpoint.status, endpoint.modified = "Updating", _now()
         endpoint.failure_reason = ""
+        endpoint.pending = (body["EndpointConfigName"], endpoint.modified)
         self._start(self._deploy, (endpoint, body["EndpointConfigName"]))
         return {"EndpointArn": endpoint.arn}
 
@@ -986,6 +988,11 @@ class LocalSageMaker:
             ]
         if endpoint.failure_reason:
             answer["FailureReason"] = endpoint.failure_reason
+        if endpoint.pending:  # the shape PendingDeploymentSummary (botocore's sagemaker model)
+            answer["PendingDeploymentSummary"] = {
+                "EndpointConfigName": endpoint.pending[0],
+                "StartTime": endpoint.pending[1],
+            }
         return answer
 
     def _op_delete_endpoint(self, body: dict) -> dict:
@@ -1051,6 +1058,7 @@ class LocalSageMaker:
         with self._lock:
             if self._endpoints.get(endpoint.name) is not endpoint or endpoint.status == "Deleting":
                 return
+            endpoint.pending = None
             if serving is None:
                 endpoint.failure_reason = reason
                 endpoint.status = "InService" if endpoint.serving else "Failed"

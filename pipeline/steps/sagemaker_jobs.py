@@ -48,16 +48,21 @@ def run_tags(run_key: str) -> list[dict[str, str]]:
     return [{"Key": RUN_KEY_TAG, "Value": run_key}]
 
 
+def is_not_found(error: ClientError) -> bool:
+    """SageMaker's answer for a resource it does not have (to a describe, a delete, ListTags)."""
+    err = error.response.get("Error", {})
+    message = str(err.get("Message", "")).lower()
+    return err.get("Code") in ("ValidationException", "ResourceNotFound") and any(
+        marker in message for marker in _NOT_FOUND_MARKERS
+    )
+
+
 def describe_or_none(describe: Callable[..., dict], **name: str) -> dict | None:
     """The description of a resource, or None when SageMaker says it does not exist."""
     try:
         return describe(**name)
     except ClientError as error:
-        err = error.response.get("Error", {})
-        message = str(err.get("Message", "")).lower()
-        if err.get("Code") in ("ValidationException", "ResourceNotFound") and any(
-            marker in message for marker in _NOT_FOUND_MARKERS
-        ):
+        if is_not_found(error):
             return None
         raise
 

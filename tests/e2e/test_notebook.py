@@ -164,6 +164,8 @@ def test_demo_keep_running_prints_what_the_readmes_five_lines_need(tmp_path):
             (["status"], f"{demo_run}  SUCCEEDED"),
             (["status", demo_run], "  accuracy  0.7"),
             (["predict", "--endpoint", f"{demo_run}-endpoint", "--sample", "5"], "accuracy on"),
+            # and the deploy guide's teardown's first command, which deletes nothing
+            (["cleanup", "--dry-run"], "(dry run: nothing was deleted)"),
         ):
             done = subprocess.run(
                 [sys.executable, "-m", "mnistflow", *command],

@@ -27,6 +27,7 @@ from core.run_record import (
 )
 from lambdas.logic.ports import (
     Claim,
+    ExpiredEndpoints,
     KfpCallFailed,
     KfpExperiment,
     KfpHealth,
@@ -36,8 +37,10 @@ from lambdas.logic.ports import (
     OutcomeWrite,
     ProgressWrite,
     PublishFailed,
+    RetiredResource,
     RunProgress,
     RunsRepository,
+    SageMakerCallFailed,
     UploadMetadata,
 )
 
@@ -450,6 +453,30 @@ class StaticMetadata(UploadMetadata):
     def metadata(self, dataset: DatasetRef) -> dict[str, str]:
         self.asked.append(dataset)
         return dict(self.by_key.get(dataset.key, {}))
+
+
+class ScriptedEndpoints(ExpiredEndpoints):
+    """Per-run endpoints by creation time (epoch seconds): retire_expired deletes those past the
+    time to live, records each call, and fails while `unreachable` is set."""
+
+    def __init__(self, created: dict[str, float] | None = None) -> None:
+        self.created = dict(created or {})
+        self.calls: list[tuple[float, float]] = []
+        self.unreachable = False
+
+    def retire_expired(self, ttl_seconds: float, now: float) -> list[RetiredResource]:
+        self.calls.append((ttl_seconds, now))
+        if self.unreachable:
+            raise SageMakerCallFailed("EndpointConnectionError: could not connect")
+        out = []
+        for name, created in sorted(self.created.items()):
+            key = name.removesuffix("-endpoint")
+            if now - created >= ttl_seconds:
+                del self.created[name]
+                out.append(RetiredResource("endpoint", name, key, "deleted", "past its ttl"))
+            else:
+                out.append(RetiredResource("endpoint", name, key, "kept", "young"))
+        return out
 
 
 class FakeClock:

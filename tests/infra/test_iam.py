@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from core.contracts import PIPELINE_EVENT_BUS, PIPELINE_EVENT_SOURCE, SAGEMAKER_NAME_PREFIX
+from core.contracts import (
+    PIPELINE_EVENT_BUS,
+    PIPELINE_EVENT_SOURCE,
+    RUN_KEY_TAG,
+    SAGEMAKER_NAME_PREFIX,
+)
 from core.images import kmeans_registries
+from stacks.retire_policy import LIST_ACTIONS
 from tests.infra.cfn_text import actions_of, as_list, render, resources_of, role_statements
 from tests.infra.test_model_registry import REGISTRY_SIDS
 from tests.infra.variants import CLUSTER
@@ -128,8 +134,16 @@ def test_pipeline_pods_call_sagemaker_on_this_products_resources_only(default_sy
         if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))
         and s["Sid"] not in REGISTRY_SIDS  # the model registry's: test_model_registry.py
     ]
-    # Then every resource is a product-named SageMaker resource
-    resources = [resource for statement in sagemaker for resource in resources_of(statement)]
+    # Then every resource is a product-named SageMaker resource, but the List* calls of the
+    # retirement, which take no resource (stacks/retire_policy.py)
+    listing = [st for st in sagemaker if st.get("Sid") == "ListSageMakerResources"]
+    assert [set(as_list(st["Action"])) for st in listing] == [set(LIST_ACTIONS)]
+    resources = [
+        resource
+        for statement in sagemaker
+        if statement not in listing
+        for resource in resources_of(statement)
+    ]
     assert resources
     for resource in resources:
         assert ":sagemaker:" in resource and resource.endswith(f"/{SAGEMAKER_NAME_PREFIX}*")
@@ -137,7 +151,14 @@ def test_pipeline_pods_call_sagemaker_on_this_products_resources_only(default_sy
     assert {"sagemaker:CreateTrainingJob", "sagemaker:UpdateEndpoint", "sagemaker:AddTags"} <= (
         actions_of(sagemaker)
     )
-    assert not {a for a in actions_of(sagemaker) if a.startswith("sagemaker:Delete")}
+    # Deletes only in the retirement's statement, on resources carrying the run-key tag
+    deleting = [
+        st
+        for st in sagemaker
+        if any(a.startswith("sagemaker:Delete") for a in as_list(st["Action"]))
+    ]
+    assert [st["Sid"] for st in deleting] == ["DeleteTaggedProductSageMakerResources"]
+    assert deleting[0]["Condition"] == {"Null": {f"aws:ResourceTag/{RUN_KEY_TAG}": "false"}}
 
 
 def test_pipeline_pods_pass_only_the_execution_role_and_only_to_sagemaker(default_synth):
@@ -221,7 +242,9 @@ def test_pods_create_sagemaker_jobs_on_allowed_instance_types_only(default_synth
     }
     others = {a for s in statements for a in as_list(s["Action"]) if s is not creates}
     assert not others & set(as_list(creates["Action"]))
-    assert "sagemaker:ListTags" not in others  # never called
+    # ListTags only to read the run-key tag before retiring (stacks/retire_policy.py)
+    readers = [st["Sid"] for st in statements if "sagemaker:ListTags" in as_list(st["Action"])]
+    assert readers == ["ReadProductSageMakerResources"]
 
 
 def test_only_the_pods_service_account_of_the_cluster_may_assume_their_role(default_synth):

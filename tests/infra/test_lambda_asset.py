@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -87,3 +88,29 @@ def test_rebuilding_the_real_asset_does_not_run_pip_again(lambda_asset, monkeypa
     assert rebuilt == lambda_asset
     assert (rebuilt / "core" / "contracts.py").is_file()
     assert (rebuilt / "mnist_pipeline.yaml").read_text() == spec
+
+
+def test_the_asset_ships_the_retire_module_and_the_watchdog_imports_it_from_there(lambda_asset):
+    # Given the built asset: the retire module and what it imports, not the rest of the steps
+    steps = lambda_asset / "pipeline" / "steps"
+    assert sorted(p.name for p in steps.iterdir() if p.suffix == ".py") == [
+        "__init__.py",
+        "retire.py",
+        "sagemaker_jobs.py",
+    ]
+    # When the watchdog's adapter is imported from the asset first (a fresh interpreter, as in
+    # Lambda; -B: no __pycache__ left in the asset the session shares), Then it imports
+    probe = "import lambdas.dal.sagemaker_endpoints, pipeline.steps.retire; print('ok')"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            f"import sys; sys.path[:0] = [{str(lambda_asset)!r}]; {probe}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.stdout.strip() == "ok", done.stderr

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from core import contracts
+from core.contracts import RUN_KEY_TAG, SERVING_MODELS_PREFIX
 from core.settings import function_parameters
+from stacks.retire_policy import DELETE_ACTIONS, LIST_ACTIONS, READ_ACTIONS
 from stacks.watchdog_schedule import WATCHDOG_EVERY_MINUTES
-from tests.infra.cfn_text import actions_of, role_statements
+from tests.infra.cfn_text import actions_of, as_list, resources_of, role_statements
 
 
 def _function(synth) -> dict:
@@ -35,11 +37,40 @@ def test_the_watchdog_gets_exactly_the_configuration_its_settings_read(default_s
     assert variables["KFP_MODE"] == "cluster"
 
 
-def test_the_watchdog_may_read_and_update_runs_publish_and_reach_kfp_only(default_synth):
+def test_the_watchdog_may_read_and_update_runs_publish_reach_kfp_and_retire_endpoints_only(
+    default_synth,
+):
     role_id = default_synth.logical_id(default_synth.stack.watchdog.function.role)
-    actions = actions_of(role_statements(default_synth.resources, role_id))
+    statements = role_statements(default_synth.resources, role_id)
+    actions = actions_of(statements)
     assert {"dynamodb:Scan", "dynamodb:UpdateItem", "sns:Publish", "eks:DescribeCluster"} <= (
         actions
     )
-    assert not {a for a in actions if a.startswith(("sagemaker:", "s3:", "iam:"))}
+    # SageMaker and S3: what retiring per-run endpoints needs (stacks/retire_policy.py), no more
+    retiring = {*LIST_ACTIONS, *READ_ACTIONS, *DELETE_ACTIONS}
+    retiring |= {"s3:ListBucket", "s3:GetObjectTagging", "s3:DeleteObject"}
+    assert {a for a in actions if a.startswith(("sagemaker:", "s3:", "iam:"))} == retiring
     assert "dynamodb:PutItem" not in actions and "dynamodb:DeleteItem" not in actions
+
+
+def test_retiring_deletes_only_the_products_names_that_carry_its_run_key_tag(default_synth):
+    for role in (
+        default_synth.stack.watchdog.function.role,
+        default_synth.stack.pipeline_pods.role,
+    ):
+        statements = role_statements(default_synth.resources, default_synth.logical_id(role))
+        [deletes] = [
+            s for s in statements if s.get("Sid") == "DeleteTaggedProductSageMakerResources"
+        ]
+        assert sorted(as_list(deletes["Action"])) == sorted(DELETE_ACTIONS)
+        assert deletes["Condition"] == {"Null": {f"aws:ResourceTag/{RUN_KEY_TAG}": "false"}}
+        assert sorted(resources_of(deletes)) == sorted(
+            f"arn:${{AWS::Partition}}:sagemaker:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/mnist-*"
+            for kind in ("endpoint", "endpoint-config", "model")
+        )
+        [listing] = [s for s in statements if s.get("Sid") == "ListSageMakerResources"]
+        assert listing["Resource"] == "*" and sorted(as_list(listing["Action"])) == sorted(
+            LIST_ACTIONS
+        )
+        [prune] = [s for s in statements if s.get("Sid") == "PrunePromotedModels"]
+        assert resources_of(prune)[0].endswith(f"/{SERVING_MODELS_PREFIX}*")

@@ -36,6 +36,7 @@ class LocalRun:
     result: LocalRunResult
     inventory: dict
     final_events: list[dict]
+    resources: Provisioned | None = None  # what a further run on the same emulator reuses
 
 
 def received_pipeline_events(emulator: AwsEmulator, resources: Provisioned) -> list[dict]:
@@ -86,10 +87,14 @@ def run_dataset(
     bucket: str = LOCAL_DATA_BUCKET,
     endpoint_name: str = "",
     echo: bool = False,
+    resources: Provisioned | None = None,
     **parameters: object,
 ) -> LocalRun:
-    """Uploads `data_file`, runs the compiled pipeline on it, and takes stock."""
-    resources = provision(emulator.client, LocalNames(data_bucket=bucket), kfp_token="unused")
+    """Uploads `data_file`, runs the compiled pipeline on it, and takes stock; `resources`: an
+    earlier run's, for a second run on the same emulator."""
+    resources = resources or provision(
+        emulator.client, LocalNames(data_bucket=bucket), kfp_token="unused"
+    )
     dataset_uri, version, key = upload_dataset(emulator, data_file, bucket)
     spec = compile_pipeline(workdir / "mnist_pipeline.yaml")
     # The required parameters; the rest take the pipeline's defaults (the schema's).
@@ -111,4 +116,5 @@ def run_dataset(
     )
     endpoint = endpoint_name or resource_name(key, ENDPOINT_SUFFIX)
     stock = take_stock(emulator, bucket, key, endpoint)
-    return LocalRun(key, dataset_uri, result, stock, received_pipeline_events(emulator, resources))
+    events = received_pipeline_events(emulator, resources)
+    return LocalRun(key, dataset_uri, result, stock, events, resources)

@@ -105,6 +105,38 @@ def test_the_keras_npz_layout_runs_too(emulator, tmp_path):
     assert f"runs/{run.run_key}/labels/validation.csv" in run.inventory["objects"]
 
 
+def test_a_second_run_on_the_stable_endpoint_retires_the_first_beyond_the_kept_n(
+    emulator, tmp_path
+):
+    # Given two runs deployed in turn to one stable endpoint, keeping one config
+    first = run_dataset(
+        emulator,
+        SAMPLE_DIR / "mnist-sample.pkl.gz",
+        tmp_path / "1",
+        endpoint_name="mnist-demo",
+        kept_endpoint_configs=1,
+    )
+    second = run_dataset(
+        emulator,
+        SAMPLE_DIR / "mnist-sample.npz",
+        tmp_path / "2",
+        endpoint_name="mnist-demo",
+        kept_endpoint_configs=1,
+        resources=first.resources,
+    )
+    assert first.result.succeeded and second.result.succeeded, second.result.error
+    # Then the endpoint serves the second run, and the first run's config and model are gone
+    sm = emulator.client("sagemaker")
+    assert second.inventory["endpoint"]["EndpointConfigName"] == f"{second.run_key}-epc"
+    configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
+    models = {m["ModelName"] for m in sm.list_models()["Models"]}
+    assert configs == {f"{second.run_key}-epc"}
+    assert models == {f"{second.run_key}-model"}
+    # while the first run's files (its evaluation) stay
+    evaluation = f"runs/{first.run_key}/evaluation.json"
+    assert emulator.client("s3").head_object(Bucket=LOCAL_DATA_BUCKET, Key=evaluation)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (exec, ("open('PWNED', 'w').write('x')",))
@@ -221,3 +253,6 @@ def test_labels_that_are_noise_end_model_rejected_and_nothing_is_deployed(emulat
     [final] = [e for e in run.final_events if e["detail-type"] == "MNIST Pipeline Run State Change"]
     assert final["detail"]["failed_step"] == "evaluate" and final["detail"]["model_rejected"]
     assert "model rejected: accuracy" in final["detail"]["error"]
+    # and the exit handler deleted the model the run created, keeping its evaluation
+    assert run.inventory["model"] is None
+    assert f"runs/{run.run_key}/evaluation.json" in run.inventory["objects"]

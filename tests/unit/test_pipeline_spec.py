@@ -19,7 +19,15 @@ from pipeline.compile import compile_pipeline, reproducible
 from pipeline.components import embedded_runtime_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STEP_ORDER = ["preprocess", "train", "create-model", "batch-transform", "evaluate", "deploy"]
+STEP_ORDER = [
+    "preprocess",
+    "train",
+    "create-model",
+    "batch-transform",
+    "evaluate",
+    "deploy",
+    "retire-superseded",
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +53,7 @@ def test_the_steps_run_in_the_workshops_order_with_the_gate_before_deploy(spec):
         "batch-transform": {"create-model", "preprocess"},
         "evaluate": {"preprocess", "train", "batch-transform"},
         "deploy": {"create-model", "evaluate"},  # the quality gate: nothing deploys before it
+        "retire-superseded": {"deploy"},  # only after the endpoint serves the new config
     }
 
 

@@ -92,7 +92,7 @@ def test_every_step_runs_the_deployed_image(tmp_path):
 
     # When start-run reads it, Then every step names the deployed image, pinned as deployed
     images = _images(PipelineSpecFile(path, STEP_IMAGE)())
-    assert len(images) == 7 and set(images.values()) == {STEP_IMAGE}
+    assert len(images) == 8 and set(images.values()) == {STEP_IMAGE}  # 7 steps + exit handler
 
 
 def test_the_image_goes_into_the_spec_beside_a_platform_spec():

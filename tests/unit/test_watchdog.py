@@ -17,7 +17,13 @@ from lambdas.logic.watchdog import (
     WatchdogPolicy,
 )
 from tests.conftest import load_event
-from tests.fakes import InMemoryRunProgress, InMemoryRuns, RecordingNotifier, ScriptedKfp
+from tests.fakes import (
+    InMemoryRunProgress,
+    InMemoryRuns,
+    RecordingNotifier,
+    ScriptedEndpoints,
+    ScriptedKfp,
+)
 from tests.fakes.progress import RUN_KEY, start_run_record
 from tests.fakes.settings import function_settings
 
@@ -41,6 +47,7 @@ class World:
         self.experiment = KfpExperiment("exp-1", "mnist")
         self.kfp.experiments["exp-1"] = self.experiment
         settings = function_settings(contracts.WATCHDOG, kfp_experiment_name="mnist")
+        self.endpoints = ScriptedEndpoints()
         self.watchdog = Watchdog(
             records=lambda: [r for key in self.runs.items if (r := self.runs.record(key))],
             runs=self.runs,
@@ -51,6 +58,7 @@ class World:
             policy=WatchdogPolicy.from_settings(settings),
             connection_hint="check the access entry",
             clock=lambda: self.now,
+            endpoints=self.endpoints,
         )
 
     def stale_claim(self, lease_seconds: int = 150) -> None:
@@ -194,3 +202,33 @@ def test_an_email_a_finished_start_owes_is_sent_after_its_grace():
     assert world.watchdog.run()["emailed"] == [RUN_KEY]
     assert world.watchdog.run()["emailed"] == []
     assert world.notifier.kinds() == [contracts.KIND_RUN_FAILED]
+
+
+def test_per_run_endpoints_go_when_their_time_to_live_ends():
+    # Given two per-run endpoints, made 25 h and 1 h ago, and the default time to live (24 h)
+    world = World()
+    world.endpoints.created = {
+        "mnist-aaa-endpoint": T0 - 25 * HOUR,
+        "mnist-bbb-endpoint": T0 - HOUR,
+    }
+    # When the watchdog passes
+    done = world.watchdog.run()
+    # Then the old one is retired, the young one stays; the policy's time to live was asked for
+    assert done["retired"] == ["endpoint mnist-aaa-endpoint"]
+    assert world.endpoints.calls == [(24 * HOUR, T0)]
+    assert list(world.endpoints.created) == ["mnist-bbb-endpoint"]
+
+
+def test_sagemaker_unreachable_retires_nothing_and_the_runs_are_still_handled():
+    # Given SageMaker unreachable and a stale claim
+    world = World()
+    world.endpoints.unreachable = True
+    world.endpoints.created = {"mnist-aaa-endpoint": T0 - 25 * HOUR}
+    world.stale_claim()
+    world.now = T0 + 150 + CLAIM_GRACE_SECONDS + 1
+    # When the watchdog passes
+    done = world.watchdog.run()
+    # Then the claim is handled, nothing was retired, and the next pass tries again
+    assert done["start_failed"] == [RUN_KEY] and done["retired"] == []
+    world.endpoints.unreachable = False
+    assert world.watchdog.run()["retired"] == ["endpoint mnist-aaa-endpoint"]
