@@ -175,10 +175,36 @@ class Fraction:
         return repr(float(value)) if isinstance(value, int | float) else value
 
 
-Kind = Text | Url | Whole | TextList | Fraction
+@dataclass(frozen=True)
+class Flag:
+    """true or false: a JSON boolean from cdk.json, or the words from `-c key=...` and the
+    environment."""
+
+    python_type: type = bool
+
+    def parse(self, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower() if isinstance(raw, str) else None
+        if text in ("true", "false"):
+            return text == "true"
+        raise ValueError(f"must be true or false (got {raw!r})")
+
+    def to_env(self, value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+Kind = Text | Url | Whole | TextList | Fraction | Flag
 
 
 # -- checks shared by every reader ------------------------------------------------------------
+
+ENDPOINT_TYPE_INSTANCE = "instance"
+ENDPOINT_TYPE_SERVERLESS = "serverless"
+ENDPOINT_TYPES = (ENDPOINT_TYPE_INSTANCE, ENDPOINT_TYPE_SERVERLESS)
+# botocore's sagemaker model, ProductionVariantServerlessConfig.MemorySizeInMB: "1024 MB,
+# 2048 MB, 3072 MB, 4096 MB, 5120 MB, or 6144 MB".
+SERVERLESS_MEMORY_STEP_MB = 1024
 
 REGION = Text(re.compile(r"[a-z]{2}(-[a-z]+)+-\d"), "an AWS region such as eu-west-1")
 INSTANCE_TYPE = Text(
@@ -498,6 +524,56 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
+    # Cheaper options (docs/deploy.md, "Cost"). Managed spot training: botocore's sagemaker
+    # model, StoppingCondition.MaxWaitTimeInSeconds "must be equal to or greater than
+    # MaxRuntimeInSeconds" (checked with max_runtime_seconds, _check_together).
+    _context(
+        "spot_training",
+        Flag(),
+        False,
+        "train on managed spot capacity (EnableManagedSpotTraining); the email reports the"
+        " saving from BillableTimeInSeconds against TrainingTimeInSeconds",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "spot_max_wait_seconds",
+        Whole(60, 28 * 24 * 3600),
+        7200,
+        "with spot_training: MaxWaitTimeInSeconds, the wait for spot capacity plus the run;"
+        " at least max_runtime_seconds",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    # Serverless inference: the docs list SageMaker's built-in algorithm containers as supported
+    # (pipeline/steps/endpoint_mode.py cites the page); its bounds are botocore's
+    # ProductionVariantServerlessConfig (MemorySizeInMB 1024..6144 in 1 GB steps,
+    # MaxConcurrency 1..200).
+    _context(
+        "endpoint_type",
+        Text(choices=ENDPOINT_TYPES),
+        ENDPOINT_TYPE_INSTANCE,
+        "instance (endpoint_instance_type x count, billed by the hour) or serverless (billed"
+        " per request; a change of mode creates a new endpoint and retires the old)",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "serverless_memory_mb",
+        Whole(SERVERLESS_MEMORY_STEP_MB, 6 * SERVERLESS_MEMORY_STEP_MB),
+        2048,
+        "with endpoint_type serverless: MemorySizeInMB (1024, 2048, ... 6144)",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "serverless_max_concurrency",
+        Whole(1, 200),
+        5,
+        "with endpoint_type serverless: MaxConcurrency (1 to 200)",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
     _context(
         "max_dataset_bytes",
         Whole(1, 16 * 1024**3),
@@ -695,6 +771,33 @@ def _check_together(values: Mapping[str, Any], where: Any) -> None:
     for key in REQUIRED_IN_MODE.get(mode, ()):
         if key in values and not values[key]:
             raise SettingError(key, f"required when kfp_mode is {mode!r}", where=where(key))
+    spot_wait, runtime = values.get("spot_max_wait_seconds"), values.get("max_runtime_seconds")
+    if values.get("spot_training") and spot_wait is not None and runtime is not None:
+        if spot_wait < runtime:
+            raise SettingError(
+                "spot_max_wait_seconds",
+                f"{spot_wait} is less than max_runtime_seconds ({runtime}): SageMaker requires"
+                " MaxWaitTimeInSeconds >= MaxRuntimeInSeconds for managed spot training",
+                where=where("spot_max_wait_seconds"),
+            )
+    if values.get("endpoint_type") == ENDPOINT_TYPE_SERVERLESS:
+        # SageMaker supports it for this image (pipeline/steps/endpoint_mode.py cites the docs);
+        # this build's deploy step does not create serverless endpoints yet: refused, not
+        # ignored. Remove this check when deploy calls endpoint_mode.production_variant.
+        raise SettingError(
+            "endpoint_type",
+            "serverless is supported by SageMaker for the built-in k-means image, but this"
+            " build's deploy step creates instance endpoints only; use instance",
+            where=where("endpoint_type"),
+        )
+    memory = values.get("serverless_memory_mb")
+    if memory is not None and memory % SERVERLESS_MEMORY_STEP_MB:
+        raise SettingError(
+            "serverless_memory_mb",
+            f"{memory} is not a whole number of GB: SageMaker takes 1024, 2048, 3072, 4096, 5120"
+            " or 6144",
+            where=where("serverless_memory_mb"),
+        )
     for group in GO_TOGETHER:
         present = [key for key in group if key in values]
         if len(present) == len(group) and len({bool(values[key]) for key in group}) > 1:

@@ -39,6 +39,13 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def in_region(self, region: str) -> AwsClients:
+        """Clients of the same endpoint and credentials in another region (the Price List API
+        answers in a few regions only)."""
+        other = AwsClients(region, {})
+        other._endpoint_url, other._credentials = self._endpoint_url, self._credentials
+        return other
+
     @property
     def endpoint_url(self) -> str | None:
         """The AWS endpoint every client calls: None on AWS, the emulator's on the local stack."""

@@ -100,6 +100,8 @@ def test_the_deploy_guide_documents_every_context_key_with_its_default():
         assert key in rows, f"docs/deploy.md has no line for {key}"
         default = BY_KEY[key].default
         shown = "" if default in ("", (), None) else str(default)
+        if isinstance(default, bool):
+            shown = str(default).lower()  # JSON's spelling, as cdk.json takes it
         if shown:
             assert shown in rows[key], (key, rows[key])
 
@@ -133,6 +135,20 @@ def test_the_deploy_guide_documents_every_context_key_with_its_default():
         ({"step_image": "registry.example.com/ml/steps"}, "step_image", "is not pinned"),
         ({"step_image": "registry.example.com/ml/steps:latest"}, "step_image", "not pinned"),
         ({"step_image": "Registry.example.com/ML/Steps:1"}, "step_image", "malformed value"),
+        # botocore's StoppingCondition: MaxWaitTimeInSeconds >= MaxRuntimeInSeconds for spot
+        (
+            {"spot_training": True, "spot_max_wait_seconds": 600, "max_runtime_seconds": 3600},
+            "spot_max_wait_seconds",
+            "MaxWaitTimeInSeconds >= MaxRuntimeInSeconds",
+        ),
+        ({"spot_training": "yes"}, "spot_training", "must be true or false"),
+        # botocore's ProductionVariantServerlessConfig: whole GB from 1024 to 6144 MB
+        ({"serverless_memory_mb": 1536}, "serverless_memory_mb", "not a whole number of GB"),
+        ({"serverless_memory_mb": 8192}, "serverless_memory_mb", "must be 1024 to 6144"),
+        ({"serverless_max_concurrency": 201}, "serverless_max_concurrency", "must be 1 to 200"),
+        ({"endpoint_type": "async"}, "endpoint_type", "must be one of instance, serverless"),
+        # supported by SageMaker for the image, not yet created by deploy: refused, not ignored
+        ({"endpoint_type": "serverless"}, "endpoint_type", "creates instance endpoints only"),
     ],
 )
 def test_a_bad_context_value_names_the_key(context, key, problem):
