@@ -128,6 +128,7 @@ class ProgressEntry:
     training_seconds: int | None = None
     instance_type: str = ""
     instance_count: int | None = None
+    managed_spot: bool | None = None  # True: a managed spot training job (else left out)
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str = ""
     endpoint_name: str = ""

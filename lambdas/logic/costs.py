@@ -105,6 +105,7 @@ class StepUsage:
     instance_count: int
     billable_seconds: int  # wall-clock seconds billed, per instance
     training_seconds: int | None = None  # training only: TrainingTimeInSeconds
+    spot: bool = False  # a managed spot training job
 
     @property
     def instance_seconds(self) -> int:
@@ -113,7 +114,7 @@ class StepUsage:
     @property
     def spot_saving(self) -> float | None:
         """botocore's formula: 1 - BillableTimeInSeconds / TrainingTimeInSeconds (0.8 is 80%)."""
-        if not self.training_seconds or self.step != contracts.STEP_TRAINING:
+        if not self.spot or not self.training_seconds or self.step != contracts.STEP_TRAINING:
             return None
         return max(0.0, 1 - self.billable_seconds / self.training_seconds)
 
@@ -173,6 +174,7 @@ def usage_of(record: RunRecord) -> tuple[StepUsage, ...]:
                     instance_count=entry.instance_count or 1,
                     billable_seconds=entry.billable_seconds,
                     training_seconds=entry.training_seconds,
+                    spot=bool(entry.managed_spot),
                 )
             )
             break
@@ -253,10 +255,7 @@ def cost_lines(cost: RunCost, *, billed: bool = True) -> list[str]:
                 f" {usd(s.per_month)} a month ({HOURS_PER_MONTH} h) while it is in service"
             )
         else:
-            lines.append(
-                f"Endpoint: {s.instance_count} x {s.instance_type}: {LOCAL_NOT_BILLED}"
-                " (on AWS it bills by the hour while in service)"
-            )
+            lines.append(f"Endpoint: {s.instance_count} x {s.instance_type}: {LOCAL_NOT_BILLED}")
     return lines
 
 

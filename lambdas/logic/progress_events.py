@@ -51,6 +51,7 @@ class ProgressEvent:
     training_seconds: int | None = None
     instance_type: str = ""
     instance_count: int | None = None
+    managed_spot: bool | None = None  # EnableManagedSpotTraining, when true
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""  # the pipeline's: the failed step's own message
     endpoint_name: str = ""  # the pipeline's: the endpoint the run deploys to
@@ -109,6 +110,7 @@ class ProgressEvent:
             training_seconds=self.training_seconds,
             instance_type=self.instance_type,
             instance_count=self.instance_count,
+            managed_spot=self.managed_spot,
             metrics=self.metrics,
             error=self.error,
             endpoint_name=self.endpoint_name,
@@ -231,7 +233,8 @@ def _usage(detail: Mapping[str, Any]) -> dict[str, Any]:
     DescribeTrainingJob / DescribeTransformJob shapes give the event's detail: training's
     BillableTimeInSeconds, TrainingTimeInSeconds and ResourceConfig; transform's
     TransformResources and TransformStartTime / TransformEndTime (epoch milliseconds in the
-    event). Absent or malformed fields leave the usage unknown, never fail the event."""
+    event); EnableManagedSpotTraining. Absent or malformed fields leave the usage unknown, never
+    fail the event."""
     resources = detail.get("ResourceConfig") or detail.get("TransformResources")
     resources = resources if isinstance(resources, Mapping) else {}
     billable = _whole(detail.get("BillableTimeInSeconds"))
@@ -244,6 +247,7 @@ def _usage(detail: Mapping[str, Any]) -> dict[str, Any]:
         "training_seconds": _whole(detail.get("TrainingTimeInSeconds")),
         "instance_type": instance_type if isinstance(instance_type, str) else "",
         "instance_count": _whole(resources.get("InstanceCount")),
+        "managed_spot": True if detail.get("EnableManagedSpotTraining") is True else None,
     }
 
 

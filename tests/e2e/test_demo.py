@@ -75,6 +75,11 @@ def test_the_sample_ends_in_one_endpoint_email_and_leaves_nothing_behind():
         r"mnistflow predict --endpoint-url http://127\.0\.0\.1:\d+ --endpoint", done.stdout
     )
     assert "nothing is billed" in done.stdout and "bills by the hour" not in done.stdout
+    # and the run's cost: the local SageMaker's billable seconds, and that nothing is billed
+    # (status and the email both; no price is asked on the local stack)
+    assert done.stdout.count("Run cost: nothing is billed on the local stack") == 2
+    assert re.search(r"^ +\d+ s billable x 1 ml\.m5\.large \(training\)", done.stdout, re.M)
+    assert "price unknown" not in done.stdout
     # and it ends with five digits read through the local endpoint, with the hint as it works
     # from the repository
     assert re.search(r"accuracy on these 5: [345]/5", done.stdout)

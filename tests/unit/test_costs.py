@@ -188,12 +188,30 @@ def test_on_the_local_stack_nothing_is_billed_and_it_says_so():
 
 def test_spot_saving_is_botocores_formula():
     # botocore's example: billable 100, training 500 -> 80% saved
-    usage = costs.StepUsage(contracts.STEP_TRAINING, "ml.m5.large", 1, 100, 500)
+    usage = costs.StepUsage(contracts.STEP_TRAINING, "ml.m5.large", 1, 100, 500, spot=True)
     assert usage.spot_saving == pytest.approx(0.8)
     lines = costs.cost_lines(costs.RunCost((costs.StepCost(usage, 0.115),), None))
     assert any("80% saved" in line for line in lines)
-    # on demand the two are equal: no saving
-    assert costs.StepUsage("training", "ml.m5.large", 1, 500, 500).spot_saving == 0.0
+    # an on-demand job has no spot line at all
+    on_demand = costs.StepUsage(contracts.STEP_TRAINING, "ml.m5.large", 1, 500, 500)
+    assert on_demand.spot_saving is None
+    lines = costs.cost_lines(costs.RunCost((costs.StepCost(on_demand, 0.115),), None))
+    assert not any("spot" in line for line in lines)
+
+
+def test_a_spot_training_event_is_recorded_as_spot_with_its_saving():
+    event = load_event("sagemaker_training_completed")
+    event["detail"]["EnableManagedSpotTraining"] = True
+    event["detail"]["BillableTimeInSeconds"] = 243  # 810 trained: 70% saved
+    runs = InMemoryRunProgress({RUN_KEY: start_run_record()})
+    TrackProgress(runs, RecordingNotifier()).handle(event)
+    record = RunRecord.from_item(runs.items[RUN_KEY])
+    (usage,) = costs.usage_of(record)
+    assert usage.spot and usage.spot_saving == pytest.approx(0.7)
+    lines = costs.cost_lines(costs.run_cost(record, "us-east-1", _fixture_prices))
+    assert "    spot: 810 s trained, 243 s billed: 70% saved" in "\n".join(lines)
+    shapes = _model("sagemaker", "2017-07-24")["shapes"]
+    assert "EnableManagedSpotTraining" in shapes["DescribeTrainingJobResponse"]["members"]
 
 
 def test_the_endpoint_ready_email_carries_the_cost_and_the_local_stack_truth():
