@@ -199,13 +199,6 @@ Kind = Text | Url | Whole | TextList | Fraction | Flag
 
 # -- checks shared by every reader ------------------------------------------------------------
 
-ENDPOINT_TYPE_INSTANCE = "instance"
-ENDPOINT_TYPE_SERVERLESS = "serverless"
-ENDPOINT_TYPES = (ENDPOINT_TYPE_INSTANCE, ENDPOINT_TYPE_SERVERLESS)
-# botocore's sagemaker model, ProductionVariantServerlessConfig.MemorySizeInMB: "1024 MB,
-# 2048 MB, 3072 MB, 4096 MB, 5120 MB, or 6144 MB".
-SERVERLESS_MEMORY_STEP_MB = 1024
-
 REGION = Text(re.compile(r"[a-z]{2}(-[a-z]+)+-\d"), "an AWS region such as eu-west-1")
 INSTANCE_TYPE = Text(
     re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+"), "ml.<family>.<size>, e.g. ml.m5.large"
@@ -545,35 +538,6 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
-    # Serverless inference: the docs list SageMaker's built-in algorithm containers as supported
-    # (pipeline/steps/endpoint_mode.py cites the page); its bounds are botocore's
-    # ProductionVariantServerlessConfig (MemorySizeInMB 1024..6144 in 1 GB steps,
-    # MaxConcurrency 1..200).
-    _context(
-        "endpoint_type",
-        Text(choices=ENDPOINT_TYPES),
-        ENDPOINT_TYPE_INSTANCE,
-        "instance (endpoint_instance_type x count, billed by the hour) or serverless (billed"
-        " per request; a change of mode creates a new endpoint and retires the old)",
-        functions=START_RUN_ONLY,
-        pipeline=True,
-    ),
-    _context(
-        "serverless_memory_mb",
-        Whole(SERVERLESS_MEMORY_STEP_MB, 6 * SERVERLESS_MEMORY_STEP_MB),
-        2048,
-        "with endpoint_type serverless: MemorySizeInMB (1024, 2048, ... 6144)",
-        functions=START_RUN_ONLY,
-        pipeline=True,
-    ),
-    _context(
-        "serverless_max_concurrency",
-        Whole(1, 200),
-        5,
-        "with endpoint_type serverless: MaxConcurrency (1 to 200)",
-        functions=START_RUN_ONLY,
-        pipeline=True,
-    ),
     _context(
         "max_dataset_bytes",
         Whole(1, 16 * 1024**3),
@@ -780,24 +744,6 @@ def _check_together(values: Mapping[str, Any], where: Any) -> None:
                 " MaxWaitTimeInSeconds >= MaxRuntimeInSeconds for managed spot training",
                 where=where("spot_max_wait_seconds"),
             )
-    if values.get("endpoint_type") == ENDPOINT_TYPE_SERVERLESS:
-        # SageMaker supports it for this image (pipeline/steps/endpoint_mode.py cites the docs);
-        # this build's deploy step does not create serverless endpoints yet: refused, not
-        # ignored. Remove this check when deploy calls endpoint_mode.production_variant.
-        raise SettingError(
-            "endpoint_type",
-            "serverless is supported by SageMaker for the built-in k-means image, but this"
-            " build's deploy step creates instance endpoints only; use instance",
-            where=where("endpoint_type"),
-        )
-    memory = values.get("serverless_memory_mb")
-    if memory is not None and memory % SERVERLESS_MEMORY_STEP_MB:
-        raise SettingError(
-            "serverless_memory_mb",
-            f"{memory} is not a whole number of GB: SageMaker takes 1024, 2048, 3072, 4096, 5120"
-            " or 6144",
-            where=where("serverless_memory_mb"),
-        )
     for group in GO_TOGETHER:
         present = [key for key in group if key in values]
         if len(present) == len(group) and len({bool(values[key]) for key in group}) > 1:

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.settings import ENDPOINT_TYPE_INSTANCE, ENDPOINT_TYPE_SERVERLESS, ENDPOINT_TYPES
-
+ENDPOINT_TYPE_INSTANCE = "instance"
+ENDPOINT_TYPE_SERVERLESS = "serverless"
+ENDPOINT_TYPES = (ENDPOINT_TYPE_INSTANCE, ENDPOINT_TYPE_SERVERLESS)
+# botocore's sagemaker model, ProductionVariantServerlessConfig: MemorySizeInMB "1024 MB,
+# 2048 MB, 3072 MB, 4096 MB, 5120 MB, or 6144 MB"; MaxConcurrency 1 to 200.
+SERVERLESS_MEMORY_MB = tuple(1024 * n for n in range(1, 7))
+SERVERLESS_MAX_CONCURRENCY = (1, 200)
 SERVERLESS_DOCS = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html"
 VARIANT_NAME = "AllTraffic"
 
@@ -45,6 +50,12 @@ def production_variant(
             "InitialInstanceCount": instance_count,
         }
     if endpoint_type == ENDPOINT_TYPE_SERVERLESS:
+        low, high = SERVERLESS_MAX_CONCURRENCY
+        if memory_mb not in SERVERLESS_MEMORY_MB or not low <= max_concurrency <= high:
+            raise ValueError(
+                f"serverless takes MemorySizeInMB in {SERVERLESS_MEMORY_MB} and MaxConcurrency"
+                f" {low} to {high} (got {memory_mb}, {max_concurrency})"
+            )
         return {
             "VariantName": VARIANT_NAME,
             "ModelName": model_name,

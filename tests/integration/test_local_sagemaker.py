@@ -210,22 +210,6 @@ def test_a_training_job_runs_in_progress_then_completes_with_a_real_model(emulat
     ]
 
 
-@pytest.mark.parametrize(
-    ("hyperparameters", "reason"),
-    [
-        (
-            {"foo": "1"},
-            "ClientError: Additional hyperparameters are not allowed ('foo' was unexpected) "
-            "(caused by ValidationError)",
-        ),
-        (
-            {"k": "ten"},
-            "ClientError: The value 'ten' is not valid for the 'k' hyperparameter which expects "
-            "one of the following: an integer greater than 0 (caused by ValidationError)",
-        ),
-    ],
-    ids=["unknown-key", "bad-value"],
-)
 def test_billable_and_training_seconds_are_sagemakers_two_figures(sm, trained):
     # On demand they are equal (botocore's DescribeTrainingJob: the spot saving is
     # 1 - billable / training); a managed spot job is accepted, echoed, and equal too: the
@@ -243,6 +227,22 @@ def test_billable_and_training_seconds_are_sagemakers_two_figures(sm, trained):
     assert spot["BillableTimeInSeconds"] == spot["TrainingTimeInSeconds"]
 
 
+@pytest.mark.parametrize(
+    ("hyperparameters", "reason"),
+    [
+        (
+            {"foo": "1"},
+            "ClientError: Additional hyperparameters are not allowed ('foo' was unexpected) "
+            "(caused by ValidationError)",
+        ),
+        (
+            {"k": "ten"},
+            "ClientError: The value 'ten' is not valid for the 'k' hyperparameter which expects "
+            "one of the following: an integer greater than 0 (caused by ValidationError)",
+        ),
+    ],
+    ids=["unknown-key", "bad-value"],
+)
 def test_invalid_hyperparameters_end_failed_with_sagemakers_reason(sm, hyperparameters, reason):
     name = f"bad-{next(iter(hyperparameters))}"
     job, seen = _train(sm, name, **hyperparameters)

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from core.contracts import RUN_KEY_TAG
+from core.contracts import COST_TAGS, RUN_KEY_TAG
 from mnistflow.local.emulator import AwsEmulator
 from tests.conftest import SAMPLE_DIR
 from tests.integration.pipeline_harness import LOCAL_DATA_BUCKET, run_dataset
@@ -59,7 +59,10 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     channel = job["InputDataConfig"][0]
     assert channel["ContentType"] == "application/x-recordio-protobuf"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"{prefix}train/")
-    assert _tags(emulator, job["TrainingJobArn"]) == {RUN_KEY_TAG: run.run_key}
+    assert _tags(emulator, job["TrainingJobArn"]) == {RUN_KEY_TAG: run.run_key, **COST_TAGS}
+    # on demand by default: no spot, and SageMaker's two figures are equal
+    assert "EnableManagedSpotTraining" not in job
+    assert job["BillableTimeInSeconds"] == job["TrainingTimeInSeconds"]
     # and the model was made from the job's artifacts
     model = stock["model"]
     assert model["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]

@@ -298,7 +298,17 @@ def test_serverless_variant_fits_botocores_production_variant():
     memory = shapes[serverless["members"]["MemorySizeInMB"]["shape"]]
     concurrency = shapes[serverless["members"]["MaxConcurrency"]["shape"]]
     assert (memory["min"], memory["max"]) == (1024, 6144)
-    assert (concurrency["min"], concurrency["max"]) == (1, 200)
+    assert (memory["min"], memory["max"]) == (
+        endpoint_mode.SERVERLESS_MEMORY_MB[0],
+        endpoint_mode.SERVERLESS_MEMORY_MB[-1],
+    )
+    assert (
+        "1024 MB, 2048 MB, 3072 MB, 4096 MB, 5120 MB, or 6144 MB"
+        in (serverless["members"]["MemorySizeInMB"]["documentation"])
+    )
+    assert (concurrency["min"], concurrency["max"]) == endpoint_mode.SERVERLESS_MAX_CONCURRENCY
+    with pytest.raises(ValueError, match="MemorySizeInMB"):
+        endpoint_mode.production_variant("m", "serverless", memory_mb=1536)
     instance = endpoint_mode.production_variant("m", "instance", instance_type="ml.m5.large")
     assert "ServerlessConfig" not in instance and instance["InitialInstanceCount"] == 1
     with pytest.raises(ValueError, match="endpoint_type"):
@@ -313,3 +323,16 @@ def test_a_change_of_mode_is_a_new_endpoint():
     assert not change.in_place and "new endpoint" in change.reason
     assert not endpoint_mode.mode_change(serverless_config, "instance").in_place
     assert endpoint_mode.SERVERLESS_DOCS in (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_a_failed_run_still_says_what_it_cost():
+    # A failed training job bills too (its BillableTimeInSeconds); the RUN_FAILED email says so
+    runs = InMemoryRunProgress({RUN_KEY: start_run_record()})
+    notifier = RecordingNotifier()
+    service = TrackProgress(runs, notifier, prices=_fixture_prices)
+    assert service.handle(load_event("sagemaker_training_failed"))["outcome"] == "announced"
+    (email,) = notifier.published
+    assert email.kind == contracts.KIND_RUN_FAILED
+    cost = email.message.split("\nCost:\n", 1)[1]
+    assert "525 s billable x 1 ml.m5.large (training): $0.0168" in cost
+    assert "Endpoint:" not in cost  # no endpoint was made

@@ -142,13 +142,6 @@ def test_the_deploy_guide_documents_every_context_key_with_its_default():
             "MaxWaitTimeInSeconds >= MaxRuntimeInSeconds",
         ),
         ({"spot_training": "yes"}, "spot_training", "must be true or false"),
-        # botocore's ProductionVariantServerlessConfig: whole GB from 1024 to 6144 MB
-        ({"serverless_memory_mb": 1536}, "serverless_memory_mb", "not a whole number of GB"),
-        ({"serverless_memory_mb": 8192}, "serverless_memory_mb", "must be 1024 to 6144"),
-        ({"serverless_max_concurrency": 201}, "serverless_max_concurrency", "must be 1 to 200"),
-        ({"endpoint_type": "async"}, "endpoint_type", "must be one of instance, serverless"),
-        # supported by SageMaker for the image, not yet created by deploy: refused, not ignored
-        ({"endpoint_type": "serverless"}, "endpoint_type", "creates instance endpoints only"),
     ],
 )
 def test_a_bad_context_value_names_the_key(context, key, problem):
