@@ -98,12 +98,21 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     }
 
 
-def test_the_keras_npz_layout_runs_too(emulator, tmp_path):
+def test_the_keras_npz_layout_runs_too_here_with_managed_spot_training(emulator, tmp_path):
     run = run_dataset(
-        emulator, SAMPLE_DIR / "mnist-sample.npz", tmp_path, endpoint_name="mnist-demo"
+        emulator,
+        SAMPLE_DIR / "mnist-sample.npz",
+        tmp_path,
+        endpoint_name="mnist-demo",
+        spot_training=True,
+        spot_max_wait_seconds=7200,
     )
     assert run.result.succeeded, run.result.error
     assert run.inventory["endpoint"]["EndpointName"] == "mnist-demo"
+    # the pipeline's spot parameters reached the training job (KFP's boolean parameter too)
+    job = run.inventory["training_job"]
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     # (its validation split is the last sixth of train)
     assert f"runs/{run.run_key}/labels/validation.csv" in run.inventory["objects"]
 
