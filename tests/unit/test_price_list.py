@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 
-from lambdas.dal.price_list import PRICING_REGION, PriceList
+from lambdas.dal.price_list import BACKOFF_SECONDS, CLIENT_TIMEOUTS, PRICING_REGION, PriceList
 from lambdas.logic import costs
 
 PRICING = Path(__file__).resolve().parents[1] / "pricing"
@@ -99,10 +99,13 @@ def test_pages_are_followed_to_the_price(stubbed):
         ("NotFoundException", 400),
     ],
 )
-def test_an_api_error_is_unknown_and_asked_again_next_time(stubbed, code, status):
-    prices, stubber, _ = stubbed
+def test_an_api_error_is_unknown_and_asked_again_after_the_backoff(stubbed, code, status):
+    prices, stubber, clock = stubbed
     stubber.add_client_error("get_products", code, "injected", status, expected_params=_expected())
     assert prices("eu-west-1", costs.COMPONENT_TRAINING, "ml.m5.large") is None
+    # the other lines of the same email do not wait on the API again (no call: none stubbed)
+    assert prices("eu-west-1", costs.COMPONENT_HOSTING, "ml.m5.large") is None
+    clock.now += BACKOFF_SECONDS
     stubber.add_response("get_products", _answer("get_products_training_ml_m5_large"), _expected())
     assert prices("eu-west-1", costs.COMPONENT_TRAINING, "ml.m5.large") == 0.115
 
@@ -121,3 +124,14 @@ def test_an_unreachable_api_is_unknown(error):
 
     prices = PriceList(lambda: Unreachable())
     assert prices("eu-west-1", costs.COMPONENT_HOSTING, "ml.m5.large") is None
+
+
+def test_the_pricing_client_gives_up_well_inside_track_progress_timeout():
+    from lambdas.dal.aws_clients import AwsClients
+    from stacks.mnist_flow_stack import TRACK_PROGRESS_TIMEOUT_SECONDS
+
+    client = AwsClients("eu-west-1", {}).in_region(PRICING_REGION, **CLIENT_TIMEOUTS)("pricing")
+    config = client.meta.config
+    assert client.meta.region_name == PRICING_REGION
+    worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
+    assert worst < TRACK_PROGRESS_TIMEOUT_SECONDS / 2
