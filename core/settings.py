@@ -517,7 +517,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
-    # Cheaper options (docs/deploy.md, "Cost"). Managed spot training: botocore's sagemaker
+    # Cheaper options (docs/deploy.md, "Costs"). Managed spot training: botocore's sagemaker
     # model, StoppingCondition.MaxWaitTimeInSeconds "must be equal to or greater than
     # MaxRuntimeInSeconds" (checked with max_runtime_seconds, _check_together).
     _context(
