@@ -47,6 +47,13 @@ NUM_CLASSES = 10
 RUN_KEY_HEX_CHARS = 12
 RUN_KEY_PATTERN = re.compile(rf"^{PRODUCT_PREFIX}-[0-9a-f]{{{RUN_KEY_HEX_CHARS}}}")
 RUN_KEY_TAG = "mnistflow:run-key"
+# Cost-allocation tags: every SageMaker resource a run creates carries them and the run-key
+# tag, so Cost Explorer can group the bill by product and by run once both keys are activated
+# as user-defined cost allocation tags in the Billing console (docs/deploy.md, "Costs"). Keys
+# and values fit botocore's sagemaker Tag shape (Key 1-128, Value 0-256 characters).
+PRODUCT_TAG = "mnistflow:product"
+COST_TAGS = {PRODUCT_TAG: PRODUCT_PREFIX}
+COST_ALLOCATION_TAG_KEYS = (PRODUCT_TAG, RUN_KEY_TAG)
 
 
 def run_key(bucket: str, key: str, version: str) -> str:

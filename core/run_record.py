@@ -122,7 +122,13 @@ class ProgressEntry:
     job_name: str = ""
     arn: str = ""
     failure_reason: str = ""
+    # Usage, for the run's cost (lambdas/logic/costs.py): training's BillableTimeInSeconds and
+    # TrainingTimeInSeconds, transform's end - start; the instances of either job.
     billable_seconds: int | None = None
+    training_seconds: int | None = None
+    instance_type: str = ""
+    instance_count: int | None = None
+    managed_spot: bool | None = None  # True: a managed spot training job (else left out)
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str = ""
     endpoint_name: str = ""

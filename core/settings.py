@@ -552,6 +552,27 @@ PARAMETERS: tuple[Parameter, ...] = (
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
+    # Cheaper options (docs/deploy.md, "Costs"). Managed spot training: botocore's sagemaker
+    # model, StoppingCondition.MaxWaitTimeInSeconds "must be equal to or greater than
+    # MaxRuntimeInSeconds" (checked with max_runtime_seconds, _check_together).
+    _context(
+        "spot_training",
+        Flag(),
+        False,
+        "train on managed spot capacity (EnableManagedSpotTraining); the email reports the"
+        " saving from BillableTimeInSeconds against TrainingTimeInSeconds",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "spot_max_wait_seconds",
+        Whole(60, 28 * 24 * 3600),
+        7200,
+        "with spot_training: MaxWaitTimeInSeconds, the wait for spot capacity plus the run;"
+        " at least max_runtime_seconds",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
     _context(
         "max_dataset_bytes",
         Whole(1, 16 * 1024**3),
@@ -749,6 +770,15 @@ def _check_together(values: Mapping[str, Any], where: Any) -> None:
     for key in REQUIRED_IN_MODE.get(mode, ()):
         if key in values and not values[key]:
             raise SettingError(key, f"required when kfp_mode is {mode!r}", where=where(key))
+    spot_wait, runtime = values.get("spot_max_wait_seconds"), values.get("max_runtime_seconds")
+    if values.get("spot_training") and spot_wait is not None and runtime is not None:
+        if spot_wait < runtime:
+            raise SettingError(
+                "spot_max_wait_seconds",
+                f"{spot_wait} is less than max_runtime_seconds ({runtime}): SageMaker requires"
+                " MaxWaitTimeInSeconds >= MaxRuntimeInSeconds for managed spot training",
+                where=where("spot_max_wait_seconds"),
+            )
     for group in GO_TOGETHER:
         present = [key for key in group if key in values]
         if len(present) == len(group) and len({bool(values[key]) for key in group}) > 1:

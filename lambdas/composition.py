@@ -116,6 +116,7 @@ def start_run_service(
 
 
 def track_progress_service(settings: Settings, clients: AwsClients):
+    from lambdas.dal.price_list import CLIENT_TIMEOUTS, PRICING_REGION, PriceList
     from lambdas.dal.runs_table import DynamoRunProgress
     from lambdas.dal.topic import SnsNotifier
     from lambdas.logic.track_progress import TrackProgress
@@ -125,6 +126,7 @@ def track_progress_service(settings: Settings, clients: AwsClients):
         notifier=SnsNotifier(settings.notification_topic_arn, clients.factory("sns")),
         kfp_ui_url=settings.kfp_ui_url,
         emulator_url=clients.endpoint_url or "",
+        prices=PriceList(clients.in_region(PRICING_REGION, **CLIENT_TIMEOUTS).factory("pricing")),
     )
 
 

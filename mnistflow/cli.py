@@ -55,13 +55,32 @@ def _runs(args: argparse.Namespace):
     return RunsTableReader(args.table, lambda: dynamodb)
 
 
+def _price_list(args: argparse.Namespace):
+    """The Price List, asked in its own region (lambdas.dal.price_list.PRICING_REGION)."""
+    import boto3
+
+    from lambdas.dal.price_list import PRICING_REGION, PriceList
+
+    pricing = boto3.client("pricing", region_name=PRICING_REGION)
+    return PriceList(lambda: pricing)
+
+
+def _region(args: argparse.Namespace) -> str:
+    import boto3
+
+    return args.region or boto3.session.Session().region_name or ""
+
+
 def _status(args: argparse.Namespace) -> int:
     from mnistflow.status import UnknownRun, describe_run, describe_runs, read_run
 
     runs = _runs(args)
     if args.run_key:
         try:
-            print(describe_run(read_run(runs, args.run_key)))
+            record = read_run(runs, args.run_key)
+            billed = not args.endpoint_url  # the local stack bills nothing: no price is asked
+            prices = _price_list(args) if billed else None
+            print(describe_run(record, prices, region=_region(args), billed=billed))
         except UnknownRun as error:
             print(f"status: {error}", file=sys.stderr)
             return 1

@@ -198,7 +198,7 @@ def run_demo(
 def _report(outcome: DemoOutcome, stack: LocalStack, out: TextIO) -> None:
     print(f"\nFinished in {outcome.seconds:.1f} s.\n", file=out)
     if outcome.record:
-        print(describe_run(outcome.record), file=out)
+        print(describe_run(outcome.record, billed=False), file=out)  # the local stack
     for email in outcome.emails:
         print(
             f"\n--- email ({email.kind}) ---\nSubject: {email.subject}\n\n{email.message}", file=out

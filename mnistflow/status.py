@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.contracts import PROGRESS_STEPS, STEP_PREPROCESS, STEP_TRAINING, STEP_TRANSFORM, STEPS
 from core.run_record import RunRecord
 from lambdas.dal.runs_table import RunsTableReader
+from lambdas.logic import costs
 from lambdas.logic.notifications import settings_line
 
 _SHORT_STEPS = {STEP_PREPROCESS: "prep", STEP_TRAINING: "train", STEP_TRANSFORM: "xform"}
@@ -44,7 +45,14 @@ def describe_runs(records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def describe_run(record: RunRecord) -> str:
+def describe_run(
+    record: RunRecord,
+    prices: costs.PriceLookup | None = None,
+    region: str = "",
+    billed: bool = True,
+) -> str:
+    """One run; its cost priced by `prices` in `region` (None: price unknown), or, on the
+    local stack (`billed` False), its billable seconds with "nothing is billed"."""
     lines = [f"Run {record.run_key}: {record.overall_status}", f"  dataset   {_dataset(record)}"]
     if record.kfp_run_id:
         link = record.kfp_run_url or "(no KFP UI address configured)"
@@ -68,6 +76,15 @@ def describe_run(record: RunRecord) -> str:
                 f"  serving   {champion:.4f}: the model the endpoint served, on the same test"
                 f" split (deploys at {champion - tolerance:.4f} or more)"
             )
+    cost = costs.run_cost(
+        record,
+        region,
+        prices if billed and prices is not None else (lambda *_: None),
+        costs.serving_of(record) if record.endpoint_names() else None,
+    )
+    if cost.steps or cost.serving:
+        lines.append("  cost")
+        lines.extend(f"  {line}" for line in costs.cost_lines(cost, billed=billed))
     steps = record.steps()
     if steps:
         lines.append("  steps")

@@ -116,6 +116,8 @@ def train(
     k: int,
     mini_batch_size: int,
     max_runtime_seconds: int,
+    spot_training: bool,
+    spot_max_wait_seconds: int,
 ) -> NamedTuple("TrainOutputs", [("job_name", str), ("model_artifacts_uri", str), ("image", str)]):
     """Train SageMaker's built-in k-means and wait for the job; fail with its FailureReason."""
     from collections import namedtuple
@@ -142,6 +144,8 @@ def train(
             k=k,
             mini_batch_size=mini_batch_size,
             max_runtime_seconds=max_runtime_seconds,
+            spot_training=spot_training,
+            spot_max_wait_seconds=spot_max_wait_seconds,
         )
     outputs = namedtuple("TrainOutputs", ["job_name", "model_artifacts_uri", "image"])
     return outputs(out["job_name"], out["model_artifacts_uri"], image)

@@ -77,6 +77,8 @@ def _build_graph(p: dict) -> None:
             k=p["k"],
             mini_batch_size=p["mini_batch_size"],
             max_runtime_seconds=p["max_runtime_seconds"],
+            spot_training=p["spot_training"],
+            spot_max_wait_seconds=p["spot_max_wait_seconds"],
         )
         model = steps["create_model"](
             **run,

@@ -136,6 +136,7 @@ class MnistFlowStack(Stack):
             reserved_concurrency=settings.reserved_concurrency,
         )
         track_progress.grant_runs_and_notifications(runs.table, notifications.topic)
+        track_progress.grant_price_list()  # each run's cost in its email
         rules = ProgressRules(self, names.PROGRESS_RULES_ID, target=track_progress)
 
         watchdog = ProductFunction(

@@ -29,6 +29,7 @@ from constructs import Construct
 from core import contracts
 from core.settings import environment
 from stacks.alarms import errors_alarm, waiting_messages_alarm
+from stacks.price_list import PRICE_LIST_ACTIONS, PRICE_LIST_SID, PRICE_LIST_SUPPRESSION
 from stacks.queues import last_stop_queue
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -189,6 +190,17 @@ class ProductFunction(Construct):
                 ),
             ],
             apply_to_children=True,
+        )
+
+    def grant_price_list(self) -> None:
+        """Read on-demand prices (pricing:GetProducts, only grantable on '*')."""
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid=PRICE_LIST_SID, actions=list(PRICE_LIST_ACTIONS), resources=["*"]
+            )
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.role, [PRICE_LIST_SUPPRESSION], apply_to_children=True
         )
 
     def grant_scan(self, table: dynamodb.ITable) -> None:

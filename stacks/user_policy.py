@@ -12,6 +12,7 @@ from constructs import Construct
 
 from core.contracts import EVALUATION_FILE, INCOMING_PREFIX, RUNS_PREFIX, SAGEMAKER_NAME_PREFIX
 from stacks.arns import sagemaker_arn
+from stacks.price_list import PRICE_LIST_ACTIONS, PRICE_LIST_SID, PRICE_LIST_SUPPRESSION
 
 
 class ProductUserPolicy(Construct):
@@ -83,6 +84,12 @@ class ProductUserPolicy(Construct):
                     actions=["sagemaker:DescribeModel"],
                     resources=[sagemaker_arn(stack, "model")],
                 ),
+                iam.PolicyStatement(
+                    # `status <run key>` prices the run (lambdas/dal/price_list.py).
+                    sid=PRICE_LIST_SID,
+                    actions=list(PRICE_LIST_ACTIONS),
+                    resources=["*"],
+                ),
             ],
         )
         bucket_id = stack.get_logical_id(bucket.node.default_child)
@@ -106,6 +113,7 @@ class ProductUserPolicy(Construct):
                             for kind in ("endpoint", "endpoint-config", "model")
                         ),
                     ],
-                )
+                ),
+                PRICE_LIST_SUPPRESSION,
             ],
         )

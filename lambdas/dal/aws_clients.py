@@ -30,14 +30,30 @@ _CREDENTIALS = {
 class AwsClients:
     """`clients("dynamodb")`: one client per service, made on first use."""
 
-    def __init__(self, region: str, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        region: str,
+        environ: Mapping[str, str],
+        *,
+        connect_timeout: float = AWS_CONNECT_TIMEOUT_SECONDS,
+        read_timeout: float = AWS_READ_TIMEOUT_SECONDS,
+        max_attempts: int = AWS_MAX_ATTEMPTS,
+    ) -> None:
         self._region = region
+        self._timeouts = (connect_timeout, read_timeout, max_attempts)
         self._endpoint_url = environ.get("AWS_ENDPOINT_URL") or None
         self._credentials = {
             argument: environ[name] for argument, name in _CREDENTIALS.items() if environ.get(name)
         }
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def in_region(self, region: str, **timeouts: Any) -> AwsClients:
+        """Clients of the same endpoint and credentials in another region (the Price List API
+        answers in a few regions only), with their own `timeouts` (the constructor's names)."""
+        other = AwsClients(region, {}, **timeouts)
+        other._endpoint_url, other._credentials = self._endpoint_url, self._credentials
+        return other
 
     @property
     def endpoint_url(self) -> str | None:
@@ -52,9 +68,9 @@ class AwsClients:
                     region_name=self._region,
                     endpoint_url=self._endpoint_url,
                     config=Config(
-                        connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
-                        read_timeout=AWS_READ_TIMEOUT_SECONDS,
-                        retries={"mode": "standard", "max_attempts": AWS_MAX_ATTEMPTS},
+                        connect_timeout=self._timeouts[0],
+                        read_timeout=self._timeouts[1],
+                        retries={"mode": "standard", "max_attempts": self._timeouts[2]},
                     ),
                     **self._credentials,
                 )

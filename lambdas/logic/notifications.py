@@ -127,7 +127,11 @@ DIGIT_SAMPLE = 5  # how many test digits the `mnistflow predict` example sends
 
 
 def endpoint_ready(
-    event: ProgressEvent, record: RunRecord, kfp_link: str, emulator_url: str = ""
+    event: ProgressEvent,
+    record: RunRecord,
+    kfp_link: str,
+    emulator_url: str = "",
+    cost: list[str] | tuple[str, ...] = (),
 ) -> Notification:
     """ENDPOINT_READY, from the event that showed it (endpoint IN_SERVICE or pipeline SUCCEEDED)
     and the record as it was before that event. `emulator_url`: the AWS emulator the function
@@ -177,6 +181,7 @@ def endpoint_ready(
             "The endpoint bills by the hour while it is in service; delete it when you are done:",
             f"  aws sagemaker delete-endpoint --region {region} --endpoint-name {name}",
         ]
+    lines += cost_block(cost)
     return Notification(
         contracts.KIND_ENDPOINT_READY,
         subject_line(f"MNIST endpoint ready: {name} ({event.run_key})"),
@@ -258,7 +263,14 @@ def _percent(value: Any) -> str:
     return f"{value:.2%}" if isinstance(value, int | float) else "(not reported)"
 
 
-def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
+def cost_block(cost: list[str] | tuple[str, ...]) -> list[str]:
+    """The run's cost (lambdas.logic.costs.cost_lines), as the email's last paragraph."""
+    return ["", "Cost:", *cost] if cost else []
+
+
+def model_rejected(
+    event: ProgressEvent, record: RunRecord, kfp_link: str, cost: list[str] | tuple[str, ...] = ()
+) -> Notification:
     """MODEL_REJECTED: the quality gate kept the model from being deployed; what to try."""
     evaluation = {**record.evaluation, **event.metrics}
     accuracy = evaluation.get("accuracy")
@@ -271,7 +283,7 @@ def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         else "check that the labels match the images"
     )
     if contracts.NOT_BETTER_THAN_SERVING in event.error:
-        return _not_better_than_serving(event, record, kfp_link, evaluation)
+        return _not_better_than_serving(event, record, kfp_link, evaluation, cost)
     lines = [
         "An MNIST model was trained and evaluated, but it is below the quality gate:",
         "nothing was deployed, and whatever was served before stays as it was.",
@@ -285,6 +297,7 @@ def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
         "",
         f"What to try: {suggestion}.",
     ]
+    lines += cost_block(cost)
     return Notification(
         contracts.KIND_MODEL_REJECTED,
         subject_line(
@@ -296,7 +309,11 @@ def model_rejected(event: ProgressEvent, record: RunRecord, kfp_link: str) -> No
 
 
 def _not_better_than_serving(
-    event: ProgressEvent, record: RunRecord, kfp_link: str, evaluation: dict
+    event: ProgressEvent,
+    record: RunRecord,
+    kfp_link: str,
+    evaluation: dict,
+    cost: list[str] | tuple[str, ...],
 ) -> Notification:
     """MODEL_REJECTED by champion/challenger: it passed the gate, but the model the endpoint
     serves scored better on the same test split (less the tolerance)."""
@@ -328,6 +345,7 @@ def _not_better_than_serving(
         " x-amz-meta-k), and upload again. With model_registry on, this model's version in the"
         " registry is Rejected.",
     ]
+    lines += cost_block(cost)
     figures = (
         f"{_percent(accuracy)} vs the serving model's {_percent(champion)}"
         if event.step == contracts.STEP_EVALUATE
@@ -340,7 +358,9 @@ def _not_better_than_serving(
     )
 
 
-def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notification:
+def run_failed(
+    event: ProgressEvent, record: RunRecord, kfp_link: str, cost: list[str] | tuple[str, ...] = ()
+) -> Notification:
     """RUN_FAILED: which step, why, and where to look."""
     step = event.step
     reason = _failure_reason(event)
@@ -387,6 +407,7 @@ def run_failed(event: ProgressEvent, record: RunRecord, kfp_link: str) -> Notifi
             "To try again after fixing the cause: mnistflow rerun " + event.run_key,
             "(a new run on the same dataset), or upload a corrected dataset under incoming/.",
         ]
+    lines += cost_block(cost)
     return Notification(
         contracts.KIND_RUN_FAILED,
         subject_line(f"MNIST run failed at {step} ({event.run_key}): {reason}"),

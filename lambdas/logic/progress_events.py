@@ -48,6 +48,10 @@ class ProgressEvent:
     arn: str = ""
     failure_reason: str = ""  # SageMaker's FailureReason
     billable_seconds: int | None = None
+    training_seconds: int | None = None
+    instance_type: str = ""
+    instance_count: int | None = None
+    managed_spot: bool | None = None  # EnableManagedSpotTraining, when true
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""  # the pipeline's: the failed step's own message
     endpoint_name: str = ""  # the pipeline's: the endpoint the run deploys to
@@ -103,6 +107,10 @@ class ProgressEvent:
             arn=self.arn,
             failure_reason=self.failure_reason,
             billable_seconds=self.billable_seconds,
+            training_seconds=self.training_seconds,
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            managed_spot=self.managed_spot,
             metrics=self.metrics,
             error=self.error,
             endpoint_name=self.endpoint_name,
@@ -215,9 +223,32 @@ def _sagemaker_event(
         resource_name=name,
         arn=_text(detail.get(kind.arn_field)),
         failure_reason=_text(detail.get("FailureReason"))[:REASON_MAX_CHARS],
-        billable_seconds=_whole(detail.get("BillableTimeInSeconds")),
+        **_usage(detail),
         metrics=_final_metrics(detail.get("FinalMetricDataList")),
     )
+
+
+def _usage(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """What a job ran on and for how long it is billed, from the fields botocore's
+    DescribeTrainingJob / DescribeTransformJob shapes give the event's detail: training's
+    BillableTimeInSeconds, TrainingTimeInSeconds and ResourceConfig; transform's
+    TransformResources and TransformStartTime / TransformEndTime (epoch milliseconds in the
+    event); EnableManagedSpotTraining. Absent or malformed fields leave the usage unknown, never
+    fail the event."""
+    resources = detail.get("ResourceConfig") or detail.get("TransformResources")
+    resources = resources if isinstance(resources, Mapping) else {}
+    billable = _whole(detail.get("BillableTimeInSeconds"))
+    start, end = detail.get("TransformStartTime"), detail.get("TransformEndTime")
+    if billable is None and _finite(start) and _finite(end) and end >= start:
+        billable = round((end - start) / 1000)
+    instance_type = resources.get("InstanceType")
+    return {
+        "billable_seconds": billable,
+        "training_seconds": _whole(detail.get("TrainingTimeInSeconds")),
+        "instance_type": instance_type if isinstance(instance_type, str) else "",
+        "instance_count": _whole(resources.get("InstanceCount")),
+        "managed_spot": True if detail.get("EnableManagedSpotTraining") is True else None,
+    }
 
 
 def _pipeline_event(

@@ -11,6 +11,7 @@ both, each true when sent.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from core import contracts
 from core import run_record as rr
 from core.kfp import run_url
 from core.run_record import RunRecord
-from lambdas.logic import notifications
+from lambdas.logic import costs, notifications
 from lambdas.logic.announcements import Announcer
 from lambdas.logic.notifications import Notification
 from lambdas.logic.ports import Notifier, RunProgress
@@ -43,12 +44,20 @@ OUTCOME_METRICS = {
 
 class TrackProgress:
     def __init__(
-        self, runs: RunProgress, notifier: Notifier, kfp_ui_url: str = "", emulator_url: str = ""
+        self,
+        runs: RunProgress,
+        notifier: Notifier,
+        kfp_ui_url: str = "",
+        emulator_url: str = "",
+        prices: costs.PriceLookup | None = None,
     ):
         self._runs = runs
         self._notifier = notifier
         self._kfp_ui_url = kfp_ui_url
         self._emulator_url = emulator_url  # the local stack's AWS emulator, else ""
+        # The Price List (lambdas.dal.price_list); None: every price is unknown. Never asked on
+        # the local stack, where nothing is billed.
+        self._prices = prices
 
     def handle(self, event: Any, request_id: str = "") -> dict[str, str]:
         """`request_id`: the invocation's (Lambda keeps it across retries); it owns the
@@ -119,10 +128,27 @@ class TrackProgress:
     def _note(self, event: ProgressEvent, record: RunRecord) -> Notification:
         link = self._kfp_link(record)
         if event.announces == contracts.STATUS_SUCCEEDED:
-            return notifications.endpoint_ready(event, record, link, self._emulator_url)
+            cost = self._cost(event, record, serving=True)
+            return notifications.endpoint_ready(event, record, link, self._emulator_url, cost)
+        cost = self._cost(event, record, serving=False)
         if event.announces == contracts.STATUS_MODEL_REJECTED:
-            return notifications.model_rejected(event, record, link)
-        return notifications.run_failed(event, record, link)
+            return notifications.model_rejected(event, record, link, cost)
+        return notifications.run_failed(event, record, link, cost)
+
+    def _cost(self, event: ProgressEvent, record: RunRecord, *, serving: bool) -> list[str]:
+        """The run's cost lines: its usage (the record, and this event's own) priced from the
+        Price List; "price unknown" where no price could be had, never an error."""
+        this = rr.StepProgress(event.step, event.normalized, event.entry())
+        seen = dataclasses.replace(record, progress=(*record.progress, this))
+        billed = not self._emulator_url
+        prices = self._prices if billed and self._prices is not None else _no_price
+        endpoint = costs.serving_of(record) if serving else None
+        try:
+            cost = costs.run_cost(seen, event.region, prices, endpoint)
+        except Exception:  # noqa: BLE001 - the cost is never a reason to lose the email
+            logger.exception("The run's cost could not be worked out; the email goes without it")
+            return []
+        return costs.cost_lines(cost, billed=billed)
 
     def _announced(self, event: ProgressEvent, record: RunRecord, note: Notification) -> None:
         if note.kind == contracts.KIND_MODEL_REJECTED:
@@ -168,3 +194,7 @@ def _seconds_between(start: str, end: str) -> float | None:
         return None
     seconds = (last - first).total_seconds()
     return seconds if seconds >= 0 else None
+
+
+def _no_price(region: str, component: str, instance_type: str) -> float | None:
+    return None

@@ -511,6 +511,11 @@ class LocalSageMaker:
             answer["TrainingStartTime"] = job.started
         if job.ended:
             answer["TrainingEndTime"] = job.ended
+            # SageMaker's two figures (botocore's DescribeTrainingJob): TrainingTimeInSeconds,
+            # the time the job trained, and BillableTimeInSeconds, the time billed; a managed
+            # spot job's saving is 1 - billable / training. On demand they are equal; here a
+            # spot job is equal too, honestly: the local stack has no spot market, so no
+            # discount and no interruption to model (the email shows a 0% saving).
             seconds = max(1, round((job.ended - (job.started or job.created)).total_seconds()))
             answer["TrainingTimeInSeconds"] = answer["BillableTimeInSeconds"] = seconds
         if job.artifacts:

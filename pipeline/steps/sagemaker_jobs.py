@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.contracts import RUN_KEY_TAG, SAGEMAKER_POLL_SECONDS_VARIABLE
+from core.contracts import COST_TAGS, RUN_KEY_TAG, SAGEMAKER_POLL_SECONDS_VARIABLE
 from core.sagemaker_events import ENDPOINT, TRAINING_JOB, TRANSFORM_JOB, SageMakerResource
 
 DEFAULT_POLL_SECONDS = 30.0
@@ -45,7 +45,9 @@ class StepFailed(RuntimeError):
 
 
 def run_tags(run_key: str) -> list[dict[str, str]]:
-    return [{"Key": RUN_KEY_TAG, "Value": run_key}]
+    """The tags of every resource a run creates: its run key and the cost-allocation tags."""
+    cost = [{"Key": key, "Value": value} for key, value in COST_TAGS.items()]
+    return [{"Key": RUN_KEY_TAG, "Value": run_key}, *cost]
 
 
 def is_not_found(error: ClientError) -> bool:

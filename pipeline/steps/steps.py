@@ -139,10 +139,29 @@ def train(
     k: int,
     mini_batch_size: int,
     max_runtime_seconds: int,
+    spot_training: bool = False,
+    spot_max_wait_seconds: int | None = None,
     poll_seconds: float | None = None,
     sleep: jobs.Sleep = time.sleep,
 ) -> dict:
-    """Trains the built-in k-means on the RecordIO training data (the seed's hyperparameters)."""
+    """Trains the built-in k-means on the RecordIO training data (the seed's hyperparameters).
+
+    With `spot_training`, on managed spot capacity: SageMaker waits up to
+    `spot_max_wait_seconds` (>= max_runtime_seconds, botocore's StoppingCondition) for it. No
+    CheckpointConfig: it is optional (botocore's CreateTrainingJob), and an interrupted job
+    that has none restarts from the beginning, which for this minutes-long job costs less than
+    writing checkpoints.
+    """
+    stopping = {"MaxRuntimeInSeconds": max_runtime_seconds}
+    if spot_training:
+        wait = spot_max_wait_seconds or max_runtime_seconds
+        if wait < max_runtime_seconds:
+            raise ValueError(
+                f"spot_max_wait_seconds ({wait}) is less than max_runtime_seconds"
+                f" ({max_runtime_seconds}): SageMaker requires MaxWaitTimeInSeconds >="
+                " MaxRuntimeInSeconds"
+            )
+        stopping["MaxWaitTimeInSeconds"] = wait
     name = resource_name(run_key, TRAINING_JOB_SUFFIX)
     request = {
         TRAINING_JOB.name_field: name,
@@ -174,13 +193,15 @@ def train(
             "InstanceCount": instance_count,
             "VolumeSizeInGB": TRAINING_VOLUME_GB,
         },
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_seconds},
+        "StoppingCondition": stopping,
         "Tags": jobs.run_tags(run_key),
     }
+    if spot_training:
+        request["EnableManagedSpotTraining"] = True
     done = jobs.ensure_training_job(
         sm,
         request,
-        timeout_seconds=max_runtime_seconds + TRAINING_WAIT_MARGIN_SECONDS,
+        timeout_seconds=max(stopping.values()) + TRAINING_WAIT_MARGIN_SECONDS,
         poll_seconds=poll_seconds,
         sleep=sleep,
     )

@@ -85,6 +85,11 @@ def test_the_sample_ends_in_one_endpoint_email_and_leaves_nothing_behind():
         began = next(i for i, line in enumerate(timeline) if f" {step} IN_PROGRESS " in line)
         ended = next(i for i, line in enumerate(timeline) if f" {step} {end} " in line)
         assert began < ended, timeline
+    # and the run's cost: the local SageMaker's billable seconds, and that nothing is billed
+    # (status and the email both; no price is asked on the local stack)
+    assert done.stdout.count("Run cost: nothing is billed on the local stack") == 2
+    assert re.search(r"^ +\d+ s billable x 1 ml\.m5\.large \(training\)", done.stdout, re.M)
+    assert "price unknown" not in done.stdout
     # and it ends with five digits read through the local endpoint, with the hint as it works
     # from the repository
     assert re.search(r"accuracy on these 5: [345]/5", done.stdout)

@@ -294,6 +294,8 @@ def test_the_user_policy_grants_what_the_users_commands_call_and_nothing_more(de
             f"{sagemaker}:endpoint-config/{SAGEMAKER_NAME_PREFIX}*",
         ),
         ("sagemaker:DescribeModel", f"{sagemaker}:model/{SAGEMAKER_NAME_PREFIX}*"),
+        # status prices the run; GetProducts has no resource type (Service Authorization Ref.)
+        ("pricing:GetProducts", "*"),
     }
     # and listing is limited to the uploads' prefix
     (listing,) = [s for s in statements if s.get("Sid") == "ListUploads"]

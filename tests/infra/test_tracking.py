@@ -34,6 +34,7 @@ TRACK_PROGRESS_ACTIONS = {
     "dynamodb:UpdateItem", "sns:Publish", "kms:Decrypt", "kms:GenerateDataKey*",
     "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
     "xray:PutTelemetryRecords", "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+    "pricing:GetProducts",
 }  # fmt: skip
 
 
@@ -207,6 +208,7 @@ def test_track_progress_may_only_record_runs_announce_and_park_failures(default_
     }
     assert by_service["sqs"] == {"${" + queue_id + ".Arn}"}
     assert by_service["xray"] == {"*"}
+    assert by_service["pricing"] == {"*"}  # GetProducts has no resource type
     assert "*" not in by_service["dynamodb"] | by_service["sns"] | by_service["kms"]
 
 

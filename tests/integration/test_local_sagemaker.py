@@ -210,6 +210,23 @@ def test_a_training_job_runs_in_progress_then_completes_with_a_real_model(emulat
     ]
 
 
+def test_billable_and_training_seconds_are_sagemakers_two_figures(sm, trained):
+    # On demand they are equal (botocore's DescribeTrainingJob: the spot saving is
+    # 1 - billable / training); a managed spot job is accepted, echoed, and equal too: the
+    # local stack has no spot market, so no discount and no interruption to model.
+    job = trained[0]
+    assert job["BillableTimeInSeconds"] == job["TrainingTimeInSeconds"] >= 1
+    request = _training_request("spot")
+    request["EnableManagedSpotTraining"] = True
+    request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 1200
+    sm.create_training_job(**request)
+    spot, _ = _wait(lambda: sm.describe_training_job(TrainingJobName="spot"), "TrainingJobStatus")
+    assert spot["TrainingJobStatus"] == "Completed"
+    assert spot["EnableManagedSpotTraining"] is True
+    assert spot["StoppingCondition"]["MaxWaitTimeInSeconds"] == 1200
+    assert spot["BillableTimeInSeconds"] == spot["TrainingTimeInSeconds"]
+
+
 @pytest.mark.parametrize(
     ("hyperparameters", "reason"),
     [

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from core.contracts import RUN_KEY_TAG
+from core.contracts import COST_TAGS, RUN_KEY_TAG
 from mnistflow.local.emulator import AwsEmulator
 from tests.conftest import SAMPLE_DIR
 from tests.integration.pipeline_harness import LOCAL_DATA_BUCKET, run_dataset
@@ -59,7 +59,10 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     channel = job["InputDataConfig"][0]
     assert channel["ContentType"] == "application/x-recordio-protobuf"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"{prefix}train/")
-    assert _tags(emulator, job["TrainingJobArn"]) == {RUN_KEY_TAG: run.run_key}
+    assert _tags(emulator, job["TrainingJobArn"]) == {RUN_KEY_TAG: run.run_key, **COST_TAGS}
+    # on demand by default: no spot, and SageMaker's two figures are equal
+    assert "EnableManagedSpotTraining" not in job
+    assert job["BillableTimeInSeconds"] == job["TrainingTimeInSeconds"]
     # and the model was made from the job's artifacts
     model = stock["model"]
     assert model["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
@@ -95,12 +98,21 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     }
 
 
-def test_the_keras_npz_layout_runs_too(emulator, tmp_path):
+def test_the_keras_npz_layout_runs_too_here_with_managed_spot_training(emulator, tmp_path):
     run = run_dataset(
-        emulator, SAMPLE_DIR / "mnist-sample.npz", tmp_path, endpoint_name="mnist-demo"
+        emulator,
+        SAMPLE_DIR / "mnist-sample.npz",
+        tmp_path,
+        endpoint_name="mnist-demo",
+        spot_training=True,
+        spot_max_wait_seconds=7200,
     )
     assert run.result.succeeded, run.result.error
     assert run.inventory["endpoint"]["EndpointName"] == "mnist-demo"
+    # the pipeline's spot parameters reached the training job (KFP's boolean parameter too)
+    job = run.inventory["training_job"]
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     # (its validation split is the last sixth of train)
     assert f"runs/{run.run_key}/labels/validation.csv" in run.inventory["objects"]
 

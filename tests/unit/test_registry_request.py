@@ -6,7 +6,7 @@ from __future__ import annotations
 import botocore.session
 from botocore.validate import ParamValidator
 
-from core.contracts import MODEL_PACKAGE_GROUP, RUN_KEY_TAG
+from core.contracts import MODEL_PACKAGE_GROUP, PRODUCT_TAG, RUN_KEY_TAG
 from mnistflow.local.sagemaker import check_request
 from pipeline.steps import registry
 
@@ -87,5 +87,8 @@ def test_the_registration_request_is_one_the_service_accepts():
         "champion_accuracy": "0.7012",
     }
     assert created["ClientToken"] == "mnist-0123456789ab"
-    assert created["Tags"] == [{"Key": RUN_KEY_TAG, "Value": "mnist-0123456789ab"}]
+    assert created["Tags"] == [
+        {"Key": RUN_KEY_TAG, "Value": "mnist-0123456789ab"},
+        {"Key": PRODUCT_TAG, "Value": "mnist"},
+    ]
     assert created["ModelPackageDescription"].startswith("mnist-0123456789ab: ")

@@ -185,7 +185,10 @@ def test_a_shared_endpoint_moves_to_the_new_runs_config_and_is_retagged():
     jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
     # Then the endpoint is updated (not recreated) and carries this run's key
     assert _names(fake) == ["create_endpoint_config", "update_endpoint", "add_tags"]
-    assert fake.calls[2][1]["Tags"] == [{"Key": "mnistflow:run-key", "Value": "mnist-0123456789ab"}]
+    assert fake.calls[2][1]["Tags"] == [
+        {"Key": "mnistflow:run-key", "Value": "mnist-0123456789ab"},
+        {"Key": "mnistflow:product", "Value": "mnist"},  # contracts.COST_TAGS
+    ]
 
 
 def test_a_retried_deploy_that_already_happened_changes_nothing():
@@ -246,3 +249,68 @@ def test_the_poll_interval_comes_from_the_environment_within_bounds(monkeypatch,
         sleep=pauses.append,
     )
     assert pauses == [expected]
+
+
+# -- managed spot training (pipeline.steps.steps.train) ----------------------------------------
+
+
+def _train(fake, **options):
+    from pipeline.steps import steps
+
+    return steps.train(
+        fake,
+        run_key="mnist-0123456789ab",
+        role_arn="arn:aws:iam::123456789012:role/r",
+        image="382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1",
+        train_uri="s3://b/runs/mnist-0123456789ab/train/",
+        run_uri="s3://b/runs/mnist-0123456789ab/",
+        instance_type="ml.m5.large",
+        instance_count=1,
+        k=10,
+        mini_batch_size=500,
+        max_runtime_seconds=3600,
+        poll_seconds=0.001,
+        sleep=lambda _: None,
+        **options,
+    )
+
+
+def _created(fake) -> dict:
+    return next(request for name, request in fake.calls if name == "create_training_job")
+
+
+def _valid_create_training_job(request):
+    """The request as botocore's sagemaker model validates it (what SageMaker would parse)."""
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    validate_parameters(request, model.operation_model("CreateTrainingJob").input_shape)
+
+
+def test_on_demand_training_asks_for_no_spot():
+    fake = FakeSageMaker()
+    _train(fake)
+    request = _created(fake)
+    _valid_create_training_job(request)
+    assert "EnableManagedSpotTraining" not in request
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+
+
+def test_spot_training_sets_the_flag_and_the_wait():
+    fake = FakeSageMaker()
+    _train(fake, spot_training=True, spot_max_wait_seconds=7200)
+    request = _created(fake)
+    _valid_create_training_job(request)
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": 3600,
+        "MaxWaitTimeInSeconds": 7200,
+    }
+
+
+def test_spot_training_refuses_a_wait_shorter_than_the_runtime_before_calling_sagemaker():
+    fake = FakeSageMaker()
+    with pytest.raises(ValueError, match="MaxWaitTimeInSeconds >= MaxRuntimeInSeconds"):
+        _train(fake, spot_training=True, spot_max_wait_seconds=600)
+    assert "create_training_job" not in _names(fake)

@@ -136,6 +136,13 @@ def test_the_deploy_guide_documents_every_context_key_with_its_default():
         ({"step_image": "registry.example.com/ml/steps"}, "step_image", "is not pinned"),
         ({"step_image": "registry.example.com/ml/steps:latest"}, "step_image", "not pinned"),
         ({"step_image": "Registry.example.com/ML/Steps:1"}, "step_image", "malformed value"),
+        # botocore's StoppingCondition: MaxWaitTimeInSeconds >= MaxRuntimeInSeconds for spot
+        (
+            {"spot_training": True, "spot_max_wait_seconds": 600, "max_runtime_seconds": 3600},
+            "spot_max_wait_seconds",
+            "MaxWaitTimeInSeconds >= MaxRuntimeInSeconds",
+        ),
+        ({"spot_training": "yes"}, "spot_training", "must be true or false"),
     ],
 )
 def test_a_bad_context_value_names_the_key(context, key, problem):
