@@ -164,6 +164,7 @@ class RunRecord:
     claim_owner: str = ""  # the Lambda request id holding (or last holding) the claim
     claim_attempts: int = 0  # the owner's tries: Lambda retries an invocation with its id
     claim_expires_at: int | None = None  # epoch seconds; while ACCEPTED
+    holds_slot: bool = False  # counted in the runs in flight (max_concurrent_runs)
     reason: str = ""  # why REJECTED or START_FAILED, or why the last attempt failed
     kfp_run_id: str = ""
     kfp_run_url: str = ""
@@ -199,6 +200,7 @@ class RunRecord:
             claim_owner=str(item.get(ATTR.claim_owner, "")),
             claim_attempts=int(item.get(ATTR.claim_attempts, 0)),
             claim_expires_at=item.get(ATTR.claim_expires_at),
+            holds_slot=bool(item.get(ATTR.holds_slot, False)),
             reason=str(item.get(ATTR.reason, "")),
             kfp_run_id=str(item.get(ATTR.kfp_run_id, "")),
             kfp_run_url=str(item.get(ATTR.kfp_run_url, "")),

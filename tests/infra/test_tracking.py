@@ -218,7 +218,12 @@ def test_the_configured_kfp_ui_url_reaches_track_progress_for_run_links():
     # When the track-progress environment is built
     variables = environment(
         contracts.TRACK_PROGRESS,
-        {**settings, "runs_table_name": "runs", "notification_topic_arn": "topic"},
+        {
+            **settings,
+            "runs_table_name": "runs",
+            "notification_topic_arn": "topic",
+            "run_slots_queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q",
+        },
     )
     # Then the links it writes start from the normalized URL
     assert variables["KFP_UI_URL"] == "https://kfp.example.com"
