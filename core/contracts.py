@@ -189,6 +189,10 @@ RUNS_TABLE_NAME = f"{PRODUCT_PREFIX}flow-runs"
 # The runs table's one item that is not a run: the count of runs holding a slot
 # (lambdas.dal.runs_table.DynamoRunSlots). Not a run key (RUN_KEY_PATTERN never matches it).
 RUN_SLOTS_ITEM_KEY = f"{PRODUCT_PREFIX}flow:run-slots"
+# The run-slots queue ("a slot is free" -> start-run): a message start-run failed on this many
+# times goes to the queue's dead-letter queue (its alarm tells the operators; the watchdog sends
+# "a slot is free" again on its next pass anyway).
+RUN_SLOTS_MAX_RECEIVES = 3
 NOTIFICATION_TOPIC_NAME = f"{PRODUCT_PREFIX}flow-notifications"
 
 

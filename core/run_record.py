@@ -10,7 +10,7 @@ events came in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
@@ -283,6 +283,19 @@ class RunRecord:
         """The endpoints the run's progress names, first seen first."""
         names = [p.entry.job_name for p in self.progress if p.step == contracts.STEP_ENDPOINT]
         return list(dict.fromkeys(name for name in names if name))
+
+
+def queue_order(created_at: str, run_key: str) -> tuple[str, str]:
+    """The order QUEUED runs start in: as start-run accepted the uploads (`created_at`, which a
+    claim never changes), then by run key."""
+    return created_at, run_key
+
+
+def queue_positions(records: Iterable[RunRecord]) -> dict[str, int]:
+    """Each QUEUED run's place in line, 1 being the next to start when a slot is free."""
+    queued = [r for r in records if r.status == contracts.STATUS_QUEUED]
+    ordered = sorted(queued, key=lambda r: queue_order(r.created_at, r.run_key))
+    return {record.run_key: place for place, record in enumerate(ordered, start=1)}
 
 
 # The record's attribute names, as writers name them: ATTR.status == "status", and so on.

@@ -52,12 +52,18 @@ def _runs(args: argparse.Namespace):
 
 
 def _status(args: argparse.Namespace) -> int:
+    from core.contracts import STATUS_QUEUED
+    from core.run_record import queue_positions
     from mnistflow.status import UnknownRun, describe_run, describe_runs, read_run
 
     runs = _runs(args)
     if args.run_key:
         try:
-            print(describe_run(read_run(runs, args.run_key)))
+            record = read_run(runs, args.run_key)
+            place = None
+            if record.status == STATUS_QUEUED:
+                place = queue_positions(runs.scan()).get(record.run_key)
+            print(describe_run(record, place))
         except UnknownRun as error:
             print(f"status: {error}", file=sys.stderr)
             return 1

@@ -27,6 +27,7 @@ PIPELINE_POD_ROLE_ID = "PipelinePods"
 PROGRESS_RULES_ID = "ProgressRules"
 STEP_IMAGE_ID = "StepImage"
 WATCHDOG_SCHEDULE_ID = "WatchdogSchedule"
+RUN_SLOTS_ID = "RunSlots"
 DASHBOARD_ID = "Dashboard"
 
 # EKS: start-run's access entry, whose Kubernetes group a namespaced Role authorizes.

@@ -23,6 +23,7 @@ from core.run_record import (
     RunRecord,
     TimelineEntry,
     announcement_claim_attribute,
+    queue_order,
 )
 from lambdas.logic.ports import (
     Claim,
@@ -672,7 +673,9 @@ class DynamoRunSlots(RunSlots):
             if "LastEvaluatedKey" not in page:
                 break
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        order = sorted(found, key=lambda i: (str(i.get(ATTR.created_at, "")), i[ATTR.run_key]))
+        order = sorted(
+            found, key=lambda i: queue_order(str(i.get(ATTR.created_at, "")), i[ATTR.run_key])
+        )
         return [item[ATTR.run_key] for item in order]
 
     def release(self, run_key: str, now: str) -> bool:

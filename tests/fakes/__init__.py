@@ -24,6 +24,7 @@ from core.run_record import (
     DatasetRef,
     RunRecord,
     announcement_claim_attribute,
+    queue_order,
 )
 from lambdas.logic.ports import (
     Claim,
@@ -545,7 +546,7 @@ class InMemoryRunSlots(RunSlots):
         self.writes.append("start_next")
         queued = sorted(
             (i for i in self.items.values() if i.get(ATTR.status) == contracts.STATUS_QUEUED),
-            key=lambda i: (str(i.get(ATTR.created_at, "")), i[ATTR.run_key]),
+            key=lambda i: queue_order(str(i.get(ATTR.created_at, "")), i[ATTR.run_key]),
         )
         if not queued or self.count >= limit:
             return None

@@ -205,7 +205,8 @@ def test_track_progress_may_only_record_runs_announce_and_park_failures(default_
     assert by_service["sns"] == {
         "${" + default_synth.logical_id(default_synth.stack.notifications.topic) + "}"
     }
-    assert by_service["sqs"] == {"${" + queue_id + ".Arn}"}
+    slots_id = default_synth.logical_id(default_synth.stack.run_slots.queue)
+    assert by_service["sqs"] == {"${" + queue_id + ".Arn}", "${" + slots_id + ".Arn}"}
     assert by_service["xray"] == {"*"}
     assert "*" not in by_service["dynamodb"] | by_service["sns"] | by_service["kms"]
 
