@@ -314,3 +314,29 @@ def _dataset(number: int):
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def test_a_training_job_past_the_quota_fails_with_resource_limit_exceeded():
+    # botocore/data/sagemaker/2017-07-24/service-2.json: CreateTrainingJob's errors; the reason
+    # runs wait as QUEUED instead of starting past `max_concurrent_runs`
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    errors = {shape.name for shape in model.operation_model("CreateTrainingJob").error_shapes}
+    assert "ResourceLimitExceeded" in errors
+
+
+def test_status_shows_each_waiting_upload_with_its_place_in_line():
+    from core.run_record import RunRecord
+    from mnistflow.status import describe_run, describe_runs
+
+    world = Slots(limit=1)
+    for n in (1, 2, 3):
+        world.upload(n)
+    records = [r for k in world.runs.items if (r := world.runs.record(k))]
+    table = describe_runs(records)
+    line = {k: next(x for x in table.splitlines() if x.startswith(k)) for k in map(key, (1, 2, 3))}
+    assert contracts.STATUS_RUN_STARTED in line[key(1)]
+    assert "QUEUED #1" in line[key(2)] and "QUEUED #2" in line[key(3)]
+    one: RunRecord = world.runs.record(key(3))
+    assert "#2 in line" in describe_run(one, 2)
