@@ -113,8 +113,10 @@ class TrackProgress:
         decided = event.announces
         if not decided:
             return APPLIED if write.applied else STALE
-        # The run is over (whatever its final outcome): its slot goes to the next upload.
-        if self._slots.release(event.run_key, event.time):
+        # The run is over (whatever its final outcome): its slot goes to the next upload. The
+        # record as it was says whether it held one (no call when not: slots are taken before
+        # the KFP run exists, so before any of its events).
+        if old.holds_slot and self._slots.release(event.run_key, event.time):
             logger.info("Run slot given back", extra=context)
             self._slot_signal.slot_free(f"{event.run_key} ended: {decided}")
         # The latest deciding event, by (time, event id), decides the outcome: the same record
