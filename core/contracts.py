@@ -189,6 +189,9 @@ STATUS_RUNNING = "RUNNING"
 STATUS_SUCCEEDED = "SUCCEEDED"
 STATUS_FAILED = "FAILED"
 STATUS_MODEL_REJECTED = "MODEL_REJECTED"  # trained and evaluated, below the quality gate
+# Accepted, waiting for one of the `max_concurrent_runs` slots; start-run starts it (as ACCEPTED
+# again) when a run ends, in the order start-run accepted the uploads.
+STATUS_QUEUED = "QUEUED"
 # The email each outcome is announced with.
 KIND_FOR_OUTCOME = {
     STATUS_SUCCEEDED: KIND_ENDPOINT_READY,
@@ -209,6 +212,13 @@ KFP_RUNNER_ROLE = "pipeline-runner"
 
 # Physical names the stack gives its data resources; the local stack creates the same ones.
 RUNS_TABLE_NAME = f"{PRODUCT_PREFIX}flow-runs"
+# The runs table's one item that is not a run: the count of runs holding a slot
+# (lambdas.dal.runs_table.DynamoRunSlots). Not a run key (RUN_KEY_PATTERN never matches it).
+RUN_SLOTS_ITEM_KEY = f"{PRODUCT_PREFIX}flow:run-slots"
+# The run-slots queue ("a slot is free" -> start-run): a message start-run failed on this many
+# times goes to the queue's dead-letter queue (its alarm tells the operators; the watchdog sends
+# "a slot is free" again on its next pass anyway).
+RUN_SLOTS_MAX_RECEIVES = 3
 NOTIFICATION_TOPIC_NAME = f"{PRODUCT_PREFIX}flow-notifications"
 
 
@@ -292,6 +302,7 @@ METRICS_NAMESPACE = f"{PRODUCT_PREFIX.upper()}Flow"
 METRIC_RUNS_STARTED = "RunsStarted"  # start-run, Count: a KFP run created
 METRIC_START_FAILURES = "RunStartFailures"  # start-run, Count: START_FAILED (given up)
 METRIC_DATASETS_REJECTED = "DatasetsRejected"  # start-run, Count: DATA_REJECTED
+METRIC_RUNS_QUEUED = "RunsQueued"  # start-run, Count: an upload waits for a run slot
 METRIC_ENDPOINTS_READY = "EndpointsReady"  # track-progress, Count: ENDPOINT_READY announced
 METRIC_RUNS_FAILED = "RunsFailed"  # track-progress, Count: RUN_FAILED announced
 METRIC_MODELS_REJECTED = "ModelsRejected"  # track-progress, Count: MODEL_REJECTED announced

@@ -10,7 +10,7 @@ events came in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from types import SimpleNamespace
 from typing import Any
@@ -170,6 +170,7 @@ class RunRecord:
     claim_owner: str = ""  # the Lambda request id holding (or last holding) the claim
     claim_attempts: int = 0  # the owner's tries: Lambda retries an invocation with its id
     claim_expires_at: int | None = None  # epoch seconds; while ACCEPTED
+    holds_slot: bool = False  # counted in the runs in flight (max_concurrent_runs)
     reason: str = ""  # why REJECTED or START_FAILED, or why the last attempt failed
     kfp_run_id: str = ""
     kfp_run_url: str = ""
@@ -205,6 +206,7 @@ class RunRecord:
             claim_owner=str(item.get(ATTR.claim_owner, "")),
             claim_attempts=int(item.get(ATTR.claim_attempts, 0)),
             claim_expires_at=item.get(ATTR.claim_expires_at),
+            holds_slot=bool(item.get(ATTR.holds_slot, False)),
             reason=str(item.get(ATTR.reason, "")),
             kfp_run_id=str(item.get(ATTR.kfp_run_id, "")),
             kfp_run_url=str(item.get(ATTR.kfp_run_url, "")),
@@ -287,6 +289,19 @@ class RunRecord:
         """The endpoints the run's progress names, first seen first."""
         names = [p.entry.job_name for p in self.progress if p.step == contracts.STEP_ENDPOINT]
         return list(dict.fromkeys(name for name in names if name))
+
+
+def queue_order(created_at: str, run_key: str) -> tuple[str, str]:
+    """The order QUEUED runs start in: as start-run accepted the uploads (`created_at`, which a
+    claim never changes), then by run key."""
+    return created_at, run_key
+
+
+def queue_positions(records: Iterable[RunRecord]) -> dict[str, int]:
+    """Each QUEUED run's place in line, 1 being the next to start when a slot is free."""
+    queued = [r for r in records if r.status == contracts.STATUS_QUEUED]
+    ordered = sorted(queued, key=lambda r: queue_order(r.created_at, r.run_key))
+    return {record.run_key: place for place, record in enumerate(ordered, start=1)}
 
 
 # The record's attribute names, as writers name them: ATTR.status == "status", and so on.

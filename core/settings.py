@@ -612,6 +612,17 @@ PARAMETERS: tuple[Parameter, ...] = (
         "a run without an outcome this long after its upload is checked against KFP",
         functions=WATCHDOG_ONLY,
     ),
+    # How many runs may be in flight at once.
+    _context(
+        "max_concurrent_runs",
+        Whole(1, 50),
+        2,
+        "runs in flight at once (started, no outcome yet); further uploads wait as QUEUED and"
+        " start in upload order as runs end. Keep it within the account's SageMaker training"
+        " instance quota for train_instance_type (Service Quotas), so a burst waits instead of"
+        " failing on quota",
+        functions=frozenset({START_RUN, contracts.WATCHDOG}),
+    ),
     # Housekeeping.
     _context(
         "reserved_concurrency",
@@ -633,6 +644,12 @@ PARAMETERS: tuple[Parameter, ...] = (
         "runs_table_name",
         Text(re.compile(r"[a-zA-Z0-9_.-]{3,255}"), "a DynamoDB table name"),
         "the runs table",
+        functions=ALL_FUNCTIONS,
+    ),
+    _stack(
+        "run_slots_queue_url",
+        Text(re.compile(r"https?://\S+"), "an SQS queue URL"),
+        'where a freed slot is announced ("a slot is free"); start-run consumes it',
         functions=ALL_FUNCTIONS,
     ),
     _stack(

@@ -30,10 +30,14 @@ def start_run_handler(environ: Mapping[str, str], **options: Any) -> Handler:
     clients = AwsClients(settings.aws_region, environ)
     service = start_run_service(settings, clients, **options)
 
+    from lambdas.dal.run_slots_queue import is_slot_event
+
     def handle(event: dict[str, Any], context: Any) -> Any:
         if contracts.is_dry_run(event):  # mnistflow verify: reach KFP, start nothing
             return service.check_kfp()
         seconds_left = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
+        if is_slot_event(event):  # "a slot is free", from the run-slots queue
+            return service.handle_slot_free(event, seconds_left, context.aws_request_id)
         # Lambda keeps the request id across the retries of an asynchronous invocation.
         return service.handle_notification(event, seconds_left, context.aws_request_id)
 
@@ -109,6 +113,7 @@ def start_run_service(
         pipeline_spec=PipelineSpecFile(spec_path, settings.step_image_uri),
         settings=settings,
         uploads=S3UploadMetadata(clients.factory("s3")),
+        **_slots(settings, clients),
         connection_hint=what_to_check(settings),
         sleep=sleep,
         **({"rng": rng} if rng else {}),
@@ -127,7 +132,19 @@ def track_progress_service(settings: Settings, clients: AwsClients):
         kfp_ui_url=settings.kfp_ui_url,
         emulator_url=clients.endpoint_url or "",
         prices=PriceList(clients.in_region(PRICING_REGION, **CLIENT_TIMEOUTS).factory("pricing")),
+        **_slots(settings, clients),
     )
+
+
+def _slots(settings: Settings, clients: AwsClients) -> dict[str, Any]:
+    """The run slots in the runs table, and the queue that says one is free."""
+    from lambdas.dal.run_slots_queue import SqsSlotSignal
+    from lambdas.dal.runs_table import DynamoRunSlots
+
+    return {
+        "slots": DynamoRunSlots(settings.runs_table_name, clients.factory("dynamodb")),
+        "slot_signal": SqsSlotSignal(settings.run_slots_queue_url, clients.factory("sqs")),
+    }
 
 
 def watchdog_service(
@@ -157,6 +174,7 @@ def watchdog_service(
         endpoints=SageMakerEndpoints(
             clients.factory("sagemaker"), clients.factory("s3"), settings.data_bucket_name
         ),
+        **_slots(settings, clients),
     )
 
 

@@ -72,15 +72,20 @@ def _region(args: argparse.Namespace) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from core.contracts import STATUS_QUEUED
+    from core.run_record import queue_positions
     from mnistflow.status import UnknownRun, describe_run, describe_runs, read_run
 
     runs = _runs(args)
     if args.run_key:
         try:
             record = read_run(runs, args.run_key)
+            place = None
+            if record.status == STATUS_QUEUED:
+                place = queue_positions(runs.scan()).get(record.run_key)
             billed = not args.endpoint_url  # the local stack bills nothing: no price is asked
             prices = _price_list(args) if billed else None
-            print(describe_run(record, prices, region=_region(args), billed=billed))
+            print(describe_run(record, prices, region=_region(args), billed=billed, place=place))
         except UnknownRun as error:
             print(f"status: {error}", file=sys.stderr)
             return 1

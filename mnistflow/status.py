@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from core.contracts import PROGRESS_STEPS, STEP_PREPROCESS, STEP_TRAINING, STEP_TRANSFORM, STEPS
-from core.run_record import RunRecord
+from core.contracts import (
+    PROGRESS_STEPS,
+    STATUS_QUEUED,
+    STEP_PREPROCESS,
+    STEP_TRAINING,
+    STEP_TRANSFORM,
+    STEPS,
+)
+from core.run_record import RunRecord, queue_positions
 from lambdas.dal.runs_table import RunsTableReader
 from lambdas.logic import costs
 from lambdas.logic.notifications import settings_line
@@ -30,6 +37,7 @@ def describe_runs(records: list[RunRecord]) -> str:
     if not records:
         return "no runs yet"
     lines = []
+    places = queue_positions(records)
     for record in records:
         steps = record.steps()
         cells = [
@@ -38,8 +46,11 @@ def describe_runs(records: list[RunRecord]) -> str:
             if step in steps
         ]
         accuracy = "" if record.accuracy is None else f"acc={record.accuracy:.3f} "
+        status = record.overall_status
+        if record.run_key in places:
+            status = f"{STATUS_QUEUED} #{places[record.run_key]}"
         lines.append(
-            f"{record.run_key}  {record.overall_status:<14} {record.created_at:<24}"
+            f"{record.run_key}  {status:<14} {record.created_at:<24}"
             f" {_dataset(record)}  {accuracy}{' '.join(cells)}".rstrip()
         )
     return "\n".join(lines)
@@ -50,10 +61,18 @@ def describe_run(
     prices: costs.PriceLookup | None = None,
     region: str = "",
     billed: bool = True,
+    place: int | None = None,
 ) -> str:
     """One run; its cost priced by `prices` in `region` (None: price unknown), or, on the
-    local stack (`billed` False), its billable seconds with "nothing is billed"."""
+    local stack (`billed` False), its billable seconds with "nothing is billed". `place`: the
+    run's place in line when it is QUEUED (queue_positions)."""
     lines = [f"Run {record.run_key}: {record.overall_status}", f"  dataset   {_dataset(record)}"]
+    if record.status == STATUS_QUEUED:
+        where = f"#{place} in line" if place else "in line"
+        lines.append(
+            f"  queued    {where}: every run slot (max_concurrent_runs) is held; it starts"
+            " when a run ends, oldest upload first"
+        )
     if record.kfp_run_id:
         link = record.kfp_run_url or "(no KFP UI address configured)"
         lines.append(f"  KFP run   {record.kfp_run_id}  {link}")

@@ -108,6 +108,7 @@ def runs() -> cloudwatch.GraphWidget:
             product_metric(contracts.METRIC_MODELS_REJECTED, track, SUM),
             product_metric(contracts.METRIC_DATASETS_REJECTED, start, SUM),
             product_metric(contracts.METRIC_START_FAILURES, start, SUM),
+            product_metric(contracts.METRIC_RUNS_QUEUED, start, SUM),
         ],
     )
 

@@ -24,6 +24,7 @@ from stacks.pipeline_role import PipelinePodRole
 from stacks.product_function import ProductFunction
 from stacks.progress_rules import ProgressRules
 from stacks.retire_policy import grant_retire
+from stacks.run_slots import RunSlotsQueue, grant_slot_moves
 from stacks.runs_table import RunsTable
 from stacks.sagemaker_role import SageMakerExecutionRole
 from stacks.step_image import StepImage
@@ -85,10 +86,17 @@ class MnistFlowStack(Stack):
         )
         kfp = KfpAccess(self, names.KFP_ACCESS_ID, settings=settings)
         step_image = StepImage(self, names.STEP_IMAGE_ID, prebuilt=settings.step_image)
+        slots = RunSlotsQueue(
+            self,
+            names.RUN_SLOTS_ID,
+            consumer_timeout_seconds=START_RUN_TIMEOUT_SECONDS,
+            operations_topic=operations.topic,
+        )
         shared = {
             **settings,
             "runs_table_name": runs.table.table_name,
             "notification_topic_arn": notifications.topic.topic_arn,
+            "run_slots_queue_url": slots.queue.queue_url,
         }
 
         # KFP's API may be reachable from given subnets only: both functions that call it go there.
@@ -119,6 +127,8 @@ class MnistFlowStack(Stack):
         kfp.grant_kfp_caller(start_run.role, "StartRunAccessEntry")
         data.start_on_upload(start_run.function)
         data.grant_read_uploads(start_run.role)
+        slots.consumed_by(start_run)
+        grant_slot_moves(start_run, runs.table, "GetItem", "Scan", "ConditionCheckItem")
 
         track_progress = ProductFunction(
             self,
@@ -162,6 +172,8 @@ class MnistFlowStack(Stack):
         kfp.grant_kfp_caller(watchdog.role, "WatchdogAccessEntry")
         WatchdogSchedule(self, names.WATCHDOG_SCHEDULE_ID, target=watchdog)
         grant_retire(watchdog.role, data.bucket)  # per-run endpoints past their time to live
+        grant_slot_moves(watchdog, runs.table, "GetItem")
+        slots.sent_by(start_run, track_progress, watchdog)
 
         registry = ModelRegistry(self, names.MODEL_REGISTRY_ID)
         pods = PipelinePodRole(
@@ -190,6 +202,7 @@ class MnistFlowStack(Stack):
         self.start_run = start_run
         self.track_progress = track_progress
         self.watchdog = watchdog
+        self.run_slots = slots
         self.progress_rules = rules
         self.pipeline_pods = pods
         self.model_registry = registry
@@ -247,6 +260,7 @@ class MnistFlowStack(Stack):
         alarms = [
             *(alarm for f in (start_run, track_progress, watchdog) for alarm in f.alarms.values()),
             operations.undelivered_alarm,
+            slots.alarm,
         ]
         outputs |= {
             contracts.OUTPUT_KFP_MODE: (settings.kfp_mode, "How start-run reaches KFP"),

@@ -27,6 +27,7 @@ PIPELINE_POD_ROLE_ID = "PipelinePods"
 PROGRESS_RULES_ID = "ProgressRules"
 STEP_IMAGE_ID = "StepImage"
 WATCHDOG_SCHEDULE_ID = "WatchdogSchedule"
+RUN_SLOTS_ID = "RunSlots"
 DASHBOARD_ID = "Dashboard"
 MODEL_REGISTRY_ID = "ModelRegistry"
 

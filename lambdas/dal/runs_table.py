@@ -23,6 +23,7 @@ from core.run_record import (
     RunRecord,
     TimelineEntry,
     announcement_claim_attribute,
+    queue_order,
 )
 from lambdas.logic.ports import (
     Claim,
@@ -30,6 +31,7 @@ from lambdas.logic.ports import (
     OutcomeWrite,
     ProgressWrite,
     RunProgress,
+    RunSlots,
     RunsRepository,
 )
 
@@ -215,6 +217,7 @@ class DynamoRunsRepository(_Announcements, RunsRepository):
             owner=str(item.get(ATTR.claim_owner, "")),
             announced=frozenset(item.get(ATTR.announced) or ()),
             record=None if won or not item else RunRecord.from_item(item),
+            holds_slot=won and bool(item.get(ATTR.holds_slot)),
         )
 
     def _claim_write(
@@ -471,6 +474,316 @@ class DynamoRunProgress(_Announcements, RunProgress):
         return OutcomeWrite(applied=True, outcome=outcome)
 
 
+# The slot count's item (contracts.RUN_SLOTS_ITEM_KEY): `in_flight` counts the records that hold
+# a slot; `version` moves with every change, so a recount never overwrites a change it missed.
+IN_FLIGHT = "in_flight"
+VERSION = "version"
+# A take-or-queue that loses a race (a slot freed or taken between its two transactions) tries
+# again this many times in all; each loss means another writer made progress.
+SLOT_RACE_ATTEMPTS = 8
+_CONDITION_FAILED = "ConditionalCheckFailed"
+
+
+class DynamoRunSlots(RunSlots):
+    """The concurrency limit in the runs table: every change of a record's `holds_slot` and of
+    the count is one TransactWriteItems (DynamoDB developer guide, "Amazon DynamoDB
+    Transactions": all or nothing, each item's condition checked)."""
+
+    def __init__(self, table_name: str, dynamodb_client: Callable[[], Any]):
+        self._table = table_name
+        self._ddb = dynamodb_client
+
+    def _counter_take(self, limit: int) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _key(contracts.RUN_SLOTS_ITEM_KEY),
+                "UpdateExpression": "ADD #in_flight :one, #version :one",
+                "ConditionExpression": "attribute_not_exists(#in_flight) OR #in_flight < :limit",
+                "ExpressionAttributeNames": _names(IN_FLIGHT, VERSION),
+                "ExpressionAttributeValues": {
+                    ":one": to_attribute_value(1),
+                    ":limit": to_attribute_value(limit),
+                },
+            }
+        }
+
+    def _transact(self, items: list[dict[str, Any]]) -> list[str] | None:
+        """None when written; else each item's cancellation code ("None" when its condition
+        held), as DynamoDB's TransactionCanceledException lists them."""
+        ddb = self._ddb()
+        try:
+            ddb.transact_write_items(TransactItems=items)
+        except ddb.exceptions.TransactionCanceledException as canceled:
+            reasons = canceled.response.get("CancellationReasons") or []
+            codes = [str(reason.get("Code", "")) for reason in reasons]
+            if _CONDITION_FAILED not in codes:
+                raise  # a conflict with another transaction, a throttle: the caller's retry
+            return codes
+        return None
+
+    def take_or_queue(self, run_key: str, owner: str, limit: int, now: str) -> str:
+        ours = "#status = :accepted AND #claim_owner = :owner AND attribute_not_exists(#holds)"
+        record_names = {**_names(ATTR.status, ATTR.claim_owner), "#holds": ATTR.holds_slot}
+        record_values = {
+            ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
+            ":owner": to_attribute_value(owner),
+        }
+        for _attempt in range(SLOT_RACE_ATTEMPTS):
+            taken = self._transact(
+                [
+                    self._counter_take(limit),
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(run_key),
+                            "UpdateExpression": "SET #holds = :true",
+                            "ConditionExpression": ours,
+                            "ExpressionAttributeNames": record_names,
+                            "ExpressionAttributeValues": {
+                                **record_values,
+                                ":true": to_attribute_value(True),
+                            },
+                        }
+                    },
+                ]
+            )
+            if taken is None:
+                return RunSlots.TAKEN
+            if taken[1] == _CONDITION_FAILED:
+                return self._held_or_lost(run_key, owner)
+            detail = f"every one of the {limit} run slots is held; waiting for a run to end"
+            queued = self._transact(
+                [
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": _key(contracts.RUN_SLOTS_ITEM_KEY),
+                            "ConditionExpression": "#in_flight >= :limit",
+                            "ExpressionAttributeNames": _names(IN_FLIGHT),
+                            "ExpressionAttributeValues": {":limit": to_attribute_value(limit)},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(run_key),
+                            "UpdateExpression": (
+                                "SET #status = :queued, #updated_at = :now,"
+                                " #timeline = list_append(if_not_exists(#timeline, :empty), :entry)"
+                                " REMOVE #claim_expires_at"
+                            ),
+                            "ConditionExpression": ours,
+                            "ExpressionAttributeNames": {
+                                **record_names,
+                                **_names(ATTR.updated_at, ATTR.timeline, ATTR.claim_expires_at),
+                            },
+                            "ExpressionAttributeValues": {
+                                **record_values,
+                                ":queued": to_attribute_value(contracts.STATUS_QUEUED),
+                                ":now": to_attribute_value(now),
+                                ":empty": to_attribute_value([]),
+                                ":entry": _entry(now, contracts.STATUS_QUEUED, detail),
+                            },
+                        }
+                    },
+                ]
+            )
+            if queued is None:
+                return RunSlots.QUEUED
+            if queued[1] == _CONDITION_FAILED:
+                return self._held_or_lost(run_key, owner)
+            # A slot was freed between the two: try to take it.
+        raise RuntimeError(f"the run slots kept changing: {SLOT_RACE_ATTEMPTS} tries lost a race")
+
+    def _held_or_lost(self, run_key: str, owner: str) -> str:
+        item = RunsTableReader(self._table, self._ddb).item(run_key) or {}
+        ours = (
+            item.get(ATTR.status) == contracts.STATUS_ACCEPTED
+            and item.get(ATTR.claim_owner) == owner
+        )
+        return RunSlots.TAKEN if ours and item.get(ATTR.holds_slot) else RunSlots.LOST
+
+    def start_next(self, owner: str, limit: int, now: str, lease_until: int) -> RunRecord | None:
+        for key in self._queued_keys():
+            taken = self._transact(
+                [
+                    self._counter_take(limit),
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(key),
+                            "UpdateExpression": (
+                                "SET #status = :accepted, #holds = :true, #claim_owner = :owner,"
+                                " #claim_attempts = :one, #claim_expires_at = :lease,"
+                                " #updated_at = :now,"
+                                " #start_attempts = if_not_exists(#start_attempts, :zero) + :one,"
+                                " #timeline = list_append(if_not_exists(#timeline, :empty), :entry)"
+                            ),
+                            "ConditionExpression": "#status = :queued",
+                            "ExpressionAttributeNames": {
+                                **_names(
+                                    ATTR.status,
+                                    ATTR.claim_owner,
+                                    ATTR.claim_attempts,
+                                    ATTR.claim_expires_at,
+                                    ATTR.updated_at,
+                                    ATTR.start_attempts,
+                                    ATTR.timeline,
+                                ),
+                                "#holds": ATTR.holds_slot,
+                            },
+                            "ExpressionAttributeValues": {
+                                ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
+                                ":queued": to_attribute_value(contracts.STATUS_QUEUED),
+                                ":true": to_attribute_value(True),
+                                ":owner": to_attribute_value(owner),
+                                ":one": to_attribute_value(1),
+                                ":zero": to_attribute_value(0),
+                                ":lease": to_attribute_value(lease_until),
+                                ":now": to_attribute_value(now),
+                                ":empty": to_attribute_value([]),
+                                ":entry": _entry(now, SLOT_TAKEN_EVENT, "a run slot is free"),
+                            },
+                        }
+                    },
+                ]
+            )
+            if taken is None:
+                return RunsTableReader(self._table, self._ddb).get(key)
+            if taken[0] == _CONDITION_FAILED:
+                return None  # every slot held
+            # Another invocation started this one meanwhile: the next in line.
+        return None
+
+    def _queued_keys(self) -> list[str]:
+        """The QUEUED records' keys, in upload order (as start-run accepted them)."""
+        found = []
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "ConsistentRead": True,
+            "FilterExpression": "#status = :queued",
+            "ProjectionExpression": "#run_key, #created_at",
+            "ExpressionAttributeNames": _names(ATTR.status, ATTR.run_key, ATTR.created_at),
+            "ExpressionAttributeValues": {":queued": to_attribute_value(contracts.STATUS_QUEUED)},
+        }
+        while True:
+            page = self._ddb().scan(**request)
+            found.extend(plain_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        order = sorted(
+            found, key=lambda i: queue_order(str(i.get(ATTR.created_at, "")), i[ATTR.run_key])
+        )
+        return [item[ATTR.run_key] for item in order]
+
+    def release(self, run_key: str, now: str) -> bool:
+        record = {
+            "Update": {
+                "TableName": self._table,
+                "Key": _key(run_key),
+                "UpdateExpression": (
+                    "REMOVE #holds"
+                    " SET #timeline = list_append(if_not_exists(#timeline, :empty), :entry)"
+                ),
+                "ConditionExpression": "attribute_exists(#holds)",
+                "ExpressionAttributeNames": {"#holds": ATTR.holds_slot, **_names(ATTR.timeline)},
+                "ExpressionAttributeValues": {
+                    ":empty": to_attribute_value([]),
+                    ":entry": _entry(now, SLOT_FREED_EVENT, "the run's slot is given back"),
+                },
+            }
+        }
+        released = self._transact(
+            [
+                record,
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(contracts.RUN_SLOTS_ITEM_KEY),
+                        "UpdateExpression": "ADD #in_flight :minus_one, #version :one",
+                        "ConditionExpression": "#in_flight > :zero",
+                        "ExpressionAttributeNames": _names(IN_FLIGHT, VERSION),
+                        "ExpressionAttributeValues": {
+                            ":minus_one": to_attribute_value(-1),
+                            ":one": to_attribute_value(1),
+                            ":zero": to_attribute_value(0),
+                        },
+                    }
+                },
+            ]
+        )
+        if released is None:
+            return True
+        if released[0] == _CONDITION_FAILED:
+            return False  # not held: released before, or never taken
+        # The count says no slot is held, yet this record holds one: free the record (the
+        # watchdog's recount puts the count right).
+        ddb = self._ddb()
+        try:
+            ddb.update_item(**record["Update"])
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _counter(self) -> tuple[int, int]:
+        item = (
+            self._ddb()
+            .get_item(
+                TableName=self._table,
+                Key=_key(contracts.RUN_SLOTS_ITEM_KEY),
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
+        plain = plain_item(item) if item else {}
+        return int(plain.get(IN_FLIGHT, 0)), int(plain.get(VERSION, 0))
+
+    def in_flight(self) -> int:
+        return self._counter()[0]
+
+    def repair(self) -> tuple[int, int] | None:
+        stored, version = self._counter()
+        counted = 0
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "ConsistentRead": True,
+            "Select": "COUNT",
+            "FilterExpression": "attribute_exists(#holds)",
+            "ExpressionAttributeNames": {"#holds": ATTR.holds_slot},
+        }
+        while True:
+            page = self._ddb().scan(**request)
+            counted += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if counted == stored:
+            return stored, counted
+        ddb = self._ddb()
+        try:
+            ddb.update_item(
+                TableName=self._table,
+                Key=_key(contracts.RUN_SLOTS_ITEM_KEY),
+                UpdateExpression="SET #in_flight = :counted, #version = :next",
+                ConditionExpression=(
+                    "#version = :version"
+                    if version
+                    else "attribute_not_exists(#version) OR #version = :version"
+                ),
+                ExpressionAttributeNames=_names(IN_FLIGHT, VERSION),
+                ExpressionAttributeValues={
+                    ":counted": to_attribute_value(counted),
+                    ":version": to_attribute_value(version),
+                    ":next": to_attribute_value(version + 1),
+                },
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return None
+        return stored, counted
+
+
 class RunsTableReader:
     """Reads run records: one run, or all of them, newest first."""
 
@@ -506,12 +819,18 @@ class RunsTableReader:
 
     def _items(self) -> Iterator[dict[str, Any]]:
         request: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        slots = _key(contracts.RUN_SLOTS_ITEM_KEY)[ATTR.run_key]
         while True:
             page = self._ddb().scan(**request)
-            yield from page.get("Items", [])
+            yield from (i for i in page.get("Items", []) if i.get(ATTR.run_key) != slots)
             if "LastEvaluatedKey" not in page:
                 return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# Timeline entries of the slot moves (besides QUEUED).
+SLOT_TAKEN_EVENT = "STARTED_FROM_QUEUE"
+SLOT_FREED_EVENT = "SLOT_FREED"
 
 
 def _record(item: dict[str, Any] | None) -> RunRecord | None:

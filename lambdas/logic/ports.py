@@ -27,6 +27,7 @@ class Claim:
     owner: str = ""
     announced: frozenset[str] = frozenset()
     record: RunRecord | None = None  # the record as found, when lost
+    holds_slot: bool = False  # when won: the record already holds a run slot (a retry's)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,48 @@ class RunsRepository(Announcements):
         """The watchdog's move for a claim whose invocation stopped: RUN_STARTED with `run`,
         else START_FAILED, only while `owner`'s claim is still ACCEPTED and its lease (epoch
         seconds) ended before `stale_before`."""
+
+
+class RunSlots(ABC):
+    """The concurrency limit, kept in the runs table: a record that `holds_slot` counts as in
+    flight, and a count of them moves with it in one transaction, so at most `limit` records
+    ever hold one. Each call is one transaction (or a few, when a race makes one retry)."""
+
+    TAKEN = "taken"
+    QUEUED = "queued"
+    LOST = "lost"  # the record is no longer ACCEPTED by this owner: another invocation has it
+
+    @abstractmethod
+    def take_or_queue(self, run_key: str, owner: str, limit: int, now: str) -> str:
+        """While `owner` holds the ACCEPTED record: take a slot if fewer than `limit` are held
+        (TAKEN), else make the record QUEUED (its claim ends) in the same transaction that sees
+        every slot held (QUEUED). LOST when the claim has moved on."""
+
+    @abstractmethod
+    def start_next(self, owner: str, limit: int, now: str, lease_until: int) -> RunRecord | None:
+        """The oldest QUEUED record (by `created_at`, then run key), made ACCEPTED by `owner`
+        with a slot, in one transaction; None when every slot is held or nothing is queued."""
+
+    @abstractmethod
+    def release(self, run_key: str, now: str) -> bool:
+        """Give the record's slot back; True for the one call that did (a repeat is a no-op)."""
+
+    @abstractmethod
+    def in_flight(self) -> int:
+        """The count of slots held, as stored."""
+
+    @abstractmethod
+    def repair(self) -> tuple[int, int] | None:
+        """Recount: set the stored count to the records that hold a slot, read after the count
+        was, unless a slot moved meanwhile (then None: the next pass tries again). Returns
+        (stored, counted)."""
+
+
+class SlotSignal(ABC):
+    @abstractmethod
+    def slot_free(self, reason: str) -> bool:
+        """Tell start-run that a slot may be free (duplicates are harmless). Never raises: False
+        when the message may not have gone (the watchdog's next pass sends it again)."""
 
 
 class UploadGone(Exception):

@@ -3,6 +3,33 @@
 Claim the run key, check the upload, find or create the experiment and the run (by display
 name, since KFP has no idempotency token), record the outcome and announce it.
 
+At most `max_concurrent_runs` runs are in flight: a run takes a slot before its KFP run is
+created, in the same transaction that checks one is free; when none is, the upload waits as
+QUEUED (visible in `mnistflow status` with its place in line). Whatever ends a run's hold on
+its slot (track-progress deciding the outcome, the watchdog closing a stuck run, start-run
+giving up) gives it back and sends "a slot is free" to the run-slots queue, which start-run
+consumes (`handle_slot_free`): it starts the queued runs in upload order while slots are free,
+so start-run stays the one function that creates KFP runs. What the user sees, fault by fault:
+
+- Two uploads race for the last slot: one transaction wins and starts (RUN_STARTED email); the
+  other's fails its condition and the upload is QUEUED instead, in a transaction that sees
+  every slot held, so a slot freed in between is never missed (it retries the take).
+- A rejected dataset is refused before any slot is taken (DATA_REJECTED email, nothing held).
+- A run that cannot be started (START_FAILED email) gives its slot back at once.
+- Start-run dies between taking a slot and creating the KFP run: Lambda's retry of the upload
+  finds the claim's slot already held and goes on with it (never two slots); if every try
+  dies, the watchdog closes the stale claim (RUN_STARTED if KFP has the run, else
+  START_FAILED, each with its email) and frees the slot.
+- "A slot is free" lost (SQS or the sender failed): the queued runs wait for the watchdog's
+  next pass, which sends it again when a slot is free and a run is queued; a duplicate message
+  finds no slot or nothing queued and does nothing.
+- The same outcome event twice: the slot is freed once (the release is conditional on the
+  record holding one); the count can always be rebuilt from the records (the watchdog's
+  recount).
+- A queued upload whose object is deleted before its turn: DATA_REJECTED, its slot given back.
+- A queued run that KFP will not start: START_FAILED at once (the in-invocation retries only:
+  Lambda does not retry a queue-started run), its slot given back, the next one started.
+
 Lambda runs an upload event up to three times with the same request id, which owns the claim:
 a retry of the owner takes its claim back and counts the attempt, so the start is given up
 (START_FAILED, one RUN_FAILED email) at the last attempt only, or at once for an error no
@@ -22,7 +49,7 @@ from typing import Any
 
 from core import contracts
 from core.kfp import run_url
-from core.run_record import DatasetRef
+from core.run_record import DatasetRef, RunRecord
 from core.settings import (
     PER_UPLOAD_KEYS,
     Settings,
@@ -42,7 +69,9 @@ from lambdas.logic.ports import (
     KfpRun,
     KfpRunsApi,
     Notifier,
+    RunSlots,
     RunsRepository,
+    SlotSignal,
     UploadGone,
     UploadMetadata,
 )
@@ -104,6 +133,7 @@ class Outcome:
     rejected: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)  # waiting for a run slot
     retrying: list[str] = field(default_factory=list)  # Lambda's next attempt takes them up
     failed: list[str] = field(default_factory=list)  # given up: START_FAILED
 
@@ -124,6 +154,8 @@ class StartRun:
         pipeline_spec: Callable[[], dict[str, Any]],
         settings: Settings,
         uploads: UploadMetadata,
+        slots: RunSlots,
+        slot_signal: SlotSignal,
         connection_hint: str = "",
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -137,6 +169,8 @@ class StartRun:
         self._pipeline_spec = pipeline_spec
         self._settings = settings
         self._uploads = uploads
+        self._slots = slots
+        self._slot_signal = slot_signal
         self._connection_hint = connection_hint  # what to check when KFP cannot be reached
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -203,9 +237,88 @@ class StartRun:
                 return
             if overrides:
                 logger.info("Run settings from the upload's metadata", extra={"set": overrides})
+            if not claim.holds_slot and not self._take_slot(key, owner, outcome):
+                return
             self._start(key, owner, dataset, seconds_left, claim.attempt, outcome, overrides)
         finally:
             logger.remove_keys(["run_key"])
+
+    def _take_slot(self, key: str, owner: str, outcome: Outcome) -> bool:
+        """True when this claim now holds a run slot; else the upload waits as QUEUED (or
+        another invocation has taken the claim over)."""
+        limit = self._settings.max_concurrent_runs
+        placed = self._slots.take_or_queue(key, owner, limit, self._now())
+        if placed == RunSlots.TAKEN:
+            return True
+        if placed == RunSlots.QUEUED:
+            logger.info(
+                "Every run slot is held; the upload waits as QUEUED", extra={"limit": limit}
+            )
+            metrics.add_metric(name=contracts.METRIC_RUNS_QUEUED, unit="Count", value=1)
+            outcome.queued.append(key)
+        else:
+            logger.info("The claim moved on before a slot was taken; this delivery stops here")
+            outcome.duplicates.append(key)
+        return False
+
+    def handle_slot_free(
+        self, event: dict[str, Any], seconds_left: Callable[[], float], request_id: str
+    ) -> dict[str, list[str]]:
+        """ "A slot is free" (one or more messages, all meaning the same): start queued runs, the
+        oldest upload first, while slots are free and time is left. Never raises for a run it
+        gave up (START_FAILED, with its email): the message is done with."""
+        outcome = Outcome()
+        limit = self._settings.max_concurrent_runs
+        messages = len(event.get("Records") or ())
+        while True:
+            if seconds_left() < self._time_for_one_start():
+                # Out of time with work perhaps left: hand it on to the next invocation.
+                self._slot_signal.slot_free("start-run ran out of time starting queued runs")
+                break
+            lease_until = int(self._clock() + seconds_left() + CLAIM_LEASE_MARGIN_SECONDS)
+            record = self._slots.start_next(request_id, limit, self._now(), lease_until)
+            if record is None or record.dataset is None:
+                break
+            self._start_queued(record, record.dataset, seconds_left, request_id, outcome)
+        logger.info("Slot-free messages handled", extra={"messages": messages, **outcome.as_dict()})
+        return outcome.as_dict()
+
+    def _time_for_one_start(self) -> float:
+        return self._retry.finish_reserve_seconds * 2
+
+    def _start_queued(
+        self,
+        record: RunRecord,
+        dataset: DatasetRef,
+        seconds_left: Callable[[], float],
+        owner: str,
+        outcome: Outcome,
+    ) -> None:
+        key = record.run_key
+        logger.append_keys(run_key=key)
+        try:
+            logger.info("Starting a queued run: a slot is free")
+            try:
+                overrides = upload_overrides(self._uploads.metadata(dataset), self._settings)
+            except (UploadSettingError, UploadGone) as error:
+                reason = (
+                    f"the uploaded object is gone (deleted while the upload waited): {error}"
+                    if isinstance(error, UploadGone)
+                    else str(error)
+                )
+                self._reject(key, owner, dataset, reason)
+                self.give_back_slot(key, "rejected while queued")
+                outcome.rejected.append(key)
+                return
+            # A queue-started run is not retried by Lambda: its one attempt is the last.
+            last = self._retry.invocation_attempts
+            self._start(key, owner, dataset, seconds_left, last, outcome, overrides)
+        finally:
+            logger.remove_keys(["run_key"])
+
+    def give_back_slot(self, key: str, why: str) -> None:
+        if self._slots.release(key, self._now()):
+            self._slot_signal.slot_free(f"{key} {why}")
 
     def _settle(self, key: str, claim: Claim, owner: str, outcome: Outcome) -> None:
         """A claim not won: another invocation holds it, or the record is finished. A finished
@@ -294,6 +407,7 @@ class StartRun:
             outcome.retrying.append(key)
             return
         if self._runs.mark_start_failed(key, owner, reason, self._now()):
+            self.give_back_slot(key, "could not be started")
             note = notifications.run_could_not_start(
                 key, dataset, reason, attempt, self._connection_hint
             )

@@ -7,6 +7,10 @@ latest deciding event by (event time, event id), so the record is the same for a
 the same events. The outcome's email (ENDPOINT_READY or RUN_FAILED) goes out when an event
 sets it, at most once per kind per run: a run whose endpoint failed after it was announced gets
 both, each true when sent.
+
+The first event that decides the outcome also gives the run's slot back (max_concurrent_runs)
+and tells start-run "a slot is free": the release is conditional on the record holding a slot,
+so a deciding event delivered twice, or a later one, frees nothing more.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from core.run_record import RunRecord
 from lambdas.logic import costs, notifications
 from lambdas.logic.announcements import Announcer
 from lambdas.logic.notifications import Notification
-from lambdas.logic.ports import Notifier, RunProgress
+from lambdas.logic.ports import Notifier, RunProgress, RunSlots, SlotSignal
 from lambdas.logic.progress_events import Ignored, ProgressEvent, parse_event
 from lambdas.observability import add_metric_with, logger, metrics
 
@@ -50,9 +54,14 @@ class TrackProgress:
         kfp_ui_url: str = "",
         emulator_url: str = "",
         prices: costs.PriceLookup | None = None,
+        *,
+        slots: RunSlots,
+        slot_signal: SlotSignal,
     ):
         self._runs = runs
         self._notifier = notifier
+        self._slots = slots
+        self._slot_signal = slot_signal
         self._kfp_ui_url = kfp_ui_url
         self._emulator_url = emulator_url  # the local stack's AWS emulator, else ""
         # The Price List (lambdas.dal.price_list); None: every price is unknown. Never asked on
@@ -109,6 +118,12 @@ class TrackProgress:
         decided = event.announces
         if not decided:
             return APPLIED if write.applied else STALE
+        # The run is over (whatever its final outcome): its slot goes to the next upload. The
+        # record as it was says whether it held one (no call when not: slots are taken before
+        # the KFP run exists, so before any of its events).
+        if old.holds_slot and self._slots.release(event.run_key, event.time):
+            logger.info("Run slot given back", extra=context)
+            self._slot_signal.slot_free(f"{event.run_key} ended: {decided}")
         # The latest deciding event, by (time, event id), decides the outcome: the same record
         # for any order of the same events; the event that decides it announces it.
         note = self._note(event, old)

@@ -17,6 +17,11 @@ adapter start-run uses, about the ones that are stuck:
   endpoint config, model and promoted artifact that only they used (pipeline/steps/retire.py
   decides; one that SageMaker is changing is left for the next pass). SageMaker unreachable:
   logged, and the next pass tries again; the runs are handled all the same.
+- Run slots (max_concurrent_runs): a run it closes, a stale claim it ends as START_FAILED, and
+  a run KFP says SUCCEEDED (its events lost) give their slot back; so does any finished record
+  still holding one (its owner died between the two writes). Then the count is rebuilt from
+  the records when it differs, and, when a slot is free and an upload waits as QUEUED, "a slot
+  is free" is sent again (the one sent at the run's end may have been lost).
 
 KFP unreachable: nothing is closed; the next pass asks again. Each action is a conditional
 write, so a pass that overlaps an invocation, or another pass, changes nothing twice.
@@ -44,8 +49,10 @@ from lambdas.logic.ports import (
     Notifier,
     PublishFailed,
     RunProgress,
+    RunSlots,
     RunsRepository,
     SageMakerCallFailed,
+    SlotSignal,
 )
 from lambdas.observability import logger, metrics
 
@@ -88,6 +95,9 @@ class Pass:
     unreachable: list[str] = field(default_factory=list)  # KFP could not be asked
     emailed: list[str] = field(default_factory=list)  # owed emails sent
     retired: list[str] = field(default_factory=list)  # expired per-run endpoints and theirs
+    freed: list[str] = field(default_factory=list)  # run slots given back
+    recounted: list[str] = field(default_factory=list)  # "stored -> counted" when they differed
+    woke: list[str] = field(default_factory=list)  # "a slot is free" sent for waiting uploads
 
     def as_dict(self) -> dict[str, list[str]]:
         return {name: list(value) for name, value in vars(self).items()}
@@ -113,7 +123,12 @@ class Watchdog:
         connection_hint: str = "",
         clock: Callable[[], float] = time.time,
         endpoints: ExpiredEndpoints | None = None,
+        *,
+        slots: RunSlots,
+        slot_signal: SlotSignal,
     ):
+        self._slots = slots
+        self._slot_signal = slot_signal
         self._records = records
         self._runs = runs
         self._progress = progress
@@ -130,7 +145,8 @@ class Watchdog:
     def run(self) -> dict[str, Any]:
         done = Pass()
         now = self._clock()
-        for record in self._records():
+        records = list(self._records())
+        for record in records:
             if record.is_orphan or record.outcome:
                 continue
             logger.append_keys(run_key=record.run_key)
@@ -142,6 +158,7 @@ class Watchdog:
             finally:
                 logger.remove_keys(["run_key"])
         self._retire_expired_endpoints(now, done)
+        self._slots_pass(records, now, done)
         closed = len(done.closed) + len(done.start_failed)
         if closed:
             metrics.add_metric(name=contracts.METRIC_STUCK_RUNS_CLOSED, unit="Count", value=closed)
@@ -182,6 +199,7 @@ class Watchdog:
         )
         if self._runs.close_stale_claim(key, record.claim_owner, stale_before, stamp, reason):
             done.start_failed.append(key)
+            self._free(key, now, "start never finished", done)
             note = notifications.run_could_not_start(
                 key, record.dataset, reason, record.claim_attempts, self._hint
             )
@@ -228,6 +246,7 @@ class Watchdog:
                 extra={"kfp_run_id": run.run_id},
             )
             done.finished.append(key)
+            self._free(key, now, "KFP says the run succeeded", done)
         else:
             done.running.append(key)
 
@@ -241,6 +260,7 @@ class Watchdog:
             return
         done.closed.append(key)
         logger.warning("Run closed by the watchdog", extra={"finding": finding})
+        self._free(key, now, "closed by the watchdog", done)
         if note.kind not in record.announced:
             self._announcer.announce(key, note)
 
@@ -262,6 +282,33 @@ class Watchdog:
                     "SageMaker refused a delete",
                     extra={"resource": item.name, "kind": item.kind, "reason": item.reason},
                 )
+
+    # -- run slots ---------------------------------------------------------------------------
+
+    def _free(self, key: str, now: float, why: str, done: Pass) -> None:
+        if self._slots.release(key, _iso(now)):
+            done.freed.append(key)
+            self._slot_signal.slot_free(f"{key}: {why}")
+
+    def _slots_pass(self, records: list[RunRecord], now: float, done: Pass) -> None:
+        """Free what finished records still hold, rebuild the count, wake start-run if an
+        upload waits while a slot is free."""
+        finished = (contracts.STATUS_REJECTED, contracts.STATUS_START_FAILED)
+        for record in records:
+            if record.holds_slot and (record.outcome or record.status in finished):
+                self._free(record.run_key, now, "finished, slot still held", done)
+        repaired = self._slots.repair()
+        if repaired is not None and repaired[0] != repaired[1]:
+            logger.warning(
+                "Run slot count rebuilt from the records",
+                extra={"stored": repaired[0], "counted": repaired[1]},
+            )
+            done.recounted.append(f"{repaired[0]} -> {repaired[1]}")
+        waiting = [r for r in records if r.status == contracts.STATUS_QUEUED]
+        limit = self._settings.max_concurrent_runs
+        if waiting and self._slots.in_flight() < limit:
+            self._slot_signal.slot_free(f"watchdog: {len(waiting)} queued, a slot is free")
+            done.woke.append(f"{len(waiting)} queued")
 
     # -- an email that did not go out ------------------------------------------------------
 

@@ -46,6 +46,9 @@ class LocalNames:
     inbox_queue: str = "mnistflow-local-inbox"  # SNS -> the emails
     pipeline_events_queue: str = "mnistflow-local-pipeline-events"  # EventBridge -> track-progress
     pipeline_events_rule: str = "mnistflow-local-pipeline-events"
+    # "A slot is free" -> start-run (the stack's run-slots queue), and its dead-letter queue.
+    run_slots_queue: str = "mnistflow-local-run-slots"
+    run_slots_dlq: str = "mnistflow-local-run-slots-dlq"
     # Each function's on-failure destination (the stack's failure queues).
     failure_queues: tuple[tuple[str, str], ...] = tuple(
         (function, f"mnistflow-local-{function}-failures") for function in contracts.FUNCTIONS
@@ -76,8 +79,17 @@ def provision(client: ClientFactory, names: LocalNames, *, kfp_token: str) -> Pr
             names.inbox_queue,
             names.pipeline_events_queue,
             *dict(names.failure_queues).values(),
+            names.run_slots_dlq,
         )
     }
+    # As the stack's: a message start-run failed on RUN_SLOTS_MAX_RECEIVES times goes to the DLQ.
+    redrive = {
+        "deadLetterTargetArn": queues[names.run_slots_dlq][1],
+        "maxReceiveCount": str(contracts.RUN_SLOTS_MAX_RECEIVES),
+    }
+    queues[names.run_slots_queue] = _queue(
+        client, names.run_slots_queue, {"RedrivePolicy": json.dumps(redrive)}
+    )
     s3 = client("s3")
     s3.create_bucket(Bucket=names.data_bucket)
     s3.put_bucket_versioning(
@@ -146,9 +158,11 @@ def create_runs_table(client: ClientFactory, name: str) -> None:
     )
 
 
-def _queue(client: ClientFactory, name: str) -> tuple[str, str]:
+def _queue(
+    client: ClientFactory, name: str, attributes: dict[str, str] | None = None
+) -> tuple[str, str]:
     sqs = client("sqs")
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    url = sqs.create_queue(QueueName=name, Attributes=attributes or {})["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]

@@ -10,6 +10,9 @@
 - SageMaker and pipeline events -> track-progress: a watcher reads the emulator's SageMaker
   state, and the pipeline's final-state events reach a queue through an EventBridge rule;
   `pump()` hands both to the track-progress handler.
+- Run slots: "a slot is free" goes to the run-slots queue (with its dead-letter queue, as the
+  stack's); `pump()` hands up to 10 messages at a time to start-run, as Lambda's SQS event
+  source mapping does: deleted when the handler returns, visible again at once when it fails.
 - SNS: the topic has a queue subscribed; `inbox()` returns what would have been emailed.
 - Lambda's asynchronous invocation: an event that fails is run again with the same request id,
   up to contracts.LAMBDA_ASYNC_ATTEMPTS times, then its invocation record goes to the
@@ -118,7 +121,9 @@ class LocalStack:
         log_level: str = "WARNING",
         kfp_backend_version: str = kfp.MIN_BACKEND_VERSION,
         log_path: Path | None = None,
+        context: dict[str, Any] | None = None,
     ) -> None:
+        """`context`: CDK context keys set over cdk.json's (e.g. max_concurrent_runs)."""
         self.workdir = Path(workdir)
         self.invocations: list[Invocation] = []
         self._stack = contextlib.ExitStack()
@@ -151,6 +156,7 @@ class LocalStack:
                     "eks_cluster_name": "",
                     "kfp_url": self.kfp.url,
                     "kfp_token_secret_name": self.names.kfp_token_secret,
+                    **(context or {}),
                 },
                 {
                     "runs_table_name": self.names.runs_table,
@@ -161,6 +167,7 @@ class LocalStack:
                     "step_image_uri": LOCAL_STEP_IMAGE,
                     "sagemaker_role_arn": self.resources.sagemaker_role_arn,
                     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+                    "run_slots_queue_url": self.resources.queue_urls[self.names.run_slots_queue],
                 },
                 self.emulator.environment(),
             )
@@ -207,6 +214,7 @@ class LocalStack:
         for body in self._drain(self.names.uploads_queue):
             self._invoke(contracts.START_RUN, self._start_run, self._with_version_ids(body))
             moved += 1
+        moved += self._pump_run_slots()
         moved += self.watcher.poll()
         for body in self._drain(self.names.pipeline_events_queue):
             self._deliver_to_track_progress(as_current_backend(body))
@@ -311,6 +319,56 @@ class LocalStack:
             if matching:
                 obj["versionId"] = matching[0]
         return notification
+
+    def _pump_run_slots(self) -> int:
+        """One batch from the run-slots queue to start-run, as Lambda's SQS event source
+        mapping delivers it (an event of up to 10 records, eventSource aws:sqs)."""
+        sqs = self.emulator.client("sqs")
+        url = self.resources.queue_urls[self.names.run_slots_queue]
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return 0
+        arn = f"arn:aws:sqs:{self.emulator.region}:{self.account}:{self.names.run_slots_queue}"
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {},
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": self.emulator.region,
+                }
+                for m in messages
+            ]
+        }
+        call = Invocation(contracts.START_RUN, event)
+        self.invocations.append(call)
+        started = time.perf_counter()
+        try:
+            with self._function_output():
+                call.result = self._start_run(
+                    event, LambdaContext(function_name=contracts.START_RUN)
+                )
+        except Exception as error:  # noqa: BLE001 - a function error: SQS delivers it again
+            call.error = f"{type(error).__name__}: {error}"
+            for m in messages:
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
+        else:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+        call.seconds = time.perf_counter() - started
+        return len(messages)
 
     def _deliver_to_track_progress(self, event: dict) -> None:
         self._invoke(contracts.TRACK_PROGRESS, self._track_progress, event)

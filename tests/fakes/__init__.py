@@ -24,6 +24,7 @@ from core.run_record import (
     DatasetRef,
     RunRecord,
     announcement_claim_attribute,
+    queue_order,
 )
 from lambdas.logic.ports import (
     Claim,
@@ -39,8 +40,10 @@ from lambdas.logic.ports import (
     PublishFailed,
     RetiredResource,
     RunProgress,
+    RunSlots,
     RunsRepository,
     SageMakerCallFailed,
+    SlotSignal,
     UploadMetadata,
 )
 
@@ -136,6 +139,7 @@ class InMemoryRuns(_InMemoryAnnouncements, RunsRepository):
             attempt=item[ATTR.claim_attempts],
             owner=owner,
             announced=frozenset(item.get(ATTR.announced, ())),
+            holds_slot=bool(item.get(ATTR.holds_slot)),
         )
 
     def _move(
@@ -525,3 +529,124 @@ class InMemoryRunProgress(_InMemoryAnnouncements, RunProgress):
             return OutcomeWrite(applied=False, outcome=item.get(ATTR.outcome, ""))
         item.update({ATTR.outcome: outcome, ATTR.outcome_ord: order})
         return OutcomeWrite(applied=True, outcome=outcome)
+
+
+class InMemoryRunSlots(RunSlots):
+    """The run slots with the DynamoDB adapter's rules (lambdas.dal.runs_table.DynamoRunSlots),
+    over the same dict of items as the other runs-table fakes; `count` is the stored count."""
+
+    def __init__(self, items: dict[str, dict[str, Any]] | None = None, count: int = 0) -> None:
+        self.items: dict[str, dict[str, Any]] = items if items is not None else {}
+        self.count = count
+        self.version = 0
+        self.writes: list[str] = []
+        self.before_queue: list[Any] = []  # callables run between a lost take and the queueing
+
+    def _ours(self, run_key: str, owner: str) -> dict[str, Any] | None:
+        item = self.items.get(run_key)
+        if (
+            item
+            and item.get(ATTR.status) == contracts.STATUS_ACCEPTED
+            and item.get(ATTR.claim_owner) == owner
+        ):
+            return item
+        return None
+
+    def take_or_queue(self, run_key: str, owner: str, limit: int, now: str) -> str:
+        self.writes.append("take_or_queue")
+        item = self._ours(run_key, owner)
+        if item is None:
+            return RunSlots.LOST
+        if item.get(ATTR.holds_slot):
+            return RunSlots.TAKEN
+        if self.count < limit:
+            self.count += 1
+            self.version += 1
+            item[ATTR.holds_slot] = True
+            return RunSlots.TAKEN
+        for hook in self.before_queue:
+            hook()
+        if self.count < limit:  # a slot freed meanwhile: the queueing's condition fails
+            return self.take_or_queue(run_key, owner, limit, now)
+        item.update({ATTR.status: contracts.STATUS_QUEUED, ATTR.updated_at: now})
+        item.pop(ATTR.claim_expires_at, None)
+        item.setdefault(ATTR.timeline, []).append(
+            {"at": now, "event": contracts.STATUS_QUEUED, "detail": "every run slot is held"}
+        )
+        return RunSlots.QUEUED
+
+    def start_next(self, owner: str, limit: int, now: str, lease_until: int) -> RunRecord | None:
+        self.writes.append("start_next")
+        queued = sorted(
+            (i for i in self.items.values() if i.get(ATTR.status) == contracts.STATUS_QUEUED),
+            key=lambda i: queue_order(str(i.get(ATTR.created_at, "")), i[ATTR.run_key]),
+        )
+        if not queued or self.count >= limit:
+            return None
+        item = queued[0]
+        self.count += 1
+        self.version += 1
+        item.update(
+            {
+                ATTR.status: contracts.STATUS_ACCEPTED,
+                ATTR.holds_slot: True,
+                ATTR.claim_owner: owner,
+                ATTR.claim_attempts: 1,
+                ATTR.claim_expires_at: lease_until,
+                ATTR.updated_at: now,
+                ATTR.start_attempts: item.get(ATTR.start_attempts, 0) + 1,
+            }
+        )
+        item.setdefault(ATTR.timeline, []).append(
+            {"at": now, "event": "STARTED_FROM_QUEUE", "detail": "a run slot is free"}
+        )
+        return RunRecord.from_item(copy.deepcopy(item))
+
+    def release(self, run_key: str, now: str) -> bool:
+        self.writes.append("release")
+        item = self.items.get(run_key)
+        if not item or ATTR.holds_slot not in item:
+            return False
+        del item[ATTR.holds_slot]
+        item.setdefault(ATTR.timeline, []).append(
+            {"at": now, "event": "SLOT_FREED", "detail": "the run's slot is given back"}
+        )
+        if self.count > 0:
+            self.count -= 1
+            self.version += 1
+        return True
+
+    def in_flight(self) -> int:
+        return self.count
+
+    def repair(self) -> tuple[int, int] | None:
+        self.writes.append("repair")
+        counted = sum(1 for i in self.items.values() if ATTR.holds_slot in i)
+        stored = self.count
+        if counted != stored:
+            self.count = counted
+            self.version += 1
+        return stored, counted
+
+    def holders(self) -> list[str]:
+        return sorted(k for k, i in self.items.items() if ATTR.holds_slot in i)
+
+
+class RecordingSignal(SlotSignal):
+    """Records each "a slot is free"; `lose` makes the next ones fail (as the adapter: False)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.lose = 0
+
+    def slot_free(self, reason: str) -> bool:
+        if self.lose:
+            self.lose -= 1
+            return False
+        self.sent.append(reason)
+        return True
+
+
+def slot_fakes(runs: InMemoryRunProgress) -> dict[str, Any]:
+    """The run-slot keywords a service takes, over the same items as `runs`."""
+    return {"slots": InMemoryRunSlots(runs.items), "slot_signal": RecordingSignal()}

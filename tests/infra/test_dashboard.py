@@ -16,6 +16,7 @@ EMITTED_BY = {
     contracts.METRIC_RUNS_STARTED: contracts.START_RUN,
     contracts.METRIC_START_FAILURES: contracts.START_RUN,
     contracts.METRIC_DATASETS_REJECTED: contracts.START_RUN,
+    contracts.METRIC_RUNS_QUEUED: contracts.START_RUN,
     contracts.METRIC_ENDPOINTS_READY: contracts.TRACK_PROGRESS,
     contracts.METRIC_RUNS_FAILED: contracts.TRACK_PROGRESS,
     contracts.METRIC_MODELS_REJECTED: contracts.TRACK_PROGRESS,

@@ -65,11 +65,12 @@ def test_an_error_in_either_lambda_raises_an_alarm(default_synth, owner):
     assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]
 
 
-def test_there_are_exactly_seven_alarms_and_none_emails_the_run_topic(default_synth):
-    # Two per function (failed events, errors), one for notifications SNS could not deliver
+def test_there_are_exactly_eight_alarms_and_none_emails_the_run_topic(default_synth):
+    # Two per function (failed events, errors), one for notifications SNS could not deliver,
+    # one for "a slot is free" messages start-run failed on (the run-slots dead letters)
     run_topic = {"Ref": default_synth.logical_id(default_synth.stack.notifications.topic)}
     alarms = _alarms(default_synth)
-    assert len(alarms) == 2 * len(contracts.FUNCTIONS) + 1
+    assert len(alarms) == 2 * len(contracts.FUNCTIONS) + 2
     for alarm in alarms:
         assert run_topic not in alarm["AlarmActions"]
         assert alarm["AlarmDescription"]

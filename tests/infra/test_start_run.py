@@ -21,6 +21,12 @@ BASE_ACTIONS = {
     "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
     "xray:PutTelemetryRecords", "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
 }  # fmt: skip
+# Starting queued runs: the run-slots queue's event source mapping (consume), the QUEUED
+# records, the slot count and the ConditionCheck of the queueing transaction.
+RUN_SLOTS_ACTIONS = {
+    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+    "dynamodb:GetItem", "dynamodb:Scan", "dynamodb:ConditionCheckItem",
+}  # fmt: skip
 
 
 def _function(synth) -> dict:
@@ -94,7 +100,7 @@ def test_cluster_mode_role_may_only_record_runs_notify_and_describe_the_cluster(
     # Given the start-run role's statements
     statements = _start_run_statements(default_synth)
     # Then its actions are exactly its work plus eks:DescribeCluster
-    assert actions_of(statements) == BASE_ACTIONS | {
+    assert actions_of(statements) == BASE_ACTIONS | RUN_SLOTS_ACTIONS | {
         "eks:DescribeCluster",
         "s3:GetObject",
         "s3:GetObjectVersion",

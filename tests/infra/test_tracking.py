@@ -206,7 +206,8 @@ def test_track_progress_may_only_record_runs_announce_and_park_failures(default_
     assert by_service["sns"] == {
         "${" + default_synth.logical_id(default_synth.stack.notifications.topic) + "}"
     }
-    assert by_service["sqs"] == {"${" + queue_id + ".Arn}"}
+    slots_id = default_synth.logical_id(default_synth.stack.run_slots.queue)
+    assert by_service["sqs"] == {"${" + queue_id + ".Arn}", "${" + slots_id + ".Arn}"}
     assert by_service["xray"] == {"*"}
     assert by_service["pricing"] == {"*"}  # GetProducts has no resource type
     assert "*" not in by_service["dynamodb"] | by_service["sns"] | by_service["kms"]
@@ -220,7 +221,12 @@ def test_the_configured_kfp_ui_url_reaches_track_progress_for_run_links():
     # When the track-progress environment is built
     variables = environment(
         contracts.TRACK_PROGRESS,
-        {**settings, "runs_table_name": "runs", "notification_topic_arn": "topic"},
+        {
+            **settings,
+            "runs_table_name": "runs",
+            "notification_topic_arn": "topic",
+            "run_slots_queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q",
+        },
     )
     # Then the links it writes start from the normalized URL
     assert variables["KFP_UI_URL"] == "https://kfp.example.com"

@@ -74,6 +74,10 @@ class AwsWorld:
         return self.resources.sagemaker_role_arn
 
     @property
+    def run_slots_queue_url(self) -> str:
+        return self.resources.queue_urls[self.resources.names.run_slots_queue]
+
+    @property
     def reader(self) -> RunsTableReader:
         """The product's one reader of the runs table."""
         return RunsTableReader(TABLE, lambda: _client("dynamodb"))
@@ -154,6 +158,7 @@ def lambda_env(aws, pipeline_spec_file) -> dict[str, str]:
         endpoint_instance_type="ml.t2.medium",
         runs_table_name=TABLE,
         notification_topic_arn=aws.topic_arn,
+        run_slots_queue_url=aws.run_slots_queue_url,
         data_bucket_name=BUCKET,
         pipeline_spec_path=str(pipeline_spec_file),
         sagemaker_role_arn=aws.role_arn,
@@ -214,6 +219,7 @@ def track_env(aws) -> dict[str, str]:
         kfp_ui_url="https://kfp.example.com",
         runs_table_name=TABLE,
         notification_topic_arn=aws.topic_arn,
+        run_slots_queue_url=aws.run_slots_queue_url,
     )
 
 

@@ -141,6 +141,7 @@ def _watchdog(aws, kfp, later: float):
         kfp_experiment_name="mnist-uploads",
         runs_table_name=TABLE,
         notification_topic_arn=aws.topic_arn,
+        run_slots_queue_url=aws.run_slots_queue_url,
     )
     handler = watchdog_handler(env, clock=lambda: later, kfp_timeout_seconds=0.5)
     return handler({}, LambdaContext(function_name=contracts.WATCHDOG))

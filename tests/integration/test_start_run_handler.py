@@ -309,7 +309,8 @@ def test_kfp_failing_records_start_failed_emails_and_raises(
     assert item["status"] == contracts.STATUS_START_FAILED
     assert item["claim_attempts"] == attempts and reason_fragment in item["reason"]
     assert [e["event"] for e in item["timeline"]] == [
-        "ACCEPTED", "START_RETRY", "ACCEPTED", "START_RETRY", "ACCEPTED", "START_FAILED"
+        "ACCEPTED", "START_RETRY", "ACCEPTED", "START_RETRY", "ACCEPTED", "START_FAILED",
+        "SLOT_FREED",  # given back at once: the next upload may start
     ]  # fmt: skip
     # And one RUN_FAILED says why and what to check
     [message] = aws.messages()

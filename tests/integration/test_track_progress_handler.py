@@ -333,6 +333,39 @@ def test_each_event_costs_one_dynamodb_call_and_a_publish_only_when_it_announces
     ]
 
 
+def test_a_run_holding_a_slot_pays_one_transaction_to_free_it_once(
+    send, aws: AwsWorld, track_progress
+):
+    # Given a run holding one of the run slots (the count says 1)
+    seed_record(holds_slot=True)
+    boto3.client("dynamodb", region_name="us-east-1").put_item(
+        TableName=TABLE,
+        Item={
+            "run_key": {"S": contracts.RUN_SLOTS_ITEM_KEY},
+            "in_flight": {"N": "1"},
+            "version": {"N": "1"},
+        },
+    )
+    counter = CallCounter(track_progress)
+    counter.attach("dynamodb")
+    counter.attach("sqs")
+    costs = []
+    # When its deciding events arrive, then again
+    for payload in (
+        "sagemaker_endpoint_in_service",
+        resent("sagemaker_endpoint_in_service", "ffffffff-resent"),
+        "pipeline_succeeded",
+    ):
+        counter.calls.clear()
+        send(payload)
+        costs.append(dict(counter.calls))
+    # Then the first frees the slot (one transaction) and says so (one message); the later
+    # ones find the slot freed in the record as it was, and pay nothing more for it
+    assert costs[0] == {"UpdateItem": 4, "TransactWriteItems": 1, "SendMessage": 1}
+    assert costs[1:] == [{"UpdateItem": 2}, {"UpdateItem": 2}]
+    assert not aws.record(RUN_KEY).holds_slot
+
+
 def test_bad_input_costs_no_aws_call(send, aws: AwsWorld, track_progress):
     counter = CallCounter(track_progress)
     counter.attach("dynamodb")

@@ -20,11 +20,16 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from core import contracts
-from lambdas.dal.runs_table import DynamoRunProgress, RunsTableReader, to_attribute_value
+from lambdas.dal.runs_table import (
+    DynamoRunProgress,
+    DynamoRunSlots,
+    RunsTableReader,
+    to_attribute_value,
+)
 from lambdas.logic.track_progress import TrackProgress
 from lambdas.observability import metrics
 from mnistflow.local.provision import create_runs_table
-from tests.fakes import InMemoryRunProgress, RecordingNotifier
+from tests.fakes import InMemoryRunProgress, InMemoryRunSlots, RecordingNotifier, RecordingSignal
 from tests.fakes.progress import FAILED_RUN, RUN_KEY, SUCCESSFUL_RUN, event, start_run_record
 
 pytestmark = pytest.mark.integration
@@ -59,7 +64,13 @@ def replay(deliveries: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]
     record = {name: to_attribute_value(value) for name, value in start_run_record().items()}
     ddb.put_item(TableName=table, Item=record)
     notifier = RecordingNotifier()
-    service = TrackProgress(DynamoRunProgress(table, partial(lambda c: c, ddb)), notifier)
+    client = partial(lambda c: c, ddb)
+    service = TrackProgress(
+        DynamoRunProgress(table, client),
+        notifier,
+        slots=DynamoRunSlots(table, client),
+        slot_signal=RecordingSignal(),
+    )
     for delivery in deliveries:
         service.handle(delivery)
     metrics.clear_metrics()  # Powertools flushes by itself at 100 metrics; nothing reads them
@@ -138,7 +149,12 @@ CONFLICTS = {
 def replay_in_memory(delivered: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     progress = InMemoryRunProgress({RUN_KEY: start_run_record()})
     notifier = RecordingNotifier()
-    service = TrackProgress(progress, notifier)
+    service = TrackProgress(
+        progress,
+        notifier,
+        slots=InMemoryRunSlots(progress.items),
+        slot_signal=RecordingSignal(),
+    )
     for delivery in delivered:
         service.handle(delivery)
     metrics.clear_metrics()

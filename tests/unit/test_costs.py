@@ -18,7 +18,7 @@ from lambdas.logic.progress_events import parse_event
 from lambdas.logic.track_progress import TrackProgress
 from pipeline.steps import endpoint_mode
 from tests.conftest import load_event
-from tests.fakes import InMemoryRunProgress, RecordingNotifier
+from tests.fakes import InMemoryRunProgress, RecordingNotifier, slot_fakes
 from tests.fakes.progress import RUN_KEY, start_run_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def test_the_price_list_answers_in_the_regions_botocore_lists():
 
 def _record_after(*names: str, **changes) -> RunRecord:
     runs = InMemoryRunProgress({RUN_KEY: start_run_record(**changes)})
-    service = TrackProgress(runs, RecordingNotifier())
+    service = TrackProgress(runs, RecordingNotifier(), **slot_fakes(runs))
     for name in names:
         service.handle(load_event(name))
     return RunRecord.from_item(runs.items[RUN_KEY])
@@ -204,7 +204,7 @@ def test_a_spot_training_event_is_recorded_as_spot_with_its_saving():
     event["detail"]["EnableManagedSpotTraining"] = True
     event["detail"]["BillableTimeInSeconds"] = 243  # 810 trained: 70% saved
     runs = InMemoryRunProgress({RUN_KEY: start_run_record()})
-    TrackProgress(runs, RecordingNotifier()).handle(event)
+    TrackProgress(runs, RecordingNotifier(), **slot_fakes(runs)).handle(event)
     record = RunRecord.from_item(runs.items[RUN_KEY])
     (usage,) = costs.usage_of(record)
     assert usage.spot and usage.spot_saving == pytest.approx(0.7)
@@ -220,7 +220,9 @@ def test_the_endpoint_ready_email_carries_the_cost_and_the_local_stack_truth():
             {RUN_KEY: start_run_record(run_settings={"endpoint_instance_type": "ml.m5.large"})}
         )
         notifier = RecordingNotifier()
-        service = TrackProgress(runs, notifier, emulator_url=emulator, prices=lambda *_: None)
+        service = TrackProgress(
+            runs, notifier, emulator_url=emulator, prices=lambda *_: None, **slot_fakes(runs)
+        )
         for name in (
             "sagemaker_training_completed",
             "sagemaker_transform_completed",
@@ -239,7 +241,7 @@ def test_a_price_lookup_that_raises_loses_the_cost_not_the_email():
 
     runs = InMemoryRunProgress({RUN_KEY: start_run_record()})
     notifier = RecordingNotifier()
-    service = TrackProgress(runs, notifier, prices=broken)
+    service = TrackProgress(runs, notifier, prices=broken, **slot_fakes(runs))
     service.handle(load_event("sagemaker_training_completed"))
     assert service.handle(load_event("sagemaker_endpoint_in_service"))["outcome"] == "announced"
     assert "Cost:" not in notifier.published[-1].message
@@ -329,7 +331,7 @@ def test_a_failed_run_still_says_what_it_cost():
     # A failed training job bills too (its BillableTimeInSeconds); the RUN_FAILED email says so
     runs = InMemoryRunProgress({RUN_KEY: start_run_record()})
     notifier = RecordingNotifier()
-    service = TrackProgress(runs, notifier, prices=_fixture_prices)
+    service = TrackProgress(runs, notifier, prices=_fixture_prices, **slot_fakes(runs))
     assert service.handle(load_event("sagemaker_training_failed"))["outcome"] == "announced"
     (email,) = notifier.published
     assert email.kind == contracts.KIND_RUN_FAILED

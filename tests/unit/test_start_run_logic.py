@@ -12,7 +12,15 @@ from lambdas.logic.notifications import data_rejected, run_could_not_start, subj
 from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun
 from lambdas.logic.start_run import RetryPolicy, StartRun, StartRunFailed
 from tests.conftest import load_event
-from tests.fakes import FakeClock, InMemoryRuns, RecordingNotifier, ScriptedKfp, StaticMetadata
+from tests.fakes import (
+    FakeClock,
+    InMemoryRuns,
+    InMemoryRunSlots,
+    RecordingNotifier,
+    RecordingSignal,
+    ScriptedKfp,
+    StaticMetadata,
+)
 from tests.fakes.settings import function_settings
 
 BUCKET = "mnistflow-data-123456789012"
@@ -38,6 +46,8 @@ class World:
         self.notifier = RecordingNotifier()
         self.kfp = ScriptedKfp()
         self.uploads = StaticMetadata()
+        self.slots = InMemoryRunSlots(self.runs.items)
+        self.signal = RecordingSignal()
         self.seconds_left = seconds_left
         self.service = StartRun(
             runs=self.runs,
@@ -46,6 +56,8 @@ class World:
             pipeline_spec=lambda: SPEC,
             settings=settings(**setting_overrides),
             uploads=self.uploads,
+            slots=self.slots,
+            slot_signal=self.signal,
             connection_hint="check the access entry",
             sleep=self.clock.sleep,
             clock=self.clock.time,

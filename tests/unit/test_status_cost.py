@@ -7,14 +7,14 @@ from core.run_record import RunRecord
 from lambdas.logic.track_progress import TrackProgress
 from mnistflow.status import describe_run
 from tests.conftest import load_event
-from tests.fakes import InMemoryRunProgress, RecordingNotifier
+from tests.fakes import InMemoryRunProgress, RecordingNotifier, slot_fakes
 from tests.fakes.progress import RUN_KEY, start_run_record
 
 
 def _record() -> RunRecord:
     settings = {"endpoint_instance_type": "ml.m5.large", "endpoint_instance_count": 1}
     runs = InMemoryRunProgress({RUN_KEY: start_run_record(run_settings=settings)})
-    service = TrackProgress(runs, RecordingNotifier())
+    service = TrackProgress(runs, RecordingNotifier(), **slot_fakes(runs))
     for name in (
         "sagemaker_training_completed",
         "sagemaker_transform_completed",

@@ -18,7 +18,7 @@ from lambdas.logic.track_progress import (
     TrackProgress,
 )
 from tests.conftest import load_event
-from tests.fakes import InMemoryRunProgress, RecordingNotifier
+from tests.fakes import InMemoryRunProgress, InMemoryRunSlots, RecordingNotifier, RecordingSignal
 from tests.fakes.progress import RUN_KEY, SUCCESSFUL_RUN, event, resent, start_run_record
 
 
@@ -27,7 +27,15 @@ class World:
         items = {RUN_KEY: record} if record is not None else {}
         self.runs = InMemoryRunProgress(items)
         self.notifier = RecordingNotifier(fail_next=fail_publishes)
-        self.service = TrackProgress(self.runs, self.notifier, "https://kfp.example.com")
+        self.slots = InMemoryRunSlots(self.runs.items)
+        self.signal = RecordingSignal()
+        self.service = TrackProgress(
+            self.runs,
+            self.notifier,
+            "https://kfp.example.com",
+            slots=self.slots,
+            slot_signal=self.signal,
+        )
 
     def send(self, name_or_event) -> str:
         payload = load_event(name_or_event) if isinstance(name_or_event, str) else name_or_event
@@ -315,7 +323,12 @@ def test_the_endpoint_email_is_true_for_where_the_run_happened(emulator_url):
     # Given a function on AWS, or on the local stack (its clients call the emulator)
     world = World(start_run_record())
     world.service = TrackProgress(
-        world.runs, world.notifier, "https://kfp.example.com", emulator_url=emulator_url
+        world.runs,
+        world.notifier,
+        "https://kfp.example.com",
+        emulator_url=emulator_url,
+        slots=world.slots,
+        slot_signal=world.signal,
     )
     # When the endpoint is in service
     world.send("sagemaker_endpoint_in_service")

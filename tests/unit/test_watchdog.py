@@ -20,7 +20,9 @@ from tests.conftest import load_event
 from tests.fakes import (
     InMemoryRunProgress,
     InMemoryRuns,
+    InMemoryRunSlots,
     RecordingNotifier,
+    RecordingSignal,
     ScriptedEndpoints,
     ScriptedKfp,
 )
@@ -42,6 +44,8 @@ class World:
         self.now = float(T0)
         self.runs = InMemoryRuns()
         self.progress = InMemoryRunProgress(self.runs.items)  # one table, two views
+        self.slots = InMemoryRunSlots(self.runs.items)
+        self.signal = RecordingSignal()
         self.notifier = RecordingNotifier()
         self.kfp = ScriptedKfp()
         self.experiment = KfpExperiment("exp-1", "mnist")
@@ -59,6 +63,8 @@ class World:
             connection_hint="check the access entry",
             clock=lambda: self.now,
             endpoints=self.endpoints,
+            slots=self.slots,
+            slot_signal=self.signal,
         )
 
     def stale_claim(self, lease_seconds: int = 150) -> None:
@@ -159,9 +165,9 @@ def test_a_run_kfp_does_not_have_is_closed():
 def test_a_run_with_progress_is_left_until_its_maximum_age():
     world = World()
     world.started_run("FAILED")
-    TrackProgress(world.progress, world.notifier).handle(
-        load_event("sagemaker_training_in_progress")
-    )
+    TrackProgress(
+        world.progress, world.notifier, slots=world.slots, slot_signal=world.signal
+    ).handle(load_event("sagemaker_training_in_progress"))
     world.now = T0 + 23 * HOUR
     assert world.watchdog.run()["closed"] == []
     world.now = T0 + 25 * HOUR
@@ -185,7 +191,9 @@ def test_a_late_pipeline_event_does_not_reopen_a_closed_run():
     world.now = T0 + 2 * HOUR
     world.watchdog.run()
     # When the pipeline's final-state event arrives late (its time is before the closing)
-    TrackProgress(world.progress, world.notifier).handle(load_event("pipeline_succeeded"))
+    TrackProgress(
+        world.progress, world.notifier, slots=world.slots, slot_signal=world.signal
+    ).handle(load_event("pipeline_succeeded"))
     # Then the outcome stays, and no second kind of email goes out
     assert world.record().outcome == contracts.STATUS_FAILED
     assert world.notifier.kinds() == [contracts.KIND_RUN_FAILED]
