@@ -150,7 +150,7 @@ def train(
 def create_model(
     dataset_uri: str, run_key: str, region: str, role_arn: str, image: str, model_artifacts_uri: str
 ) -> str:
-    """Create the SageMaker model from the training job's artifacts."""
+    """Promote the training job's artifact to models/<key>/ and create the model from it."""
     import boto3
 
     from core import contracts
@@ -162,6 +162,7 @@ def create_model(
     ):
         return steps.create_model(
             boto3.client("sagemaker", region_name=region),
+            s3,
             run_key=run_key,
             role_arn=role_arn,
             image=image,
@@ -259,8 +260,14 @@ def deploy(
     endpoint_name: str,
     instance_type: str,
     instance_count: int,
+    per_run_endpoints: bool,
+    bake_minutes: int,
+    alarm_names: str,
+    min_instances: int,
+    max_instances: int,
+    target_invocations: int,
 ) -> str:
-    """Create or update the endpoint config and the endpoint; wait until it is in service."""
+    """Create the endpoint, or update the stable one with guardrails; wait until it serves."""
     import boto3
 
     from core import contracts
@@ -272,11 +279,18 @@ def deploy(
     ):
         return steps.deploy(
             boto3.client("sagemaker", region_name=region),
+            boto3.client("application-autoscaling", region_name=region),
             run_key=run_key,
             model_name=model_name,
             endpoint_name=endpoint_name,
             instance_type=instance_type,
             instance_count=instance_count,
+            per_run_endpoints=per_run_endpoints,
+            bake_minutes=bake_minutes,
+            alarm_names=alarm_names,
+            min_instances=min_instances,
+            max_instances=max_instances,
+            target_invocations=target_invocations,
         )
 
 
@@ -285,6 +299,7 @@ def report_final_state(
     run_key: str,
     region: str,
     endpoint_name: str,
+    per_run_endpoints: bool,
     event_bus_name: str,
     status: dsl.PipelineTaskFinalStatus,
 ) -> str:
@@ -302,6 +317,7 @@ def report_final_state(
         run_key=run_key,
         state=status.state,
         endpoint_name=endpoint_name,
+        per_run_endpoints=per_run_endpoints,
         kfp_run=status.pipeline_job_resource_name,
         event_bus_name=event_bus_name,
     )

@@ -54,7 +54,10 @@ def _build_graph(p: dict) -> None:
     steps = components()
     run = {"dataset_uri": p["dataset_uri"], "run_key": p["run_key"], "region": p["region"]}
     final_state = steps["report_final_state"](
-        **run, endpoint_name=p["endpoint_name"], event_bus_name=p["event_bus_name"]
+        **run,
+        endpoint_name=p["endpoint_name"],
+        per_run_endpoints=p["per_run_endpoints"],
+        event_bus_name=p["event_bus_name"],
     )
     with dsl.ExitHandler(final_state, name="run"):
         prep = steps["preprocess"](
@@ -108,6 +111,12 @@ def _build_graph(p: dict) -> None:
             endpoint_name=p["endpoint_name"],
             instance_type=p["endpoint_instance_type"],
             instance_count=p["endpoint_instance_count"],
+            per_run_endpoints=p["per_run_endpoints"],
+            bake_minutes=p["deploy_bake_minutes"],
+            alarm_names=p["endpoint_alarm_names"],
+            min_instances=p["endpoint_min_instances"],
+            max_instances=p["endpoint_max_instances"],
+            target_invocations=p["endpoint_target_invocations"],
         ).after(evaluation)
     # A dataset is one run: KFP's cache would skip the steps of a deliberate rerun.
     for task in (final_state, prep, training, model, transform, evaluation, endpoint):

@@ -100,5 +100,6 @@ def product_arguments(**overrides: Any) -> dict[str, Any]:
         "region": "us-east-1",
         "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
         "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+        "endpoint_alarm_names": "mnist-classifier-errors,mnist-classifier-latency",
         **overrides,
     }

@@ -18,6 +18,7 @@ STACK_VALUES = {
     "step_image_uri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mnistflow-step:1",
     "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+    "endpoint_alarm_names": "mnist-classifier-errors,mnist-classifier-latency",
 }
 CLUSTER_CONTEXT = {"eks_cluster_name": "mnist-cluster"}
 

@@ -88,6 +88,7 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
         "region": "us-east-1",
         "sagemaker_role_arn": aws.role_arn,
         "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+        "endpoint_alarm_names": "mnist-classifier-errors,mnist-classifier-latency",
         "train_instance_type": "ml.m5.xlarge",
         "transform_instance_count": 2,
         "endpoint_instance_type": "ml.t2.medium",

@@ -73,6 +73,7 @@ def test_the_compiled_parameters_are_the_schemas_with_their_defaults_and_docs(sp
         "region",
         "sagemaker_role_arn",
         "event_bus_name",
+        "endpoint_alarm_names",
     }
     for name, param in params.items():
         assert param["description"] == declared[name].doc
