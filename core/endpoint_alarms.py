@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.contracts import ENDPOINT_VARIANT
+from core.contracts import ENDPOINT_VARIANT, PRODUCT_PREFIX
+
+# The stack's alarm names start so: the operations topic takes alarms with the prefix only.
+NAME_PREFIX = f"{PRODUCT_PREFIX}flow-"
 
 NAMESPACE = "AWS/SageMaker"
 PERIOD_SECONDS = 60
@@ -36,14 +39,14 @@ COMPARISON = "GreaterThanThreshold"
 
 @dataclass(frozen=True)
 class EndpointAlarm:
-    suffix: str  # the alarm's name is `<endpoint name>-<suffix>`
+    suffix: str  # the alarm's name is `mnistflow-<endpoint name>-<suffix>`
     metric: str
     statistic: str
     threshold: float
     description: str
 
     def name(self, endpoint_name: str) -> str:
-        return f"{endpoint_name}-{self.suffix}"
+        return f"{NAME_PREFIX}{endpoint_name}-{self.suffix}"
 
     def dimensions(self, endpoint_name: str) -> dict[str, str]:
         return {"EndpointName": endpoint_name, "VariantName": ENDPOINT_VARIANT}

@@ -6,15 +6,17 @@ from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.contracts import INCOMING_PREFIX
 from core.settings import Settings, allowed_instance_types
 from stacks import names
 from stacks.alarms import ALARM_NAME_PREFIX
 from stacks.dashboard import ProductDashboard
 from stacks.data_bucket import DataBucket
+from stacks.endpoint_alarms import EndpointAlarms
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
 from stacks.notifications import Notifications
@@ -106,6 +108,8 @@ class MnistFlowStack(Stack):
                 "step_image_uri": step_image.uri,
                 "sagemaker_role_arn": execution.role.role_arn,
                 "event_bus_name": contracts.PIPELINE_EVENT_BUS,  # the exit handler reports there
+                # The stable endpoint's rollback alarms (EndpointAlarms below), by name.
+                "endpoint_alarm_names": endpoint_alarms.alarm_names(settings.endpoint_name),
             },
             log_retention_days=settings.log_retention_days,
             operations_topic=operations.topic,
@@ -155,6 +159,19 @@ class MnistFlowStack(Stack):
         kfp.grant_kfp_caller(watchdog.role, "WatchdogAccessEntry")
         WatchdogSchedule(self, names.WATCHDOG_SCHEDULE_ID, target=watchdog)
 
+        rollback_alarms = EndpointAlarms(
+            self,
+            names.ENDPOINT_ALARMS_ID,
+            endpoint_name=settings.endpoint_name,
+            topic=operations.topic,
+        )
+        execution.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadTheRollbackAlarms",
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=rollback_alarms.arns,
+            )
+        )
         pods = PipelinePodRole(
             self,
             names.PIPELINE_POD_ROLE_ID,
@@ -165,6 +182,7 @@ class MnistFlowStack(Stack):
             namespace=settings.kfp_namespace,
             service_account=settings.kfp_service_account,
             instance_types=allowed_instance_types(settings),
+            rollback_alarm_arns=rollback_alarms.arns,
         )
         rules.admit_only(pods.role)
         invoke = EndpointInvokePolicy(self, names.ENDPOINT_INVOKE_ID)
@@ -181,6 +199,7 @@ class MnistFlowStack(Stack):
         self.watchdog = watchdog
         self.progress_rules = rules
         self.pipeline_pods = pods
+        self.endpoint_alarms = rollback_alarms
         self.endpoint_invoke = invoke
         self.user_policy = users
         self.step_image = step_image

@@ -28,6 +28,7 @@ PROGRESS_RULES_ID = "ProgressRules"
 STEP_IMAGE_ID = "StepImage"
 WATCHDOG_SCHEDULE_ID = "WatchdogSchedule"
 DASHBOARD_ID = "Dashboard"
+ENDPOINT_ALARMS_ID = "EndpointAlarms"
 
 # EKS: start-run's access entry, whose Kubernetes group a namespaced Role authorizes.
 EKS_ACCESS_ENTRY_TYPE = "STANDARD"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.settings import CONTEXT_KEYS, Settings, environment, read_context, read_environment
 
 REGION = "eu-west-1"
@@ -18,7 +18,7 @@ STACK_VALUES = {
     "step_image_uri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mnistflow-step:1",
     "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
-    "endpoint_alarm_names": "mnist-classifier-errors,mnist-classifier-latency",
+    "endpoint_alarm_names": endpoint_alarms.alarm_names("mnist-classifier"),
 }
 CLUSTER_CONTEXT = {"eks_cluster_name": "mnist-cluster"}
 

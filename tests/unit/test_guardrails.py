@@ -100,7 +100,7 @@ def test_the_rollback_alarms_are_put_metric_alarm_requests_cloudwatch_accepts():
     reach = endpoint_alarms.PERIOD_SECONDS * endpoint_alarms.EVALUATION_PERIODS
     assert reach <= BY_KEY["deploy_bake_minutes"].default * 60
     assert endpoint_alarms.alarm_names("mnist-classifier") == (
-        "mnist-classifier-errors,mnist-classifier-latency"
+        "mnistflow-mnist-classifier-errors,mnistflow-mnist-classifier-latency"
     )
 
 

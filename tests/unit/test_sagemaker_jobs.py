@@ -55,9 +55,10 @@ class FakeSageMaker:
     def describe_endpoint_config(self, EndpointConfigName):
         if EndpointConfigName not in self.configs:
             raise _not_found(EndpointConfigName)
+        name = EndpointConfigName
         return {
             "EndpointConfigName": EndpointConfigName,
-            "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:1:endpoint-config/{EndpointConfigName}",
+            "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:1:endpoint-config/{name}",
         }
 
     def list_tags(self, ResourceArn):
