@@ -60,9 +60,20 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     assert channel["ContentType"] == "application/x-recordio-protobuf"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"].endswith(f"{prefix}train/")
     assert _tags(emulator, job["TrainingJobArn"]) == {RUN_KEY_TAG: run.run_key}
-    # and the model was made from the job's artifacts
+    # and the model was made from the job's artifact, promoted out of runs/ (which expires) to
+    # models/<run key>/, the same bytes, tagged with the run key
     model = stock["model"]
-    assert model["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    promoted = f"s3://{LOCAL_DATA_BUCKET}/models/{run.run_key}/model.tar.gz"
+    assert model["PrimaryContainer"]["ModelDataUrl"] == promoted
+    trained = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix(f"s3://{LOCAL_DATA_BUCKET}/")
+    copy = s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=f"models/{run.run_key}/model.tar.gz")
+    assert (
+        copy["Body"].read() == s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=trained)["Body"].read()
+    )
+    tagging = s3.get_object_tagging(
+        Bucket=LOCAL_DATA_BUCKET, Key=f"models/{run.run_key}/model.tar.gz"
+    )
+    assert tagging["TagSet"] == [{"Key": RUN_KEY_TAG, "Value": run.run_key}]
     assert model["RunKeyTag"] == run.run_key
     # and the batch transform scored the unlabelled test split line by line
     transform = stock["transform_job"]
