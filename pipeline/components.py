@@ -280,7 +280,9 @@ def deploy(
         return steps.deploy(
             boto3.client("sagemaker", region_name=region),
             boto3.client("application-autoscaling", region_name=region),
+            s3,
             run_key=run_key,
+            bucket=steps.split_s3_uri(dataset_uri)[0],
             model_name=model_name,
             endpoint_name=endpoint_name,
             instance_type=instance_type,

@@ -241,6 +241,19 @@ def promote_artifact(s3, *, run_key: str, model_artifacts_uri: str) -> str:
     return target
 
 
+def promote_evaluation(s3, *, bucket: str, run_key: str) -> None:
+    """Keeps the deployed model's evaluation (its cluster -> digit mapping, which `predict`
+    reads) next to its promoted artifact, out of runs/'s expiry."""
+    s3.copy_object(
+        Bucket=bucket,
+        Key=f"{SERVING_MODELS_PREFIX}{run_key}/{EVALUATION_FILE}",
+        CopySource={"Bucket": bucket, "Key": f"{run_prefix(run_key)}{EVALUATION_FILE}"},
+        TaggingDirective="REPLACE",
+        Tagging=f"{RUN_KEY_TAG}={run_key}",
+        MetadataDirective="COPY",
+    )
+
+
 def promoted_artifacts(s3, *, bucket: str) -> list[dict]:
     """Every promoted artifact, newest first: {run_key, uri, last_modified} (for the cleanup's
     keep-the-last-N)."""
@@ -249,8 +262,8 @@ def promoted_artifacts(s3, *, bucket: str) -> list[dict]:
         Bucket=bucket, Prefix=SERVING_MODELS_PREFIX
     ):
         for obj in page.get("Contents", []):
-            run_key = obj["Key"][len(SERVING_MODELS_PREFIX) :].split("/", 1)[0]
-            if run_key_from_name(run_key) == run_key:
+            run_key, _, name = obj["Key"][len(SERVING_MODELS_PREFIX) :].partition("/")
+            if run_key_from_name(run_key) == run_key and name == kmeans_model.MODEL_ARCHIVE:
                 found.append(
                     {
                         "run_key": run_key,
@@ -316,6 +329,7 @@ def endpoint_for(run_key: str, *, endpoint_name: str, per_run_endpoints: bool) -
 def deploy(
     sm,
     autoscaling=None,
+    s3=None,
     *,
     run_key: str,
     model_name: str,
@@ -328,6 +342,7 @@ def deploy(
     min_instances: int = 1,
     max_instances: int = 1,
     target_invocations: int = 70,
+    bucket: str = "",
     before_update: jobs.BeforeUpdate | None = None,
     poll_seconds: float | None = None,
     sleep: jobs.Sleep = time.sleep,
@@ -338,9 +353,12 @@ def deploy(
     (blue/green, `bake_minutes` of baking watched by `alarm_names`, auto-rollback), one at a time.
     `before_update(description)` runs just before each UpdateEndpoint (the integrator's hook for
     re-checking the serving model); it may raise to stop. With an `autoscaling` client the
-    stable variant gets target tracking once it is InService. Raises
+    stable variant gets target tracking once it is InService. With an `s3` client the run's
+    evaluation is first kept next to its promoted model (models/<key>/, in `bucket`). Raises
     sagemaker_jobs.EndpointRolledBack when SageMaker rolls the update back.
     """
+    if s3 is not None:
+        promote_evaluation(s3, bucket=bucket, run_key=run_key)
     name = endpoint_for(run_key, endpoint_name=endpoint_name, per_run_endpoints=per_run_endpoints)
     stable = name != resource_name(run_key, ENDPOINT_SUFFIX)
     if stable and min_instances > max_instances:
@@ -376,6 +394,15 @@ def deploy(
                 guardrails.deregister(autoscaling, name)
                 deregistered = True
 
+    def _scale() -> None:
+        guardrails.register(
+            autoscaling,
+            name,
+            min_instances=min_instances,
+            max_instances=max_instances,
+            target=target_invocations,
+        )
+
     try:
         jobs.ensure_endpoint(
             sm,
@@ -388,15 +415,15 @@ def deploy(
             before_update=_before_update,
             sleep=sleep,
         )
-    finally:
-        if scaling:  # also after a rollback: the old model keeps scaling
-            guardrails.register(
-                autoscaling,
-                name,
-                min_instances=min_instances,
-                max_instances=max_instances,
-                target=target_invocations,
-            )
+    except BaseException:
+        if deregistered:  # rolled back or failed: the model still serving scales again
+            try:
+                _scale()
+            except ClientError as error:  # the deploy's own error is the one to report
+                print(f"could not register {name} with autoscaling again: {error}")
+        raise
+    if scaling:
+        _scale()
     return name
 
 

@@ -1,6 +1,7 @@
 """The compiled pipeline, run by KFP's local runner against the AWS emulator on 127.0.0.1."""
 
 import gzip
+import json
 import pickle
 
 import numpy as np
@@ -91,6 +92,9 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     assert evaluated["detail"]["passed"] is True
     assert evaluated["detail"]["accuracy"] >= evaluated["detail"]["min_accuracy"]
     assert f"runs/{run.run_key}/evaluation.json" in run.inventory["objects"]
+    # and the deployed model's evaluation (its clusters' digits) is kept next to its artifact
+    kept = s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=f"models/{run.run_key}/evaluation.json")
+    assert json.loads(kept["Body"].read())["run_key"] == run.run_key
     # and the exit handler put exactly one final-state event on EventBridge
     [event] = [e for e in run.final_events if e["detail-type"] == "MNIST Pipeline Run State Change"]
     assert event["source"] == "mnistflow.pipeline"

@@ -5,6 +5,7 @@ together, and scaled by target tracking."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -97,6 +98,29 @@ def _wait_until(predicate, timeout=10.0):
         time.sleep(0.02)
 
 
+@contextlib.contextmanager
+def _alarm_while_baking(clients, alarm: str):
+    """Sets `alarm` to ALARM once the update under way is baking; back to OK at the end."""
+    sm, cloudwatch = clients["sagemaker"], clients["cloudwatch"]
+
+    def baking():
+        pending = sm.describe_endpoint(EndpointName=ENDPOINT).get("PendingDeploymentSummary")
+        variants = (pending or {}).get("ProductionVariants", [])
+        return any(v["VariantStatus"][0]["Status"] == "Baking" for v in variants)
+
+    def fire():
+        _wait_until(baking)
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="test")
+
+    firing = threading.Thread(target=fire)
+    firing.start()
+    try:
+        yield
+    finally:
+        firing.join()
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="test over")
+
+
 @pytest.fixture(scope="module")
 def first(clients):
     key = "mnist-a00000000001"
@@ -161,30 +185,14 @@ def test_a_later_run_updates_it_in_place_with_the_guardrails(clients, first):
 def test_an_alarm_during_the_baking_period_rolls_back_and_the_old_model_keeps_serving(
     clients, first
 ):
-    sm, cloudwatch = clients["sagemaker"], clients["cloudwatch"]
+    sm = clients["sagemaker"]
     serving = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
     before = _distance(clients)
     key = "mnist-c00000000003"
     _model(clients, key, 3.0)
     alarm = endpoint_alarms.ERRORS.name(ENDPOINT)
-
-    def fire_while_baking():
-        def baking():
-            pending = sm.describe_endpoint(EndpointName=ENDPOINT).get("PendingDeploymentSummary")
-            variants = (pending or {}).get("ProductionVariants", [])
-            return any(v["VariantStatus"][0]["Status"] == "Baking" for v in variants)
-
-        _wait_until(baking)
-        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="test")
-
-    firing = threading.Thread(target=fire_while_baking)
-    firing.start()
-    try:
-        with pytest.raises(jobs.EndpointRolledBack) as failed:
-            _deploy(clients, key)
-    finally:
-        firing.join()
-        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="test over")
+    with pytest.raises(jobs.EndpointRolledBack) as failed, _alarm_while_baking(clients, alarm):
+        _deploy(clients, key)
     # The step's error says what happened and who keeps serving
     message = str(failed.value)
     assert f"{key}-epc was rolled back; {serving.removesuffix('-epc')}" in message
@@ -282,4 +290,18 @@ def test_a_new_instance_type_is_deregistered_from_autoscaling_first_as_sagemaker
     _deploy(clients, key, instance_type="ml.c5.large")
     described = sm.describe_endpoint(EndpointName=ENDPOINT)
     assert described["EndpointConfigName"] == f"{key}-epc"
+    assert guardrails.is_scalable_target(autoscaling, ENDPOINT)
+
+
+def test_a_rolled_back_instance_type_change_leaves_the_old_fleet_scaling(clients, first):
+    sm, autoscaling = clients["sagemaker"], clients["autoscaling"]
+    serving = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    key = "mnist-a10000000007"
+    _model(clients, key, 7.0)
+    # When an update that had to deregister the variant is rolled back by the latency alarm
+    alarm = endpoint_alarms.LATENCY.name(ENDPOINT)
+    with pytest.raises(jobs.EndpointRolledBack), _alarm_while_baking(clients, alarm):
+        _deploy(clients, key, instance_type="ml.m5.xlarge")
+    # Then the old config serves and its variant is a scalable target again
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == serving
     assert guardrails.is_scalable_target(autoscaling, ENDPOINT)
