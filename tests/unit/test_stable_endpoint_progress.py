@@ -17,9 +17,19 @@ from core import run_record as rr
 from core.run_record import RunRecord
 from lambdas.logic.progress_events import ProgressEvent, parse_event
 from lambdas.logic.track_progress import TrackProgress
+from lambdas.observability import metrics
 from tests.conftest import load_event
 from tests.fakes import InMemoryRunProgress, RecordingNotifier
 from tests.fakes.progress import RUN_KEY, start_run_record
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_left_behind():
+    # Powertools keeps metrics in a module-wide object and flushes it by itself at 100: what
+    # these many events add must not be flushed in another test (without a namespace).
+    yield
+    metrics.clear_metrics()
+
 
 CHAMPION = RUN_KEY  # made the stable endpoint (its tag), serves before the update
 CHALLENGER = "mnist-7e1f0c2b9a44"
