@@ -7,6 +7,12 @@
 - the SageMaker developer guide: "Deployment guardrails" (blue/green, all at once, auto-rollback
   configuration and monitoring, exclusions), "Define a scaling policy" (target 70 on
   SageMakerVariantInvocationsPerInstance), "Update endpoints that use auto scaling".
+  Read at github.com/awsdocs/amazon-sagemaker-developer-guide, doc_source/:
+  deployment-guardrails-blue-green.md, deployment-guardrails-blue-green-all-at-once.md,
+  deployment-guardrails-configuration.md, deployment-guardrails-exclusions.md,
+  endpoint-auto-scaling-add-code-define.md, endpoint-auto-scaling-prerequisites.md,
+  automating-sagemaker-with-eventbridge.md; and docs.aws.amazon.com/sagemaker/latest/dg/
+  endpoint-scaling-update.html.
 """
 
 from __future__ import annotations
