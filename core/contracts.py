@@ -81,6 +81,16 @@ MODEL_SUFFIX = "model"
 TRANSFORM_JOB_SUFFIX = "transform"
 ENDPOINT_CONFIG_SUFFIX = "epc"
 ENDPOINT_SUFFIX = "endpoint"
+# The stack's one endpoint, updated in place by each run that passes the quality gate; its one
+# production variant (the name every endpoint of the product gives it).
+STABLE_ENDPOINT_NAME = f"{PRODUCT_PREFIX}-classifier"
+ENDPOINT_VARIANT = "AllTraffic"
+# Where a run's model artifact is promoted (copied) when the run deploys it: no lifecycle
+# expiry, so the serving model outlives runs/ (SageMaker reads it whenever it starts an instance).
+SERVING_MODELS_PREFIX = "models/"
+# The deploy step's error when SageMaker rolled its update back: "... rolled back; <run> ...
+# keeps serving ..." (pipeline/steps/sagemaker_jobs.py, EndpointRolledBack).
+ROLLED_BACK_ERROR = "was rolled back;"
 
 
 def resource_name(key: str, suffix: str) -> str:

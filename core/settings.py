@@ -471,8 +471,53 @@ PARAMETERS: tuple[Parameter, ...] = (
     _context(
         "endpoint_name",
         ENDPOINT_NAME,
-        "",
-        "empty: one endpoint per run; else a shared endpoint name starting mnist-",
+        contracts.STABLE_ENDPOINT_NAME,
+        "the stack's one stable endpoint (a name starting mnist-): each run that passes the"
+        " quality gate updates it in place, with deployment guardrails",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "per_run_endpoints",
+        Flag(),
+        False,
+        "true: each run gets its own <run key>-endpoint instead of updating endpoint_name",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "deploy_bake_minutes",
+        # BlueGreenUpdatePolicy.TerminationWaitInSeconds: 0 to 3600 (botocore's sagemaker model).
+        Whole(0, 60),
+        5,
+        "the guardrails' baking period: how long the new model serves, watched by the endpoint's"
+        " error and latency alarms, before the old fleet is let go (an alarm rolls it back)",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_min_instances",
+        INSTANCE_COUNT,
+        1,
+        "autoscaling of the stable endpoint: fewest instances",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_max_instances",
+        INSTANCE_COUNT,
+        2,
+        "autoscaling of the stable endpoint: most instances (at least endpoint_min_instances)",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_target_invocations",
+        # The SageMaker developer guide's typical target ("Define a scaling policy"): 70.
+        Whole(1, 100_000),
+        70,
+        "autoscaling target: SageMakerVariantInvocationsPerInstance, invocations per instance"
+        " per minute",
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
@@ -693,6 +738,13 @@ PARAMETERS: tuple[Parameter, ...] = (
         pipeline=True,
     ),
     _stack(
+        "endpoint_alarm_names",
+        Text(re.compile(r"[^,\s][^,]{0,254}(,[^,\s][^,]{0,254}){0,9}"), "alarm names, by commas"),
+        "the CloudWatch alarms (errors, latency) whose ALARM rolls back a stable endpoint's update",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _stack(
         "event_bus_name",
         Text(re.compile(r"[/.\-_A-Za-z0-9]{1,256}"), "an EventBridge bus name"),
         "where the pipeline's exit handler puts its final-state event",
@@ -739,6 +791,8 @@ REQUIRED_IN_MODE = {
     KFP_MODE_URL: ("kfp_url", "kfp_token_secret_name", "kfp_token_secret_arn"),
 }
 GO_TOGETHER = (("vpc_id", "subnet_ids"),)
+# Keys whose values are bounds of one range: (low, high).
+ORDERED = (("endpoint_min_instances", "endpoint_max_instances"),)
 
 
 class Settings(Mapping[str, Any]):
@@ -804,6 +858,13 @@ def _check_together(values: Mapping[str, Any], where: Any) -> None:
                 missing,
                 f"{' and '.join(group)} go together: give all or none",
                 where=where(missing),
+            )
+    for low, high in ORDERED:
+        if low in values and high in values and values[low] > values[high]:
+            raise SettingError(
+                high,
+                f"must be at least {low} ({values[low]}; got {values[high]})",
+                where=where(high),
             )
 
 

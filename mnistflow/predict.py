@@ -4,7 +4,8 @@ SageMaker's k-means takes `text/csv`, one image a line, and answers JSON:
 {"predictions": [{"closest_cluster": 3.0, "distance_to_cluster": 5.2}, ...]}, one per line.
 A cluster is not a digit: the run's evaluate step mapped each cluster to the digit most of its
 validation images carry, in runs/<run key>/evaluation.json, which is found from the endpoint
-itself (endpoint -> endpoint config -> model -> its artifacts' run folder).
+itself (endpoint -> endpoint config -> model -> its artifact's run key -> models/<key>/, where
+the deploy step keeps it, or runs/<key>/).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.contracts import EVALUATION_FILE, FEATURE_DIM, RUNS_PREFIX, run_key_from_name
+from core.contracts import (
+    EVALUATION_FILE,
+    FEATURE_DIM,
+    RUNS_PREFIX,
+    SERVING_MODELS_PREFIX,
+    run_key_from_name,
+)
 from core.sagemaker_events import ENDPOINT
 from pipeline.steps.dataset import DatasetError, format_pixels_csv, load_dataset
 from pipeline.steps.sagemaker_jobs import describe_or_none
@@ -52,14 +59,19 @@ def digit_mapping(sagemaker, s3, endpoint: str) -> list[int] | None:
         return None
     bucket, _, key = artifacts.removeprefix("s3://").partition("/")
     parts = key.split("/")
-    if len(parts) < 2 or f"{parts[0]}/" != RUNS_PREFIX or not run_key_from_name(parts[1]):
+    prefixes = (RUNS_PREFIX, SERVING_MODELS_PREFIX)
+    if len(parts) < 2 or f"{parts[0]}/" not in prefixes or not run_key_from_name(parts[1]):
         return None
-    try:
-        body = s3.get_object(Bucket=bucket, Key=f"{RUNS_PREFIX}{parts[1]}/{EVALUATION_FILE}")
-        mapping = json.loads(body["Body"].read())["mapping"]
-    except (s3.exceptions.ClientError, ValueError, KeyError):
-        return None
-    return [int(digit) for digit in mapping]
+    # The deploy step keeps the served model's evaluation next to its promoted artifact
+    # (models/ never expires); runs/ has it too, until its lifecycle expiry.
+    for prefix in (SERVING_MODELS_PREFIX, RUNS_PREFIX):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=f"{prefix}{parts[1]}/{EVALUATION_FILE}")
+            mapping = json.loads(body["Body"].read())["mapping"]
+        except (s3.exceptions.ClientError, ValueError, KeyError):
+            continue
+        return [int(digit) for digit in mapping]
+    return None
 
 
 def load_images(path: Path) -> np.ndarray:

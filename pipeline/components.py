@@ -154,7 +154,7 @@ def train(
 def create_model(
     dataset_uri: str, run_key: str, region: str, role_arn: str, image: str, model_artifacts_uri: str
 ) -> str:
-    """Create the SageMaker model from the training job's artifacts."""
+    """Promote the training job's artifact to models/<key>/ and create the model from it."""
     import boto3
 
     from core import contracts
@@ -166,6 +166,7 @@ def create_model(
     ):
         return steps.create_model(
             boto3.client("sagemaker", region_name=region),
+            s3,
             run_key=run_key,
             role_arn=role_arn,
             image=image,
@@ -215,6 +216,7 @@ def evaluate(
     min_accuracy: float,
     event_bus_name: str,
     endpoint_name: str,
+    per_run_endpoints: bool,
     deploy_tolerance: float,
     model_registry: bool,
     image: str,
@@ -250,7 +252,8 @@ def evaluate(
             min_accuracy=min_accuracy,
             event_bus_name=event_bus_name,
             sm=sagemaker,
-            endpoint_name=endpoint_name,
+            # per-run endpoints: no model serves in the stable endpoint's place, nothing to beat
+            endpoint_name="" if per_run_endpoints else endpoint_name,
             deploy_tolerance=deploy_tolerance,
             model_registry=model_registry,
             image=image,
@@ -282,24 +285,58 @@ def deploy(
     endpoint_name: str,
     instance_type: str,
     instance_count: int,
+    per_run_endpoints: bool,
+    bake_minutes: int,
+    alarm_names: str,
+    min_instances: int,
+    max_instances: int,
+    target_invocations: int,
+    run_uri: str,
+    deploy_tolerance: float,
 ) -> str:
-    """Create or update the endpoint config and the endpoint; wait until it is in service."""
+    """Create the endpoint, or update the stable one with guardrails; wait until it serves.
+
+    Just before each update of the stable endpoint the model is compared again with what serves
+    at that moment (another run may have deployed since this one was evaluated): not better
+    any more, the run ends MODEL_REJECTED and the endpoint is left as it is."""
     import boto3
 
     from core import contracts
-    from pipeline.steps import steps
+    from pipeline.steps import champion, steps
 
     s3 = boto3.client("s3", region_name=region)
+    sm = boto3.client("sagemaker", region_name=region)
+
+    def still_better(_description: dict) -> None:
+        champion.ensure_still_better(
+            sm,
+            s3,
+            endpoint_name=endpoint_name,
+            run_uri=run_uri,
+            run_key=run_key,
+            tolerance=deploy_tolerance,
+        )
+
     with steps.failure_marker(
         s3, dataset_uri=dataset_uri, run_key=run_key, step=contracts.STEP_ENDPOINT
     ):
         return steps.deploy(
-            boto3.client("sagemaker", region_name=region),
+            sm,
+            boto3.client("application-autoscaling", region_name=region),
+            s3,
             run_key=run_key,
+            bucket=steps.split_s3_uri(dataset_uri)[0],
             model_name=model_name,
             endpoint_name=endpoint_name,
             instance_type=instance_type,
             instance_count=instance_count,
+            per_run_endpoints=per_run_endpoints,
+            bake_minutes=bake_minutes,
+            alarm_names=alarm_names,
+            min_instances=min_instances,
+            max_instances=max_instances,
+            target_invocations=target_invocations,
+            before_update=None if per_run_endpoints else still_better,
         )
 
 
@@ -340,6 +377,7 @@ def report_final_state(
     run_key: str,
     region: str,
     endpoint_name: str,
+    per_run_endpoints: bool,
     event_bus_name: str,
     status: dsl.PipelineTaskFinalStatus,
 ) -> str:
@@ -364,6 +402,7 @@ def report_final_state(
         run_key=run_key,
         state=status.state,
         endpoint_name=endpoint_name,
+        per_run_endpoints=per_run_endpoints,
         kfp_run=status.pipeline_job_resource_name,
         event_bus_name=event_bus_name,
     )

@@ -54,7 +54,10 @@ def _build_graph(p: dict) -> None:
     steps = components()
     run = {"dataset_uri": p["dataset_uri"], "run_key": p["run_key"], "region": p["region"]}
     final_state = steps["report_final_state"](
-        **run, endpoint_name=p["endpoint_name"], event_bus_name=p["event_bus_name"]
+        **run,
+        endpoint_name=p["endpoint_name"],
+        per_run_endpoints=p["per_run_endpoints"],
+        event_bus_name=p["event_bus_name"],
     )
     with dsl.ExitHandler(final_state, name="run"):
         prep = steps["preprocess"](
@@ -103,17 +106,27 @@ def _build_graph(p: dict) -> None:
             min_accuracy=p["min_accuracy"],
             event_bus_name=p["event_bus_name"],
             endpoint_name=p["endpoint_name"],
+            per_run_endpoints=p["per_run_endpoints"],
             deploy_tolerance=p["deploy_tolerance"],
             model_registry=p["model_registry"],
             image=training.outputs["image"],
         )
-        # The quality gate: evaluate fails the run below min_accuracy, so nothing is deployed.
+        # The quality gate: evaluate fails the run below min_accuracy, or not better than the
+        # serving model, so nothing is deployed.
         endpoint = steps["deploy"](
             **run,
             model_name=model.output,
             endpoint_name=p["endpoint_name"],
             instance_type=p["endpoint_instance_type"],
             instance_count=p["endpoint_instance_count"],
+            per_run_endpoints=p["per_run_endpoints"],
+            bake_minutes=p["deploy_bake_minutes"],
+            alarm_names=p["endpoint_alarm_names"],
+            min_instances=p["endpoint_min_instances"],
+            max_instances=p["endpoint_max_instances"],
+            target_invocations=p["endpoint_target_invocations"],
+            run_uri=prep.outputs["run_uri"],
+            deploy_tolerance=p["deploy_tolerance"],
         ).after(evaluation)
         # Then the configs, models and artifacts the stable endpoint no longer needs, but the
         # last kept_endpoint_configs for rollback (pipeline/steps/retire.py).

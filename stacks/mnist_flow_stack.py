@@ -6,15 +6,17 @@ from pathlib import Path
 
 from aws_cdk import CfnOutput, Fn, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.contracts import INCOMING_PREFIX
 from core.settings import Settings, allowed_instance_types
 from stacks import names
 from stacks.alarms import ALARM_NAME_PREFIX
 from stacks.dashboard import ProductDashboard
 from stacks.data_bucket import DataBucket
+from stacks.endpoint_alarms import EndpointAlarms
 from stacks.endpoint_invoke import EndpointInvokePolicy
 from stacks.kfp_access import KfpAccess
 from stacks.model_registry import ModelRegistry
@@ -116,6 +118,8 @@ class MnistFlowStack(Stack):
                 "step_image_uri": step_image.uri,
                 "sagemaker_role_arn": execution.role.role_arn,
                 "event_bus_name": contracts.PIPELINE_EVENT_BUS,  # the exit handler reports there
+                # The stable endpoint's rollback alarms (EndpointAlarms below), by name.
+                "endpoint_alarm_names": endpoint_alarms.alarm_names(settings.endpoint_name),
             },
             log_retention_days=settings.log_retention_days,
             operations_topic=operations.topic,
@@ -176,6 +180,19 @@ class MnistFlowStack(Stack):
         slots.sent_by(start_run, track_progress, watchdog)
 
         registry = ModelRegistry(self, names.MODEL_REGISTRY_ID)
+        rollback_alarms = EndpointAlarms(
+            self,
+            names.ENDPOINT_ALARMS_ID,
+            endpoint_name=settings.endpoint_name,
+            topic=operations.topic,
+        )
+        execution.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadTheRollbackAlarms",
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=rollback_alarms.arns,
+            )
+        )
         pods = PipelinePodRole(
             self,
             names.PIPELINE_POD_ROLE_ID,
@@ -187,6 +204,7 @@ class MnistFlowStack(Stack):
             service_account=settings.kfp_service_account,
             instance_types=allowed_instance_types(settings),
             registry=registry,
+            rollback_alarm_arns=rollback_alarms.arns,
         )
         rules.admit_only(pods.role)
         grant_retire(pods.role, data.bucket)  # retire-superseded and the exit handler
@@ -206,6 +224,7 @@ class MnistFlowStack(Stack):
         self.progress_rules = rules
         self.pipeline_pods = pods
         self.model_registry = registry
+        self.endpoint_alarms = rollback_alarms
         self.endpoint_invoke = invoke
         self.user_policy = users
         self.step_image = step_image
@@ -261,6 +280,7 @@ class MnistFlowStack(Stack):
             *(alarm for f in (start_run, track_progress, watchdog) for alarm in f.alarms.values()),
             operations.undelivered_alarm,
             slots.alarm,
+            *rollback_alarms.alarms,
         ]
         outputs |= {
             contracts.OUTPUT_KFP_MODE: (settings.kfp_mode, "How start-run reaches KFP"),

@@ -30,6 +30,7 @@ WATCHDOG_SCHEDULE_ID = "WatchdogSchedule"
 RUN_SLOTS_ID = "RunSlots"
 DASHBOARD_ID = "Dashboard"
 MODEL_REGISTRY_ID = "ModelRegistry"
+ENDPOINT_ALARMS_ID = "EndpointAlarms"
 
 # EKS: start-run's access entry, whose Kubernetes group a namespaced Role authorizes.
 EKS_ACCESS_ENTRY_TYPE = "STANDARD"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_eks as eks
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
@@ -17,6 +17,7 @@ from core.contracts import (
     PIPELINE_EVENT_SOURCE,
     RUNS_PREFIX,
     SAGEMAKER_NAME_PREFIX,
+    SERVING_MODELS_PREFIX,
 )
 from stacks.arns import SAGEMAKER_RESOURCE_TYPES, product_sagemaker_arns
 from stacks.data_bucket import run_data_statements
@@ -45,6 +46,39 @@ PIPELINE_SAGEMAKER_ACTIONS = (
     "sagemaker:DescribeEndpoint",
     "sagemaker:UpdateEndpoint",
     "sagemaker:AddTags",
+    # A retried deploy reads its endpoint config's tags (was its update rolled back?).
+    "sagemaker:ListTags",
+    # Autoscaling's caller needs it on the endpoint (developer guide, "Auto scaling
+    # prerequisites", Permissions).
+    "sagemaker:UpdateEndpointWeightsAndCapacities",
+)
+# Target tracking on the stable endpoint's variant (pipeline/steps/guardrails.py). Application
+# Auto Scaling's scalable-target ARNs carry a generated id, not the endpoint's name, and its
+# Describe calls take no resource: these are granted on "*" (the guide's own policy grants
+# application-autoscaling:* there).
+PIPELINE_AUTOSCALING_ACTIONS = (
+    "application-autoscaling:RegisterScalableTarget",
+    "application-autoscaling:DeregisterScalableTarget",
+    "application-autoscaling:PutScalingPolicy",
+    "application-autoscaling:DeleteScalingPolicy",
+    "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies",
+)
+# The service-linked role SageMaker autoscaling uses, which the first registration creates (the
+# guide's policy: this role's ARN, iam:AWSServiceName sagemaker.application-autoscaling...).
+AUTOSCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
+AUTOSCALING_SERVICE_LINKED_ROLE = (
+    f"aws-service-role/{AUTOSCALING_SERVICE}/"
+    "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+)
+# A target-tracking policy's alarms, which Application Auto Scaling makes and removes on the
+# caller's behalf (the guide's policy: cloudwatch:PutMetricAlarm, DescribeAlarms, DeleteAlarms);
+# their names start TargetTracking- (Application Auto Scaling user guide, target tracking).
+TARGET_TRACKING_ALARMS = "TargetTracking-*"
+TARGET_TRACKING_ALARM_ACTIONS = (
+    "cloudwatch:PutMetricAlarm",
+    "cloudwatch:DescribeAlarms",
+    "cloudwatch:DeleteAlarms",
 )
 # events:source is a PutEvents condition key (service authorization reference). It holds the
 # source of every entry of the request (up to ten), so the grant requires all of them to be the
@@ -84,6 +118,7 @@ class PipelinePodRole(Construct):
         service_account: str,
         instance_types: Sequence[str],
         registry: ModelRegistry,
+        rollback_alarm_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -148,6 +183,56 @@ class PipelinePodRole(Construct):
                     resources=["*"],
                 ),
                 *run_data_statements(bucket),
+                # The model a run deploys is promoted out of runs/ (steps.promote_artifact):
+                # a copy under models/, tagged with its run key.
+                iam.PolicyStatement(
+                    sid="PromoteServingModels",
+                    actions=["s3:PutObject", "s3:PutObjectTagging"],
+                    resources=[bucket.arn_for_objects(f"{SERVING_MODELS_PREFIX}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="ScaleTheStableEndpoint",
+                    actions=list(PIPELINE_AUTOSCALING_ACTIONS),
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="CreateTheAutoScalingServiceLinkedRole",
+                    actions=["iam:CreateServiceLinkedRole"],
+                    resources=[
+                        stack.format_arn(
+                            service="iam",
+                            region="",
+                            resource="role",
+                            resource_name=AUTOSCALING_SERVICE_LINKED_ROLE,
+                        )
+                    ],
+                    conditions={"StringLike": {"iam:AWSServiceName": AUTOSCALING_SERVICE}},
+                ),
+                iam.PolicyStatement(
+                    sid="ManageTargetTrackingAlarms",
+                    actions=list(TARGET_TRACKING_ALARM_ACTIONS),
+                    resources=[
+                        stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name=TARGET_TRACKING_ALARMS,
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    ],
+                ),
+                *(
+                    # The guardrails read the rollback alarms' state (developer guide,
+                    # "Auto-Rollback Configuration and Monitoring": cloudwatch:DescribeAlarms).
+                    [
+                        iam.PolicyStatement(
+                            sid="ReadTheRollbackAlarms",
+                            actions=["cloudwatch:DescribeAlarms"],
+                            resources=list(rollback_alarm_arns),
+                        )
+                    ]
+                    if rollback_alarm_arns
+                    else []
+                ),
                 # The exit handler reports the run's final state on the product's own bus,
                 # where the tracking rule listens; no other bus, no other source.
                 iam.PolicyStatement(
@@ -181,14 +266,37 @@ class PipelinePodRole(Construct):
                     reason=(
                         "A model package group's versions are numbered by SageMaker as they are"
                         " registered (model-package/<group>/<version>): the wildcard is the"
-                        " versions of the product's one group; ListModelPackages supports no"
-                        " resource-level permission (it lists summaries only)."
+                        " versions of the product's one group. Resource::* : ListModelPackages"
+                        " supports no resource-level permission (it lists summaries only), and"
+                        " Application Auto Scaling's Describe calls take no resource while its"
+                        " scalable targets' ARNs carry a generated id (the six actions the deploy"
+                        " step uses on the stable endpoint's variant)."
                     ),
                     applies_to=[
                         "Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
                         f"model-package/{MODEL_PACKAGE_GROUP}/*",
                         "Resource::*",
                     ],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "Target tracking's alarms are named by Application Auto Scaling "
+                        "(TargetTracking-<resource>-AlarmHigh/Low-<id>); the grant covers that "
+                        "prefix only."
+                    ),
+                    applies_to=[
+                        "Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:"
+                        f"alarm:{TARGET_TRACKING_ALARMS}"
+                    ],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason=(
+                        "A deployed model is promoted to models/<run key>/; writes are limited to "
+                        "that prefix of the product's own bucket."
+                    ),
+                    applies_to=[f"Resource::<{bucket_logical_id}.Arn>/{SERVING_MODELS_PREFIX}*"],
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",

@@ -399,6 +399,13 @@ def run_failed(
             f"The file is over this stack's {' and '.join(limits)}: raise it in cdk.json's"
             " context and deploy, then: mnistflow rerun " + event.run_key,
         ]
+    elif step == contracts.STEP_ENDPOINT and contracts.ROLLED_BACK_ERROR in reason:
+        # SageMaker's guardrails rolled the update back: the endpoint still serves the model
+        # it served before (named in the reason); this run's model serves nowhere.
+        lines += [
+            "The endpoint update was rolled back: its alarms fired while the new model baked.",
+            "The model it served before keeps serving; this run's model is not served.",
+        ]
     elif step == contracts.STEP_PREPROCESS and reason.startswith("DatasetError"):
         # The file itself is wrong: a rerun reads the same file and fails the same way.
         lines.append("The dataset file is the problem: fix it and upload it again under incoming/.")

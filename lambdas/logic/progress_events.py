@@ -194,7 +194,7 @@ def _sagemaker_event(
             f"the event's detail has no {kind.name_field}, so the run cannot be found",
             received,
         )
-    run_key = _run_key_from_tags(detail.get("Tags")) or contracts.run_key_from_name(name)
+    run_key = _run_key(kind, name, detail)
     if run_key is None:
         return Ignored(
             Ignored.NOT_OURS,
@@ -369,6 +369,23 @@ def _evaluation_event(
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _run_key(kind: SageMakerResource, name: str, detail: Mapping[str, Any]) -> str | None:
+    """The run an event belongs to. An endpoint event names the endpoint config the endpoint
+    is on (`<run key>-epc`): on the stable endpoint, updated by run after run, that is the run
+    whose model it is about, while the endpoint's tags name the run that created it. Then the
+    run-key tag, then the resource's name."""
+    if kind is sagemaker_events.ENDPOINT:
+        # While an update is under way (UPDATING, ROLLING_BACK) the endpoint is still on the
+        # old config and the update's is pending (PendingDeploymentSummary, as DescribeEndpoint
+        # and the deployment events show it): the event is about the pending run.
+        pending = detail.get("PendingDeploymentSummary")
+        configs = [pending.get("EndpointConfigName")] if isinstance(pending, Mapping) else []
+        for config in [*configs, detail.get("EndpointConfigName")]:
+            if isinstance(config, str) and (key := contracts.run_key_from_name(config)):
+                return key
+    return _run_key_from_tags(detail.get("Tags")) or contracts.run_key_from_name(name)
 
 
 def _run_key_from_tags(tags: Any) -> str | None:

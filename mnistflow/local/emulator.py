@@ -58,7 +58,8 @@ def signed_for(environ: dict[str, Any]) -> str | None:
 class AwsEmulator:
     """Starts moto's server on a port (0 = any free one) and the local SageMaker on another;
     stops both on exit. `sagemaker_delay_seconds`: how long SageMaker jobs stay InProgress and
-    endpoints Creating or Updating, at least."""
+    endpoints Creating or Updating, at least; `sagemaker_bake_time_scale`: a guardrails' baking
+    period lasts its TerminationWaitInSeconds times this."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class AwsEmulator:
         region: str = EMULATOR_REGION,
         *,
         sagemaker_delay_seconds: float = DEFAULT_DELAY_SECONDS,
+        sagemaker_bake_time_scale: float = 1.0,
     ) -> None:
         self.region = region
         self._moto = DomainDispatcherApplication(create_backend_app)
@@ -83,6 +85,7 @@ class AwsEmulator:
                 region,
                 EMULATOR_CREDENTIALS,
                 delay_seconds=sagemaker_delay_seconds,
+                bake_time_scale=sagemaker_bake_time_scale,
             )
         except BaseException:
             self._server.stop()

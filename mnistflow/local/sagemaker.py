@@ -225,7 +225,9 @@ class _Endpoint:
         self.failure_reason = ""
         self.created = self.modified = _now()
         self.serving: dict | None = None  # the loaded model, its variant and image
-        self.pending: tuple[str, datetime] | None = None  # an update's config, and its start
+        self.deployment_config: dict | None = None  # CreateEndpoint's, kept for updates
+        self.last_deployment_config: dict | None = None  # the last update's (DescribeEndpoint)
+        self.pending: dict | None = None  # the update under way: config, start, variant status
 
 
 class LocalSageMaker:
@@ -240,10 +242,20 @@ class LocalSageMaker:
         port: int = 0,
         delay_seconds: float = DEFAULT_DELAY_SECONDS,
         seed: int = kmeans.DEFAULT_SEED,
+        cloudwatch_client: Any = None,
+        autoscaling_client: Any = None,
+        bake_time_scale: float = 1.0,
     ) -> None:
         self._s3 = s3_client
+        # The deployment guardrails read the rollback alarms here; autoscaling's registered
+        # targets decide whether an update may change a variant's instance type.
+        self._cloudwatch = cloudwatch_client
+        self._autoscaling = autoscaling_client
         self.account, self.region = account, region
         self.delay_seconds = delay_seconds
+        # A baking period (TerminationWaitInSeconds) lasts this many times its seconds here: the
+        # local stack bakes minutes in seconds.
+        self.bake_time_scale = bake_time_scale
         self.seed = seed
         self._lock = threading.RLock()
         self._closing = threading.Event()
@@ -270,7 +282,14 @@ class LocalSageMaker:
         )
         s3 = session.client("s3", endpoint_url=endpoint_url)
         account = session.client("sts", endpoint_url=endpoint_url).get_caller_identity()["Account"]
-        return cls(s3, account=account, region=region, **kw)
+        return cls(
+            s3,
+            account=account,
+            region=region,
+            cloudwatch_client=session.client("cloudwatch", endpoint_url=endpoint_url),
+            autoscaling_client=session.client("application-autoscaling", endpoint_url=endpoint_url),
+            **kw,
+        )
 
     def stop(self) -> None:
         self._closing.set()
@@ -942,7 +961,9 @@ class LocalSageMaker:
         if name in self._endpoints:  # SageMaker's words
             raise _validation(f'Cannot create already existing endpoint "{arn}".')
         self._config(body["EndpointConfigName"])
+        self._check_deployment_config(body.get("DeploymentConfig"))
         endpoint = _Endpoint(name, arn, body["EndpointConfigName"])
+        endpoint.deployment_config = body.get("DeploymentConfig")
         self._endpoints[name] = endpoint
         self._tag(arn, body.get("Tags"))
         self._start(self._deploy, (endpoint, body["EndpointConfigName"]))
@@ -957,11 +978,69 @@ class LocalSageMaker:
                 if endpoint.status in ("Creating", "Updating", "SystemUpdating")
                 else f'Cannot update endpoint "{endpoint.arn}" in status {endpoint.status}.'
             )
+        deployment = body.get("DeploymentConfig")
+        if deployment is None and body.get("RetainDeploymentConfig"):
+            deployment = endpoint.deployment_config
+        self._check_deployment_config(deployment)
+        self._check_autoscaling(endpoint, self._config(body["EndpointConfigName"]))
         endpoint.status, endpoint.modified = "Updating", _now()
         endpoint.failure_reason = ""
-        endpoint.pending = (body["EndpointConfigName"], endpoint.modified)
+        endpoint.pending = {
+            "EndpointConfigName": body["EndpointConfigName"],
+            "StartTime": endpoint.modified,
+            "deployment": deployment,
+        }
         self._start(self._deploy, (endpoint, body["EndpointConfigName"]))
         return {"EndpointArn": endpoint.arn}
+
+    def _check_deployment_config(self, deployment: dict | None) -> None:
+        """What the local SageMaker does of a DeploymentConfig: blue/green with ALL_AT_ONCE
+        traffic shifting, a baking period and auto-rollback on CloudWatch alarms."""
+        if not deployment:
+            return
+        if "RollingUpdatePolicy" in deployment:
+            raise _validation("the local SageMaker does blue/green updates only (no rolling)")
+        policy = deployment.get("BlueGreenUpdatePolicy")
+        if policy is not None:
+            routing = policy.get("TrafficRoutingConfiguration")
+            # botocore's model: TrafficRoutingConfiguration is required, and in it Type and
+            # WaitIntervalInSeconds (the client checks; a raw request may not have).
+            if not routing or "Type" not in routing or "WaitIntervalInSeconds" not in routing:
+                raise _validation(
+                    "BlueGreenUpdatePolicy.TrafficRoutingConfiguration needs Type and "
+                    "WaitIntervalInSeconds"
+                )
+            if routing["Type"] != "ALL_AT_ONCE":
+                raise _validation(
+                    f"the local SageMaker shifts traffic ALL_AT_ONCE only, not {routing['Type']}"
+                )
+        alarms = deployment.get("AutoRollbackConfiguration", {}).get("Alarms", [])
+        if alarms and self._cloudwatch is None:
+            raise _validation("this local SageMaker has no CloudWatch to read rollback alarms")
+
+    def _check_autoscaling(self, endpoint: _Endpoint, config: dict) -> None:
+        """SageMaker refuses an update that changes the instance type of a variant registered
+        with autoscaling (developer guide, "Update endpoints that use auto scaling"); a new
+        model on the same instance type is allowed."""
+        if self._autoscaling is None or endpoint.serving is None:
+            return
+        current = self._configs.get(endpoint.config, {}).get("ProductionVariants", [])
+        types = {v["VariantName"]: v.get("InstanceType") for v in current}
+        for variant in config["ProductionVariants"]:
+            name = variant["VariantName"]
+            if name not in types or types[name] == variant.get("InstanceType"):
+                continue
+            targets = self._autoscaling.describe_scalable_targets(
+                ServiceNamespace="sagemaker",
+                ResourceIds=[f"endpoint/{endpoint.name}/variant/{name}"],
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            )["ScalableTargets"]
+            if targets:  # the local SageMaker's words
+                raise _validation(
+                    f"The variant {name} of endpoint {endpoint.name} is registered with "
+                    "autoscaling: deregister it (DeregisterScalableTarget) before changing its "
+                    "instance type"
+                )
 
     def _op_describe_endpoint(self, body: dict) -> dict:
         endpoint = self._endpoint(body["EndpointName"])
@@ -993,11 +1072,22 @@ class LocalSageMaker:
             ]
         if endpoint.failure_reason:
             answer["FailureReason"] = endpoint.failure_reason
-        if endpoint.pending:  # the shape PendingDeploymentSummary (botocore's sagemaker model)
-            answer["PendingDeploymentSummary"] = {
-                "EndpointConfigName": endpoint.pending[0],
-                "StartTime": endpoint.pending[1],
+        if endpoint.last_deployment_config:
+            answer["LastDeploymentConfig"] = endpoint.last_deployment_config
+        if endpoint.pending:
+            pending = endpoint.pending
+            summary = {
+                "EndpointConfigName": pending["EndpointConfigName"],
+                "StartTime": pending["StartTime"],
             }
+            if pending.get("variant_status"):
+                summary["ProductionVariants"] = [
+                    {
+                        "VariantName": pending.get("variant", "AllTraffic"),
+                        "VariantStatus": [pending["variant_status"]],
+                    }
+                ]
+            answer["PendingDeploymentSummary"] = summary
         return answer
 
     def _op_delete_endpoint(self, body: dict) -> dict:
@@ -1061,6 +1151,13 @@ class LocalSageMaker:
             )
             serving = None
         with self._lock:
+            pending = endpoint.pending
+            deployment = (pending or {}).get("deployment")
+        if serving is not None and deployment:
+            reason = self._bake(endpoint, serving, deployment)
+            if reason:
+                serving = None
+        with self._lock:
             if self._endpoints.get(endpoint.name) is not endpoint or endpoint.status == "Deleting":
                 return
             endpoint.pending = None
@@ -1070,7 +1167,57 @@ class LocalSageMaker:
             else:
                 endpoint.serving, endpoint.config = serving, config_name
                 endpoint.status = "InService"
+                if deployment:
+                    endpoint.last_deployment_config = deployment
             endpoint.modified = _now()
+
+    def _bake(self, endpoint: _Endpoint, green: dict, deployment: dict) -> str:
+        """Blue/green, all at once: the new model takes all of the traffic and bakes for
+        TerminationWaitInSeconds (scaled by `bake_time_scale`) while the rollback alarms are
+        read; an alarm in ALARM rolls the traffic back to the old model (RollingBack). Returns
+        the rollback's reason, or "" when the new model stays."""
+        policy = deployment.get("BlueGreenUpdatePolicy", {})
+        alarms = [
+            a["AlarmName"]
+            for a in deployment.get("AutoRollbackConfiguration", {}).get("Alarms", [])
+        ]
+        bake = policy.get("TerminationWaitInSeconds", 0) * self.bake_time_scale
+        blue = endpoint.serving
+        with self._lock:
+            endpoint.serving = green  # all at once: the green fleet serves while it bakes
+            endpoint.pending["variant"] = green["variant"]
+            endpoint.pending["variant_status"] = {
+                "Status": "Baking",
+                "StatusMessage": (  # the words of the events' example (EventBridge page)
+                    f"Baking for {policy.get('TerminationWaitInSeconds', 0)} seconds "
+                    f"(TerminationWaitInSeconds) with traffic enabled on full capacity of "
+                    f"{green['instances']} instance(s)."
+                ),
+                "StartTime": _now(),
+            }
+        deadline = _now().timestamp() + bake
+        step = max(min(self.delay_seconds, bake / 5), 0.01)
+        while True:
+            fired = self._alarms_in_alarm(alarms)
+            if fired:
+                break
+            if _now().timestamp() >= deadline or self._closing.wait(step):
+                return ""
+        with self._lock:  # RollingBack: the traffic goes back to the blue fleet
+            endpoint.status, endpoint.modified = "RollingBack", _now()
+            endpoint.serving = blue
+        self._settle(threading.Event())
+        # Not SageMaker's verified wording: what the local SageMaker says of a rollback.
+        return (
+            f"Deployment was rolled back: CloudWatch alarm(s) {', '.join(fired)} went into "
+            f"ALARM during the baking period"
+        )
+
+    def _alarms_in_alarm(self, names: list[str]) -> list[str]:
+        if not names:
+            return []
+        alarms = self._cloudwatch.describe_alarms(AlarmNames=names).get("MetricAlarms", [])
+        return sorted(a["AlarmName"] for a in alarms if a.get("StateValue") == "ALARM")
 
     def _load_model(self, container: dict) -> Any:
         _require_kmeans(container.get("Image", ""))

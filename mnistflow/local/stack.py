@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from core import contracts, kfp, lambda_destinations
+from core import contracts, endpoint_alarms, kfp, lambda_destinations
 from core.settings import CDK_JSON, cdk_json_context, environment, read_context
 from lambdas.composition import start_run_handler, track_progress_handler, watchdog_handler
 from lambdas.dal.runs_table import RunsTableReader
@@ -68,6 +68,9 @@ BUCKET_VARIABLE = "MNISTFLOW_BUCKET"
 LOCAL_STEP_IMAGE = "mnistflow-step-python:local"
 # The watchdog's schedule, on this machine (the stack's is every few minutes).
 WATCHDOG_EVERY_SECONDS = 30.0
+# The stable endpoint's baking period (deploy_bake_minutes, 5 by default) lasts this many times
+# its length here: 5 minutes bake in 3 seconds.
+LOCAL_BAKE_TIME_SCALE = 0.01
 # The local stack's host settings (not a function's): no CloudWatch metrics to print.
 HOST_ENVIRONMENT = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
@@ -128,7 +131,9 @@ class LocalStack:
         self.invocations: list[Invocation] = []
         self._stack = contextlib.ExitStack()
         try:
-            self.emulator = self._stack.enter_context(AwsEmulator(port=port))
+            self.emulator = self._stack.enter_context(
+                AwsEmulator(port=port, sagemaker_bake_time_scale=LOCAL_BAKE_TIME_SCALE)
+            )
             self.names = LocalNames.for_account(self.account, self.emulator.region)
             self.resources = provision(self.emulator.client, self.names, kfp_token=LOCAL_KFP_TOKEN)
             self.kfp = self._stack.enter_context(
@@ -149,15 +154,23 @@ class LocalStack:
             handler = logger.registered_handler
             if isinstance(handler, logging.StreamHandler):
                 self._stack.callback(handler.setStream, handler.setStream(self._log))
+            context = {
+                **cdk_json_context(CDK_JSON),
+                "kfp_mode": contracts.KFP_MODE_URL,  # there is no cluster here
+                "eks_cluster_name": "",
+                "kfp_url": self.kfp.url,
+                "kfp_token_secret_name": self.names.kfp_token_secret,
+                **(context or {}),
+            }
+            # The stable endpoint's rollback alarms, as the stack makes them.
+            stable_endpoint = read_context(context).endpoint_name
+            cloudwatch = self.emulator.client("cloudwatch")
+            for alarm in endpoint_alarms.ALARMS:
+                cloudwatch.put_metric_alarm(
+                    **endpoint_alarms.put_metric_alarm_request(alarm, stable_endpoint)
+                )
             environments = function_environments(
-                {
-                    **cdk_json_context(CDK_JSON),
-                    "kfp_mode": contracts.KFP_MODE_URL,  # there is no cluster here
-                    "eks_cluster_name": "",
-                    "kfp_url": self.kfp.url,
-                    "kfp_token_secret_name": self.names.kfp_token_secret,
-                    **(context or {}),
-                },
+                context,
                 {
                     "runs_table_name": self.names.runs_table,
                     "notification_topic_arn": self.resources.topic_arn,
@@ -168,6 +181,7 @@ class LocalStack:
                     "sagemaker_role_arn": self.resources.sagemaker_role_arn,
                     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
                     "run_slots_queue_url": self.resources.queue_urls[self.names.run_slots_queue],
+                    "endpoint_alarm_names": endpoint_alarms.alarm_names(stable_endpoint),
                 },
                 self.emulator.environment(),
             )

@@ -56,7 +56,7 @@ class SageMakerWatcher:
         self._account = account
         self._region = region
         self._deliver = deliver
-        self._seen: dict[tuple[str, str], str] = {}
+        self._seen: dict[tuple[str, str], tuple[str, str]] = {}
 
     def poll(self) -> int:
         emitted = 0
@@ -83,9 +83,13 @@ class SageMakerWatcher:
         if description is None:  # deleted since it was listed
             return 0
         status = description[resource.status_field]
-        previous = self._seen.get((resource.noun, name))
-        if status == previous:
+        # An endpoint updated from one run's config to the next changes state even when a poll
+        # saw it InService both times: the config it serves is part of its state.
+        state = (status, description.get("EndpointConfigName", ""))
+        seen = self._seen.get((resource.noun, name))
+        if state == seen:
             return 0
+        previous = seen[0] if seen else None
         arn = description[resource.arn_field]
         tags = {tag["Key"]: tag["Value"] for tag in self._sm.list_tags(ResourceArn=arn)["Tags"]}
         if RUN_KEY_TAG not in tags and run_key_from_name(name) is None:
@@ -99,7 +103,7 @@ class SageMakerWatcher:
             if shown != status:
                 detail.pop("FailureReason", None)
             self._deliver(self._envelope(resource.detail_type, arn, detail))
-        self._seen[(resource.noun, name)] = status
+        self._seen[(resource.noun, name)] = state
         return len(statuses)
 
     def _envelope(self, detail_type: str, arn: str, detail: dict) -> dict:

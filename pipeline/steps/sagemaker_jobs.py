@@ -16,7 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.contracts import COST_TAGS, RUN_KEY_TAG, SAGEMAKER_POLL_SECONDS_VARIABLE
+from core.contracts import (
+    COST_TAGS,
+    ROLLED_BACK_ERROR,
+    RUN_KEY_TAG,
+    SAGEMAKER_POLL_SECONDS_VARIABLE,
+    run_key_from_name,
+)
 from core.sagemaker_events import ENDPOINT, TRAINING_JOB, TRANSFORM_JOB, SageMakerResource
 
 DEFAULT_POLL_SECONDS = 30.0
@@ -197,6 +203,60 @@ def ensure_transform_job(
     )
 
 
+# SageMaker refuses UpdateEndpoint (and CreateEndpoint of a name it has) while the endpoint is
+# Creating/Updating (ValidationException "Cannot update in-progress endpoint"): the step waits and
+# tries again, so two runs that finish together take turns.
+_BUSY_MARKERS = ("in-progress endpoint", "cannot create already existing endpoint")
+# Statuses an endpoint passes through on its own: a deploy waits them out before an update.
+_TRANSIENT = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
+# Statuses that end a deploy: the endpoint is broken or going away (UpdateRollbackFailed: the
+# update failed and so did its rollback).
+_ENDED = ENDPOINT.failed - _TRANSIENT
+# Set on a run's endpoint config when SageMaker rolled its update back: a retried deploy step
+# (KFP retries it) does not put the same model through the guardrails again.
+ROLLED_BACK_TAG = "mnistflow:rolled-back"
+
+BeforeUpdate = Callable[[dict], None]
+
+
+class EndpointRolledBack(StepFailed):
+    """SageMaker rolled the update back (an alarm fired while baking): the old model serves."""
+
+
+def _busy(error: ClientError) -> bool:
+    err = error.response.get("Error", {})
+    message = str(err.get("Message", "")).lower()
+    return err.get("Code") == "ValidationException" and any(m in message for m in _BUSY_MARKERS)
+
+
+def wait_settled(
+    sm,
+    endpoint_name: str,
+    *,
+    deadline: float,
+    poll_seconds: float,
+    sleep: Sleep,
+    clock: Callable[[], float],
+) -> dict:
+    """Describes the endpoint until it is no longer Creating/Updating/RollingBack."""
+    while True:
+        description = sm.describe_endpoint(EndpointName=endpoint_name)
+        if description[ENDPOINT.status_field] not in _TRANSIENT:
+            return description
+        if clock() >= deadline:
+            raise StepFailed(
+                f"endpoint {endpoint_name} still {description[ENDPOINT.status_field]}: gave up"
+                " waiting for it to be InService"
+            )
+        sleep(poll_seconds)
+
+
+def serving_run(description: dict) -> str:
+    """Who serves: the endpoint config's run key (`<run key>-epc`), else the config's name."""
+    config = description.get("EndpointConfigName", "")
+    return run_key_from_name(config) or config or "(unknown)"
+
+
 def ensure_endpoint(
     sm,
     *,
@@ -205,27 +265,115 @@ def ensure_endpoint(
     tags: list[dict[str, str]],
     timeout_seconds: float,
     poll_seconds: float | None,
+    deployment_config: dict | None = None,
+    before_update: BeforeUpdate | None = None,
     sleep: Sleep = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict:
-    """Puts the endpoint on the endpoint config in `config_request`: create, update, or keep."""
+    """Puts the endpoint on the endpoint config in `config_request`: create, update, or keep.
+
+    An update waits for the endpoint to be InService first (another run's update may be under
+    way) and uses `deployment_config` (guardrails). `before_update(description)` is called with
+    the endpoint as it stands just before each UpdateEndpoint; it may raise to stop the deploy.
+    Raises EndpointRolledBack when SageMaker rolls the update back; the old model keeps serving.
+    The tags go on a new endpoint only: an updated endpoint keeps those of the run that made it.
+    """
+    if poll_seconds is None:
+        poll_seconds = configured_poll_seconds()
+    deadline = clock() + timeout_seconds
     config_name = config_request["EndpointConfigName"]
-    if describe_or_none(sm.describe_endpoint_config, EndpointConfigName=config_name) is None:
+    config = describe_or_none(sm.describe_endpoint_config, EndpointConfigName=config_name)
+    if config is None:
         sm.create_endpoint_config(**config_request)
-    existing = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
-    if existing is None:
-        sm.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name, Tags=tags)
-    elif existing["EndpointConfigName"] != config_name:
-        # A named endpoint shared by runs: move it to this run's model and retag it.
-        sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
-        sm.add_tags(ResourceArn=existing["EndpointArn"], Tags=tags)
+        config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+    _refuse_rolled_back(sm, config, endpoint_name)
+    waits = {"deadline": deadline, "poll_seconds": poll_seconds, "sleep": sleep, "clock": clock}
+    while True:
+        existing = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
+        try:
+            if existing is None:
+                extra = {"DeploymentConfig": deployment_config} if deployment_config else {}
+                sm.create_endpoint(
+                    EndpointName=endpoint_name, EndpointConfigName=config_name, Tags=tags, **extra
+                )
+            elif config_name not in (existing["EndpointConfigName"], _pending(existing)):
+                if existing[ENDPOINT.status_field] in _TRANSIENT:
+                    wait_settled(sm, endpoint_name, **waits)
+                    continue
+                if before_update is not None:
+                    before_update(existing)
+                extra = {"DeploymentConfig": deployment_config} if deployment_config else {}
+                sm.update_endpoint(
+                    EndpointName=endpoint_name, EndpointConfigName=config_name, **extra
+                )
+            break
+        except ClientError as error:
+            if not _busy(error):
+                raise
+            if clock() >= deadline:
+                raise StepFailed(f"endpoint {endpoint_name} stayed busy: {error}") from None
+            sleep(poll_seconds)  # another run got there first: wait for its turn
     # Creating or updating an endpoint cannot be stopped half way, so there is no stop_on_cancel.
-    return wait_for(
-        lambda: sm.describe_endpoint(EndpointName=endpoint_name),
-        ENDPOINT.status_field,
-        done=ENDPOINT.done,
-        failed=ENDPOINT.failed,
-        what=f"endpoint {endpoint_name}",
-        timeout_seconds=timeout_seconds,
-        poll_seconds=poll_seconds,
-        sleep=sleep,
+    return _wait_deployed(sm, endpoint_name, config_name, **waits)
+
+
+def _pending(description: dict) -> str:
+    return (description.get("PendingDeploymentSummary") or {}).get("EndpointConfigName", "")
+
+
+def _wait_deployed(
+    sm,
+    endpoint_name: str,
+    config_name: str,
+    *,
+    deadline: float,
+    poll_seconds: float,
+    sleep: Sleep,
+    clock: Callable[[], float],
+) -> dict:
+    """Waits until the endpoint serves `config_name` (InService); raises EndpointRolledBack when
+    the deployment ended and the endpoint is on another config (SageMaker rolled it back)."""
+    what = f"endpoint {endpoint_name}"
+    while True:
+        description = sm.describe_endpoint(EndpointName=endpoint_name)
+        status = description[ENDPOINT.status_field]
+        reason = description.get("FailureReason") or "no reason given"
+        ours = description["EndpointConfigName"] == config_name
+        if status in _ENDED:
+            raise StepFailed(f"{what} ended {status}: {reason}")
+        if ours and status in ("InService", "Updating"):
+            # InService on our config; or Updating on it: a later run's update has begun, so
+            # ours finished first.
+            return description
+        pending = _pending(description)
+        if not ours and pending != config_name and (status == "InService" or pending):
+            # Neither serving nor pending (the endpoint is InService on another config, or
+            # another run's update is under way): the deployment ended without ours.
+            _mark_rolled_back(sm, config_name, reason)
+            raise EndpointRolledBack(
+                f"{what}: the update to {config_name} {ROLLED_BACK_ERROR} "
+                f"{serving_run(description)} (endpoint config {description['EndpointConfigName']})"
+                f" keeps serving. SageMaker: {reason}"
+            )
+        if clock() >= deadline:
+            raise StepFailed(f"{what} still {status}: gave up waiting for {config_name}")
+        sleep(poll_seconds)
+
+
+def _mark_rolled_back(sm, config_name: str, reason: str) -> None:
+    config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+    sm.add_tags(
+        ResourceArn=config["EndpointConfigArn"],
+        Tags=[{"Key": ROLLED_BACK_TAG, "Value": reason[:256] or "rolled back"}],
     )
+
+
+def _refuse_rolled_back(sm, config: dict, endpoint_name: str) -> None:
+    tags = sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+    for tag in tags:
+        if tag.get("Key") == ROLLED_BACK_TAG:
+            raise EndpointRolledBack(
+                f"endpoint {endpoint_name}: the update to {config['EndpointConfigName']} was "
+                f"rolled back by an earlier attempt of this step; not tried again. SageMaker: "
+                f"{tag.get('Value', '')}"
+            )

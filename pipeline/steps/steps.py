@@ -20,22 +20,26 @@ from core import kfp
 from core.contracts import (
     ENDPOINT_CONFIG_SUFFIX,
     ENDPOINT_SUFFIX,
+    ENDPOINT_VARIANT,
     EVALUATION_EVENT_DETAIL_TYPE,
     EVALUATION_FILE,
     FEATURE_DIM,
     MODEL_SUFFIX,
     PIPELINE_EVENT_DETAIL_TYPE,
     PIPELINE_EVENT_SOURCE,
+    RUN_KEY_TAG,
+    SERVING_MODELS_PREFIX,
     STEP_FAILURE_DIR,
     TRAINING_JOB_SUFFIX,
     TRANSFORM_JOB_SUFFIX,
     ModelEvaluation,
     PipelineFinalState,
     resource_name,
+    run_key_from_name,
     run_prefix,
 )
 from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
-from pipeline.steps import champion, kmeans_model, registry
+from pipeline.steps import champion, guardrails, kmeans_model, registry
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import (
     MAX_DATASET_BYTES,
@@ -208,18 +212,87 @@ def train(
     return {"job_name": name, "model_artifacts_uri": done["ModelArtifacts"]["S3ModelArtifacts"]}
 
 
-def create_model(sm, *, run_key: str, role_arn: str, image: str, model_artifacts_uri: str) -> str:
+def create_model(
+    sm, s3, *, run_key: str, role_arn: str, image: str, model_artifacts_uri: str
+) -> str:
+    """The run's one model, made from its promoted artifact (models/<key>/model.tar.gz).
+
+    Promoted here, before transform and deploy, because the model the endpoint serves is this
+    one: SageMaker reads ModelDataUrl whenever it starts an instance (autoscaling, replacing a
+    host), so it must name an object that outlives runs/'s expiry; a second, serving-only model
+    would be one more resource per run for no gain. Promoted copies of runs that were rejected or
+    failed are the cleanup's to delete (they carry the run-key tag).
+    """
     name = resource_name(run_key, MODEL_SUFFIX)
     jobs.ensure_model(
         sm,
         {
             "ModelName": name,
-            "PrimaryContainer": {"Image": image, "ModelDataUrl": model_artifacts_uri},
+            "PrimaryContainer": {
+                "Image": image,
+                "ModelDataUrl": promote_artifact(
+                    s3, run_key=run_key, model_artifacts_uri=model_artifacts_uri
+                ),
+            },
             "ExecutionRoleArn": role_arn,
             "Tags": jobs.run_tags(run_key),
         },
     )
     return name
+
+
+def promoted_artifact_uri(bucket: str, run_key: str) -> str:
+    return f"s3://{bucket}/{SERVING_MODELS_PREFIX}{run_key}/{kmeans_model.MODEL_ARCHIVE}"
+
+
+def promote_artifact(s3, *, run_key: str, model_artifacts_uri: str) -> str:
+    """Copies the training job's model.tar.gz to models/<key>/ in the same bucket, tagged with
+    the run key; a copy that is already there is kept (a retried step)."""
+    bucket, key = split_s3_uri(model_artifacts_uri)
+    target = promoted_artifact_uri(bucket, run_key)
+    _, target_key = split_s3_uri(target)
+    s3.copy_object(
+        Bucket=bucket,
+        Key=target_key,
+        CopySource={"Bucket": bucket, "Key": key},
+        TaggingDirective="REPLACE",
+        Tagging=f"{RUN_KEY_TAG}={run_key}",
+        MetadataDirective="COPY",
+    )
+    return target
+
+
+def promote_evaluation(s3, *, bucket: str, run_key: str) -> None:
+    """Keeps the deployed model's evaluation (its cluster -> digit mapping, which `predict`
+    reads) next to its promoted artifact, out of runs/'s expiry."""
+    s3.copy_object(
+        Bucket=bucket,
+        Key=f"{SERVING_MODELS_PREFIX}{run_key}/{EVALUATION_FILE}",
+        CopySource={"Bucket": bucket, "Key": f"{run_prefix(run_key)}{EVALUATION_FILE}"},
+        TaggingDirective="REPLACE",
+        Tagging=f"{RUN_KEY_TAG}={run_key}",
+        MetadataDirective="COPY",
+    )
+
+
+def promoted_artifacts(s3, *, bucket: str) -> list[dict]:
+    """Every promoted artifact, newest first: {run_key, uri, last_modified} (for the cleanup's
+    keep-the-last-N)."""
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=SERVING_MODELS_PREFIX
+    ):
+        for obj in page.get("Contents", []):
+            run_key, _, name = obj["Key"][len(SERVING_MODELS_PREFIX) :].partition("/")
+            if run_key_from_name(run_key) == run_key and name == kmeans_model.MODEL_ARCHIVE:
+                found.append(
+                    {
+                        "run_key": run_key,
+                        "uri": f"s3://{bucket}/{obj['Key']}",
+                        "last_modified": obj["LastModified"],
+                    }
+                )
+    return sorted(found, key=lambda item: item["last_modified"], reverse=True)
 
 
 def batch_transform(
@@ -267,42 +340,117 @@ def batch_transform(
     return output_uri
 
 
+def endpoint_for(run_key: str, *, endpoint_name: str, per_run_endpoints: bool) -> str:
+    """The endpoint a run deploys to: the stable one, or its own `<run key>-endpoint`."""
+    if per_run_endpoints or not endpoint_name:
+        return resource_name(run_key, ENDPOINT_SUFFIX)
+    return endpoint_name
+
+
 def deploy(
     sm,
+    autoscaling=None,
+    s3=None,
     *,
     run_key: str,
     model_name: str,
     endpoint_name: str,
     instance_type: str,
     instance_count: int,
+    per_run_endpoints: bool = False,
+    bake_minutes: int = 0,
+    alarm_names: str = "",
+    min_instances: int = 1,
+    max_instances: int = 1,
+    target_invocations: int = 70,
+    bucket: str = "",
+    before_update: jobs.BeforeUpdate | None = None,
     poll_seconds: float | None = None,
     sleep: jobs.Sleep = time.sleep,
 ) -> str:
-    """Puts the model behind an endpoint (a per-run one unless `endpoint_name` is given)."""
-    name = endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX)
+    """Puts the model behind the stable endpoint (or the run's own, with per_run_endpoints).
+
+    The stable endpoint is created by the first run; later runs update it with the guardrails
+    (blue/green, `bake_minutes` of baking watched by `alarm_names`, auto-rollback), one at a time.
+    `before_update(description)` runs just before each UpdateEndpoint (the integrator's hook for
+    re-checking the serving model); it may raise to stop. With an `autoscaling` client the
+    stable variant gets target tracking once it is InService. With an `s3` client the run's
+    evaluation is first kept next to its promoted model (models/<key>/, in `bucket`). Raises
+    sagemaker_jobs.EndpointRolledBack when SageMaker rolls the update back.
+    """
+    if s3 is not None:
+        promote_evaluation(s3, bucket=bucket, run_key=run_key)
+    name = endpoint_for(run_key, endpoint_name=endpoint_name, per_run_endpoints=per_run_endpoints)
+    stable = name != resource_name(run_key, ENDPOINT_SUFFIX)
+    if stable and min_instances > max_instances:
+        raise ValueError(f"endpoint min instances {min_instances} > max {max_instances}")
+    count = min(max(instance_count, min_instances), max_instances) if stable else instance_count
     config = {
         "EndpointConfigName": resource_name(run_key, ENDPOINT_CONFIG_SUFFIX),
         "ProductionVariants": [
             {
-                "VariantName": "AllTraffic",
+                "VariantName": ENDPOINT_VARIANT,
                 "ModelName": model_name,
-                "InitialInstanceCount": instance_count,
+                "InitialInstanceCount": count,
                 "InstanceType": instance_type,
                 "InitialVariantWeight": 1.0,
             }
         ],
         "Tags": jobs.run_tags(run_key),
     }
-    jobs.ensure_endpoint(
-        sm,
-        endpoint_name=name,
-        config_request=config,
-        tags=jobs.run_tags(run_key),
-        timeout_seconds=ENDPOINT_TIMEOUT_SECONDS,
-        poll_seconds=poll_seconds,
-        sleep=sleep,
-    )
+    deployment = None
+    if stable:
+        deployment = guardrails.deployment_config(
+            bake_seconds=bake_minutes * 60, alarms=guardrails.alarm_names(alarm_names)
+        )
+    scaling = stable and autoscaling is not None
+    deregistered = False
+
+    def _before_update(description: dict) -> None:
+        nonlocal deregistered
+        if before_update is not None:
+            before_update(description)
+        if scaling and not deregistered and _instance_type_changes(sm, description, instance_type):
+            if guardrails.is_scalable_target(autoscaling, name):
+                guardrails.deregister(autoscaling, name)
+                deregistered = True
+
+    def _scale() -> None:
+        guardrails.register(
+            autoscaling,
+            name,
+            min_instances=min_instances,
+            max_instances=max_instances,
+            target=target_invocations,
+        )
+
+    try:
+        jobs.ensure_endpoint(
+            sm,
+            endpoint_name=name,
+            config_request=config,
+            tags=jobs.run_tags(run_key),
+            timeout_seconds=ENDPOINT_TIMEOUT_SECONDS,
+            poll_seconds=poll_seconds,
+            deployment_config=deployment,
+            before_update=_before_update,
+            sleep=sleep,
+        )
+    except BaseException:
+        if deregistered:  # rolled back or failed: the model still serving scales again
+            try:
+                _scale()
+            except ClientError as error:  # the deploy's own error is the one to report
+                print(f"could not register {name} with autoscaling again: {error}")
+        raise
+    if scaling:
+        _scale()
     return name
+
+
+def _instance_type_changes(sm, description: dict, instance_type: str) -> bool:
+    current = sm.describe_endpoint_config(EndpointConfigName=description["EndpointConfigName"])
+    return any(v.get("InstanceType") != instance_type for v in current["ProductionVariants"])
 
 
 def evaluate_model(
@@ -471,6 +619,7 @@ def report_final_state(
     state: str,
     endpoint_name: str,
     kfp_run: str,
+    per_run_endpoints: bool = False,
     event_bus_name: str,
 ) -> dict:
     """Puts the run's final state on EventBridge, with the failed step and its own error."""
@@ -482,7 +631,9 @@ def report_final_state(
         failed_step=failure["step"] if failure else "",
         error=failure["error"] if failure else "",
         dataset_uri=dataset_uri,
-        endpoint_name=endpoint_name or resource_name(run_key, ENDPOINT_SUFFIX),
+        endpoint_name=endpoint_for(
+            run_key, endpoint_name=endpoint_name, per_run_endpoints=per_run_endpoints
+        ),
         kfp_run=kfp_run,
         model_rejected=bool(failure and failure.get("model_rejected")),
     ).as_detail()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import kfp
 import pytest
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from mnistflow.local.kfp_api import LocalKfpApi
 from mnistflow.local.run_executor import LocalRunExecutor
 from tests.conformance.tiny_pipeline import compile_tiny
@@ -100,5 +100,6 @@ def product_arguments(**overrides: Any) -> dict[str, Any]:
         "region": "us-east-1",
         "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
         "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+        "endpoint_alarm_names": endpoint_alarms.alarm_names("mnist-classifier"),
         **overrides,
     }

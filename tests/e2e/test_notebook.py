@@ -19,6 +19,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from core.contracts import STABLE_ENDPOINT_NAME
 from mnistflow.demo import LOCK_FILE_VARIABLE
 from tests.e2e.test_demo import _leftover_processes
 
@@ -163,7 +164,7 @@ def test_demo_keep_running_prints_what_the_readmes_five_lines_need(tmp_path):
         for command, expected in (
             (["status"], f"{demo_run}  SUCCEEDED"),
             (["status", demo_run], "  accuracy  0.7"),
-            (["predict", "--endpoint", f"{demo_run}-endpoint", "--sample", "5"], "accuracy on"),
+            (["predict", "--endpoint", STABLE_ENDPOINT_NAME, "--sample", "5"], "accuracy on"),
             # and the deploy guide's teardown's first command, which deletes nothing
             (["cleanup", "--dry-run"], "(dry run: nothing was deleted)"),
         ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.settings import CONTEXT_KEYS, Settings, environment, read_context, read_environment
 
 REGION = "eu-west-1"
@@ -19,6 +19,7 @@ STACK_VALUES = {
     "sagemaker_role_arn": "arn:aws:iam::123456789012:role/mnistflow-sagemaker",
     "event_bus_name": contracts.PIPELINE_EVENT_BUS,
     "run_slots_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/mnistflow-run-slots",
+    "endpoint_alarm_names": endpoint_alarms.alarm_names("mnist-classifier"),
 }
 CLUSTER_CONTEXT = {"eks_cluster_name": "mnist-cluster"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from core.contracts import INCOMING_PREFIX, RUNS_PREFIX
+from core.contracts import INCOMING_PREFIX, RUNS_PREFIX, SERVING_MODELS_PREFIX
 from core.settings import cdk_json_context, read_context
 from tests.infra.variants import CLUSTER_CONTEXT
 
@@ -101,3 +101,19 @@ def test_run_outputs_expire_after_the_configured_days(default_synth):
     runs_rules = [rule for rule in rules if rule.get("Prefix") == RUNS_PREFIX]
     assert [rule["ExpirationInDays"] for rule in runs_rules] == [days]
     assert all("ExpirationInDays" not in rule for rule in rules if rule not in runs_rules)
+
+
+def test_promoted_serving_models_never_expire_while_runs_do(default_synth):
+    # Given the data bucket's lifecycle rules
+    bucket = default_synth.resources[
+        default_synth.logical_id(default_synth.stack.data_bucket.bucket)
+    ]
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    # Then runs/ expires, and no rule expires the current version of anything under models/:
+    # every expiring rule is scoped to a prefix that models/ is not under
+    expiring = [rule for rule in rules if "ExpirationInDays" in rule]
+    assert [rule.get("Prefix") for rule in expiring] == [RUNS_PREFIX]
+    assert not SERVING_MODELS_PREFIX.startswith(RUNS_PREFIX)
+    for rule in rules:
+        if not rule.get("Prefix"):  # bucket-wide: old versions and uploads only
+            assert "ExpirationInDays" not in rule and "ExpirationDate" not in rule

@@ -171,12 +171,18 @@ def test_pipeline_pods_pass_only_the_execution_role_and_only_to_sagemaker(defaul
     }
 
 
-def test_pipeline_pods_read_the_bucket_and_write_under_runs_only(default_synth):
+def test_pipeline_pods_read_the_bucket_and_write_under_runs_and_models_only(default_synth):
     _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
     bucket_arn = "${" + default_synth.logical_id(default_synth.stack.data_bucket.bucket) + ".Arn}"
     s3 = [s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))]
-    (writes,) = [s for s in s3 if "s3:PutObject" in as_list(s["Action"])]
-    assert resources_of(writes) == [f"{bucket_arn}/runs/*"]
+    writes = [s for s in s3 if "s3:PutObject" in as_list(s["Action"])]
+    assert sorted(r for s in writes for r in resources_of(s)) == [
+        f"{bucket_arn}/models/*",
+        f"{bucket_arn}/runs/*",
+    ]
+    # The promoted copy carries its run-key tag (a PutObject with tags needs PutObjectTagging)
+    (promote,) = [s for s in writes if resources_of(s) == [f"{bucket_arn}/models/*"]]
+    assert set(as_list(promote["Action"])) == {"s3:PutObject", "s3:PutObjectTagging"}
     assert {"s3:GetObject", "s3:ListBucket"} <= actions_of(s3)
     for statement in s3:
         assert all(resource.startswith(bucket_arn) for resource in resources_of(statement))
@@ -242,9 +248,11 @@ def test_pods_create_sagemaker_jobs_on_allowed_instance_types_only(default_synth
     }
     others = {a for s in statements for a in as_list(s["Action"]) if s is not creates}
     assert not others & set(as_list(creates["Action"]))
-    # ListTags only to read the run-key tag before retiring (stacks/retire_policy.py)
+    # ListTags: a retried deploy step reads its endpoint config's rolled-back tag
+    assert "sagemaker:ListTags" in others
+    # and the retire policy's reading of the run-key tag (stacks/retire_policy.py)
     readers = [st["Sid"] for st in statements if "sagemaker:ListTags" in as_list(st["Action"])]
-    assert readers == ["ReadProductSageMakerResources"]
+    assert "ReadProductSageMakerResources" in readers
 
 
 def test_only_the_pods_service_account_of_the_cluster_may_assume_their_role(default_synth):
@@ -300,3 +308,45 @@ def test_the_user_policy_grants_what_the_users_commands_call_and_nothing_more(de
     # and listing is limited to the uploads' prefix
     (listing,) = [s for s in statements if s.get("Sid") == "ListUploads"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["incoming/*"]}}
+
+
+def test_pipeline_pods_scale_the_stable_endpoint_as_the_autoscaling_guide_requires(default_synth):
+    # SageMaker developer guide, "Auto scaling prerequisites" (Permissions, Service-linked role)
+    _, statements = _role(default_synth, default_synth.stack.pipeline_pods)
+    by_sid = {s.get("Sid"): s for s in statements}
+    scaling = by_sid["ScaleTheStableEndpoint"]
+    assert {a.split(":")[0] for a in as_list(scaling["Action"])} == {"application-autoscaling"}
+    assert {
+        "application-autoscaling:RegisterScalableTarget",
+        "application-autoscaling:PutScalingPolicy",
+    } <= set(as_list(scaling["Action"]))
+    linked = by_sid["CreateTheAutoScalingServiceLinkedRole"]
+    assert as_list(linked["Action"]) == ["iam:CreateServiceLinkedRole"]
+    assert resources_of(linked) == [
+        "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/"
+        "sagemaker.application-autoscaling.amazonaws.com/"
+        "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+    ]
+    assert linked["Condition"] == {
+        "StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}
+    }
+    alarms = by_sid["ManageTargetTrackingAlarms"]
+    assert resources_of(alarms) == [
+        "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:TargetTracking-*"
+    ]
+    assert "sagemaker:UpdateEndpointWeightsAndCapacities" in actions_of(statements)
+
+
+def test_the_guardrails_may_read_the_rollback_alarms_and_nothing_else(default_synth):
+    # Developer guide, "Auto-Rollback Configuration and Monitoring": cloudwatch:DescribeAlarms
+    # on the auto-rollback alarms
+    expected = [
+        "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
+        f"mnistflow-mnist-classifier-{suffix}"
+        for suffix in ("errors", "latency")
+    ]
+    for role in (default_synth.stack.pipeline_pods, default_synth.stack.sagemaker_execution):
+        _, statements = _role(default_synth, role)
+        (read,) = [s for s in statements if s.get("Sid") == "ReadTheRollbackAlarms"]
+        assert as_list(read["Action"]) == ["cloudwatch:DescribeAlarms"]
+        assert resources_of(read) == expected

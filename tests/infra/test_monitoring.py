@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from tests.infra.variants import EMAILS
 
 ALARM_PERIOD_SECONDS = 5 * 60
@@ -65,12 +65,13 @@ def test_an_error_in_either_lambda_raises_an_alarm(default_synth, owner):
     assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]
 
 
-def test_there_are_exactly_eight_alarms_and_none_emails_the_run_topic(default_synth):
+def test_there_are_exactly_ten_alarms_and_none_emails_the_run_topic(default_synth):
     # Two per function (failed events, errors), one for notifications SNS could not deliver,
-    # one for "a slot is free" messages start-run failed on (the run-slots dead letters)
+    # one for "a slot is free" messages start-run failed on (the run-slots dead letters), two on
+    # the stable endpoint (its update's rollback alarms)
     run_topic = {"Ref": default_synth.logical_id(default_synth.stack.notifications.topic)}
     alarms = _alarms(default_synth)
-    assert len(alarms) == 2 * len(contracts.FUNCTIONS) + 2
+    assert len(alarms) == 2 * len(contracts.FUNCTIONS) + 2 + len(endpoint_alarms.ALARMS)
     for alarm in alarms:
         assert run_topic not in alarm["AlarmActions"]
         assert alarm["AlarmDescription"]
@@ -113,3 +114,29 @@ def test_a_notification_sns_could_not_deliver_raises_an_alarm(default_synth):
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert alarm["Threshold"] == 1
     assert alarm["AlarmActions"] == [_operations_topic_ref(default_synth)]
+
+
+def test_the_stable_endpoints_rollback_alarms_watch_its_variant_and_email_operations(
+    default_synth,
+):
+    # Given the alarms the deploy step names in UpdateEndpoint's AutoRollbackConfiguration
+    by_name = {a["AlarmName"]: a for a in _alarms(default_synth)}
+    start_run = default_synth.resources[
+        default_synth.logical_id(default_synth.stack.start_run.function)
+    ]
+    names = start_run["Properties"]["Environment"]["Variables"]["ENDPOINT_ALARM_NAMES"]
+    # Then start-run hands the pipeline exactly those two names
+    assert names.split(",") == [a.name("mnist-classifier") for a in endpoint_alarms.ALARMS]
+    for alarm in endpoint_alarms.ALARMS:
+        made = by_name[alarm.name("mnist-classifier")]
+        # on the endpoint's variant (AWS/SageMaker, EndpointName + VariantName AllTraffic)
+        assert (made["Namespace"], made["MetricName"]) == ("AWS/SageMaker", alarm.metric)
+        assert made["Dimensions"] == [
+            {"Name": "EndpointName", "Value": "mnist-classifier"},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ]
+        assert (made["Statistic"], made["Threshold"]) == (alarm.statistic, alarm.threshold)
+        assert made["TreatMissingData"] == "notBreaching"
+        # reaching ALARM within the default baking period (two one-minute periods)
+        assert made["Period"] * made["EvaluationPeriods"] <= 5 * 60
+        assert made["AlarmActions"] == [_operations_topic_ref(default_synth)]

@@ -57,7 +57,8 @@ def test_start_run_gets_exactly_the_configuration_its_settings_read(default_synt
     assert variables["PIPELINE_SPEC_PATH"] == PIPELINE_SPEC_FILE
     assert variables["TRAIN_INSTANCE_TYPE"] == "ml.m5.large"
     assert variables["TRAIN_INSTANCE_COUNT"] == "1"
-    assert variables["ENDPOINT_NAME"] == ""
+    assert variables["ENDPOINT_NAME"] == "mnist-classifier"  # the one stable endpoint
+    assert variables["PER_RUN_ENDPOINTS"] == "false"
     assert variables["KFP_TOKEN_SECRET_ARN"] == ""
     role_id = default_synth.logical_id(default_synth.stack.sagemaker_execution.role)
     assert variables["SAGEMAKER_ROLE_ARN"] == {"Fn::GetAtt": [role_id, "Arn"]}

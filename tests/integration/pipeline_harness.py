@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.contracts import (
     ENDPOINT_SUFFIX,
     INCOMING_PREFIX,
@@ -107,6 +107,9 @@ def run_dataset(
             "region": emulator.region,
             "sagemaker_role_arn": resources.sagemaker_role_arn,
             "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+            "endpoint_alarm_names": endpoint_alarms.alarm_names(endpoint_name)
+            if endpoint_name
+            else "",
             "endpoint_name": endpoint_name,
             **parameters,
         },

@@ -1,6 +1,7 @@
 """The compiled pipeline, run by KFP's local runner against the AWS emulator on 127.0.0.1."""
 
 import gzip
+import json
 import pickle
 
 import numpy as np
@@ -63,9 +64,20 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     # on demand by default: no spot, and SageMaker's two figures are equal
     assert "EnableManagedSpotTraining" not in job
     assert job["BillableTimeInSeconds"] == job["TrainingTimeInSeconds"]
-    # and the model was made from the job's artifacts
+    # and the model was made from the job's artifact, promoted out of runs/ (which expires) to
+    # models/<run key>/, the same bytes, tagged with the run key
     model = stock["model"]
-    assert model["PrimaryContainer"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    promoted = f"s3://{LOCAL_DATA_BUCKET}/models/{run.run_key}/model.tar.gz"
+    assert model["PrimaryContainer"]["ModelDataUrl"] == promoted
+    trained = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix(f"s3://{LOCAL_DATA_BUCKET}/")
+    copy = s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=f"models/{run.run_key}/model.tar.gz")
+    assert (
+        copy["Body"].read() == s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=trained)["Body"].read()
+    )
+    tagging = s3.get_object_tagging(
+        Bucket=LOCAL_DATA_BUCKET, Key=f"models/{run.run_key}/model.tar.gz"
+    )
+    assert tagging["TagSet"] == [{"Key": RUN_KEY_TAG, "Value": run.run_key}]
     assert model["RunKeyTag"] == run.run_key
     # and the batch transform scored the unlabelled test split line by line
     transform = stock["transform_job"]
@@ -83,6 +95,9 @@ def test_the_sample_dataset_goes_all_the_way_to_an_endpoint(emulator, tmp_path):
     assert evaluated["detail"]["passed"] is True
     assert evaluated["detail"]["accuracy"] >= evaluated["detail"]["min_accuracy"]
     assert f"runs/{run.run_key}/evaluation.json" in run.inventory["objects"]
+    # and the deployed model's evaluation (its clusters' digits) is kept next to its artifact
+    kept = s3.get_object(Bucket=LOCAL_DATA_BUCKET, Key=f"models/{run.run_key}/evaluation.json")
+    assert json.loads(kept["Body"].read())["run_key"] == run.run_key
     # and the exit handler put exactly one final-state event on EventBridge
     [event] = [e for e in run.final_events if e["detail-type"] == "MNIST Pipeline Run State Change"]
     assert event["source"] == "mnistflow.pipeline"
@@ -134,6 +149,8 @@ def test_a_second_run_on_the_stable_endpoint_retires_the_first_beyond_the_kept_n
         tmp_path / "2",
         endpoint_name="mnist-demo",
         kept_endpoint_configs=1,
+        # (this is about retiring: the second model deploys whatever it scores against the first)
+        deploy_tolerance=1.0,
         resources=first.resources,
     )
     assert first.result.succeeded and second.result.succeeded, second.result.error

@@ -10,7 +10,7 @@ import boto3
 import pytest
 import yaml
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.settings import pipeline_parameters
 from lambdas.composition import start_run_handler
 from lambdas.logic.ports import KfpCallFailed
@@ -88,6 +88,7 @@ def test_upload_starts_one_run_with_the_spec_and_parameters(
         "region": "us-east-1",
         "sagemaker_role_arn": aws.role_arn,
         "event_bus_name": contracts.PIPELINE_EVENT_BUS,
+        "endpoint_alarm_names": endpoint_alarms.alarm_names("mnist-classifier"),
         "train_instance_type": "ml.m5.xlarge",
         "transform_instance_count": 2,
         "endpoint_instance_type": "ml.t2.medium",

@@ -52,7 +52,9 @@ def test_the_steps_run_in_the_workshops_order_with_the_gate_before_deploy(spec):
         "create-model": {"train"},
         "batch-transform": {"create-model", "preprocess"},
         "evaluate": {"preprocess", "train", "batch-transform"},
-        "deploy": {"create-model", "evaluate"},  # the quality gate: nothing deploys before it
+        # the quality gate: nothing deploys before it; preprocess: the run files the re-check of
+        # the serving model reads just before the update
+        "deploy": {"create-model", "evaluate", "preprocess"},
         "retire-superseded": {"deploy"},  # only after the endpoint serves the new config
     }
 
@@ -82,6 +84,7 @@ def test_the_compiled_parameters_are_the_schemas_with_their_defaults_and_docs(sp
         "region",
         "sagemaker_role_arn",
         "event_bus_name",
+        "endpoint_alarm_names",
     }
     for name, param in params.items():
         assert param["description"] == declared[name].doc

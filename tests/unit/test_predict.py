@@ -12,6 +12,7 @@ from moto.sagemakerruntime.models import sagemakerruntime_backends
 from mnistflow.predict import (
     PredictError,
     describe_predictions,
+    digit_mapping,
     load_images,
     predict,
     sample_images,
@@ -131,3 +132,41 @@ def test_an_answer_that_is_not_kmeans_json_is_reported(clients):
 def test_sample_counts_outside_the_limit_are_refused():
     with pytest.raises(PredictError, match="--sample must be between 1 and 100"):
         sample_images(0)
+
+
+@pytest.mark.parametrize("kept_under", ["models", "runs"])
+def test_the_digits_come_from_the_served_runs_evaluation_wherever_it_is_kept(kept_under):
+    # Given the stable endpoint serving a model made from its promoted artifact, and the run's
+    # evaluation kept next to it (the deploy step's copy) or only under runs/ (not yet expired)
+    key = "mnist-0123456789ab"
+    with mock_aws():
+        sm, s3 = boto3.client("sagemaker", region_name=REGION), boto3.client("s3", REGION)
+        s3.create_bucket(Bucket="mnistflow-data")
+        mapping = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+        s3.put_object(
+            Bucket="mnistflow-data",
+            Key=f"{kept_under}/{key}/evaluation.json",
+            Body=json.dumps({"mapping": mapping}).encode(),
+        )
+        sm.create_model(
+            ModelName=f"{key}-model",
+            PrimaryContainer={
+                "Image": "kmeans:1",
+                "ModelDataUrl": f"s3://mnistflow-data/models/{key}/model.tar.gz",
+            },
+            ExecutionRoleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/r",
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{key}-epc",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": f"{key}-model",
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.large",
+                }
+            ],
+        )
+        sm.create_endpoint(EndpointName="mnist-classifier", EndpointConfigName=f"{key}-epc")
+        # Then predict reads the clusters' digits from it
+        assert digit_mapping(sm, s3, "mnist-classifier") == mapping

@@ -27,6 +27,7 @@ class FakeSageMaker:
         self.on_poll = on_poll
         self.endpoints: dict[str, dict] = {}
         self.configs: set[str] = set()
+        self.tags: dict[str, list[dict]] = {}
 
     def _job(self, name, status_field):
         if name not in self.jobs:
@@ -54,7 +55,14 @@ class FakeSageMaker:
     def describe_endpoint_config(self, EndpointConfigName):
         if EndpointConfigName not in self.configs:
             raise _not_found(EndpointConfigName)
-        return {"EndpointConfigName": EndpointConfigName}
+        name = EndpointConfigName
+        return {
+            "EndpointConfigName": EndpointConfigName,
+            "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:1:endpoint-config/{name}",
+        }
+
+    def list_tags(self, ResourceArn):
+        return {"Tags": self.tags.get(ResourceArn, [])}
 
     def create_endpoint_config(self, **request):
         self.calls.append(("create_endpoint_config", request))
@@ -74,12 +82,15 @@ class FakeSageMaker:
             "EndpointStatus": "InService",
         }
 
-    def update_endpoint(self, EndpointName, EndpointConfigName):
-        self.calls.append(("update_endpoint", {"EndpointConfigName": EndpointConfigName}))
+    def update_endpoint(self, EndpointName, EndpointConfigName, **guardrails):
+        self.calls.append(
+            ("update_endpoint", {"EndpointConfigName": EndpointConfigName, **guardrails})
+        )
         self.endpoints[EndpointName]["EndpointConfigName"] = EndpointConfigName
 
     def add_tags(self, ResourceArn, Tags):
         self.calls.append(("add_tags", {"ResourceArn": ResourceArn, "Tags": Tags}))
+        self.tags.setdefault(ResourceArn, []).extend(Tags)
 
 
 REQUEST = {"TrainingJobName": "mnist-0123456789ab-train"}
@@ -175,20 +186,44 @@ def test_a_new_endpoint_is_created_on_the_runs_config():
     assert _names(fake) == ["create_endpoint_config", "create_endpoint"]
 
 
-def test_a_shared_endpoint_moves_to_the_new_runs_config_and_is_retagged():
+def test_a_shared_endpoint_moves_to_the_new_runs_config_with_guardrails_and_keeps_its_tags():
     # Given an endpoint an earlier run created on its own config
     fake = FakeSageMaker()
     fake.configs.add("mnist-old-epc")
     fake.create_endpoint("mnist-e", "mnist-old-epc", TAGS)
     fake.calls.clear()
-    # When this run deploys to the same name
-    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
-    # Then the endpoint is updated (not recreated) and carries this run's key
-    assert _names(fake) == ["create_endpoint_config", "update_endpoint", "add_tags"]
-    assert fake.calls[2][1]["Tags"] == [
-        {"Key": "mnistflow:run-key", "Value": "mnist-0123456789ab"},
-        {"Key": "mnistflow:product", "Value": "mnist"},  # contracts.COST_TAGS
-    ]
+    seen = []
+    # When this run deploys to the same name, with a deployment config and a last-moment check
+    jobs.ensure_endpoint(
+        fake,
+        endpoint_name="mnist-e",
+        config_request=CONFIG,
+        tags=TAGS,
+        deployment_config={"BlueGreenUpdatePolicy": {}},
+        before_update=lambda description: seen.append(description["EndpointConfigName"]),
+        **NO_WAIT,
+    )
+    # Then the endpoint is updated in place (not recreated, not retagged: its tags name the run
+    # that created it), with the guardrails, after the check saw the endpoint as it stood
+    assert _names(fake) == ["create_endpoint_config", "update_endpoint"]
+    assert fake.calls[1][1]["DeploymentConfig"] == {"BlueGreenUpdatePolicy": {}}
+    assert seen == ["mnist-old-epc"]
+
+
+def test_a_check_before_the_update_that_raises_stops_the_deploy_before_any_update():
+    fake = FakeSageMaker()
+    fake.configs.add("mnist-old-epc")
+    fake.create_endpoint("mnist-e", "mnist-old-epc", TAGS)
+
+    def refuse(_description):
+        raise RuntimeError("the serving model changed: not better any more")
+
+    with pytest.raises(RuntimeError, match="not better"):
+        jobs.ensure_endpoint(
+            fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS,
+            before_update=refuse, **NO_WAIT,
+        )  # fmt: skip
+    assert "update_endpoint" not in _names(fake)
 
 
 def test_a_retried_deploy_that_already_happened_changes_nothing():

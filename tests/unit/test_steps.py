@@ -243,3 +243,34 @@ def test_an_event_eventbridge_refuses_fails_the_exit_handler(s3):
             kfp_run="",
             event_bus_name="default",
         )
+
+
+def test_promoted_artifacts_are_listed_newest_first_with_their_run_keys():
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="mnistflow-data")
+        s3.put_object(Bucket="mnistflow-data", Key="runs/mnist-0123456789ab/m.tar.gz", Body=b"m")
+        for key in ("mnist-0123456789ab", "mnist-fedcba987654"):
+            steps.promote_artifact(
+                s3,
+                run_key=key,
+                model_artifacts_uri="s3://mnistflow-data/runs/mnist-0123456789ab/m.tar.gz",
+            )
+        # an evaluation kept next to a model, and what is not a run's, are not artifacts
+        s3.put_object(Bucket="mnistflow-data", Key="models/mnist-0123456789ab/evaluation.json")
+        s3.put_object(Bucket="mnistflow-data", Key="models/other/model.tar.gz")
+        listed = steps.promoted_artifacts(s3, bucket="mnistflow-data")
+        assert sorted(item["run_key"] for item in listed) == [
+            "mnist-0123456789ab",
+            "mnist-fedcba987654",
+        ]
+        times = [item["last_modified"] for item in listed]
+        assert times == sorted(times, reverse=True)  # newest first (S3 times are to the second)
+        uris = {item["run_key"]: item["uri"] for item in listed}
+        assert uris["mnist-0123456789ab"] == (
+            "s3://mnistflow-data/models/mnist-0123456789ab/model.tar.gz"
+        )
+        tags = s3.get_object_tagging(
+            Bucket="mnistflow-data", Key="models/mnist-fedcba987654/model.tar.gz"
+        )
+        assert tags["TagSet"] == [{"Key": "mnistflow:run-key", "Value": "mnist-fedcba987654"}]
