@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import contracts
+from core import contracts, endpoint_alarms
 from core.contracts import MODEL_PACKAGE_GROUP, NOT_BETTER_THAN_SERVING, resource_name
 from mnistflow.local.emulator import AwsEmulator
 from mnistflow.local.pipeline_runner import run_compiled_pipeline
@@ -53,6 +53,7 @@ def test_a_worse_model_is_rejected_for_the_serving_one_and_the_registry_says_so(
                 "sagemaker_role_arn": resources_role,
                 "event_bus_name": contracts.PIPELINE_EVENT_BUS,
                 "endpoint_name": ENDPOINT,
+                "endpoint_alarm_names": endpoint_alarms.alarm_names(ENDPOINT),
                 "k": 4,
                 "min_accuracy": 0.2,
             },
