@@ -172,7 +172,10 @@ def test_six_uploads_leave_one_endpoint_serving_the_best_model(tmp_path):
         accuracy = {by_key[k].name: round(e["accuracy"], 4) for k, e in evaluations.items()}
         print(f"accuracy per upload: {accuracy}; seconds per run: {seconds}")
 
-        # Then each run ended as its data makes it, with exactly its emails: RUN_STARTED and its
+        # Then no function invocation failed for good, nothing waits on a failure queue
+        assert [c.error for c in stack.invocations if c.error] == []
+        assert all(stack.failed_events(f) == [] for f in contracts.REDRIVEN)
+        # And each run ended as its data makes it, with exactly its emails: RUN_STARTED and its
         # outcome, once each
         for this_run, upload in by_key.items():
             assert records[this_run].outcome == upload.outcome, (upload, records[this_run])
