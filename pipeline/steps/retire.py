@@ -41,7 +41,7 @@ from core.contracts import (
     SERVING_MODELS_PREFIX,
     resource_name,
 )
-from pipeline.steps.sagemaker_jobs import is_not_found
+from pipeline.steps.sagemaker_jobs import describe_or_none, is_not_found
 
 ENDPOINT, CONFIG, MODEL, ARTIFACT = "endpoint", "endpoint-config", "model", "artifact"
 ORDER = (ENDPOINT, CONFIG, MODEL, ARTIFACT)  # what is deleted first: users before the used
@@ -128,15 +128,6 @@ def _listed(sm, operation: str, key: str) -> Iterable[dict]:
         yield from page[key]
 
 
-def _describe(describe, **name: str) -> dict | None:
-    try:
-        return describe(**name)
-    except ClientError as error:
-        if is_not_found(error):
-            return None
-        raise
-
-
 def read_inventory(sm, s3=None, bucket: str = "") -> Inventory:
     """Every endpoint, endpoint config and model whose name holds `mnist-` and that carries the
     run-key tag, and (with `s3` and `bucket`) the promoted artifacts under models/ with it."""
@@ -144,7 +135,7 @@ def read_inventory(sm, s3=None, bucket: str = "") -> Inventory:
     for row in _listed(sm, "list_endpoints", "Endpoints"):
         name, arn = row["EndpointName"], row["EndpointArn"]
         key = _tag_value(sm, arn)
-        described = _describe(sm.describe_endpoint, EndpointName=name) if key else None
+        described = describe_or_none(sm.describe_endpoint, EndpointName=name) if key else None
         if key is None or described is None:
             if key is None:
                 inv.not_ours.append((ENDPOINT, name))
@@ -157,7 +148,9 @@ def read_inventory(sm, s3=None, bucket: str = "") -> Inventory:
     for row in _listed(sm, "list_endpoint_configs", "EndpointConfigs"):
         name, arn = row["EndpointConfigName"], row["EndpointConfigArn"]
         key = _tag_value(sm, arn)
-        described = _describe(sm.describe_endpoint_config, EndpointConfigName=name) if key else None
+        described = (
+            describe_or_none(sm.describe_endpoint_config, EndpointConfigName=name) if key else None
+        )
         if key is None or described is None:
             if key is None:
                 inv.not_ours.append((CONFIG, name))
@@ -167,7 +160,7 @@ def read_inventory(sm, s3=None, bucket: str = "") -> Inventory:
     for row in _listed(sm, "list_models", "Models"):
         name, arn = row["ModelName"], row["ModelArn"]
         key = _tag_value(sm, arn)
-        described = _describe(sm.describe_model, ModelName=name) if key else None
+        described = describe_or_none(sm.describe_model, ModelName=name) if key else None
         if key is None or described is None:
             if key is None:
                 inv.not_ours.append((MODEL, name))
