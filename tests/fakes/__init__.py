@@ -239,8 +239,9 @@ class Published:
     message: str
 
 
-# SNS refuses a subject over 100 characters (moto says the same; the product keeps to 99).
-SNS_SUBJECT_MAX_CHARS = 100
+# SNS's Publish API reference, Subject: "must be less than 100 characters long": 99 at most
+# (moto lets 100 through; this fake refuses it as SNS does).
+SNS_SUBJECT_MAX_CHARS = 99
 
 
 def sns_refusal(message: str) -> PublishFailed:
@@ -256,7 +257,7 @@ class RecordingNotifier(Notifier):
     """Records every publish; `fail_next` publishes raise instead (then it works again): SNS
     not reached, so nothing was sent.
 
-    Refuses what SNS refuses (a subject over 100 characters, an empty message attribute
+    Refuses what SNS refuses (a subject of 100 characters or more, an empty message attribute
     value) as the SNS adapter reports it (PublishFailed, not sent), and records nothing then."""
 
     def __init__(self, fail_next: int = 0) -> None:

@@ -9,7 +9,7 @@ import pytest
 from core import contracts
 from core.run_record import DatasetRef
 from lambdas.logic.notifications import data_rejected, run_could_not_start, subject_line
-from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun
+from lambdas.logic.ports import KfpCallFailed, KfpExperiment, KfpRun, PublishFailed
 from lambdas.logic.start_run import RetryPolicy, StartRun, StartRunFailed
 from tests.conftest import load_event
 from tests.fakes import (
@@ -299,6 +299,15 @@ def test_subjects_stay_ascii_and_under_100_characters():
         assert len(note.subject) < 100 and note.subject.isascii()
         assert "\n" not in note.subject
     assert subject_line("a\nb") == "a b"
+
+
+def test_the_fake_sns_refuses_a_subject_of_100_characters_as_sns_does():
+    # SNS's Publish API reference: the subject "must be less than 100 characters long"
+    notifier = RecordingNotifier()
+    with pytest.raises(PublishFailed):
+        notifier.publish(contracts.KIND_RUN_FAILED, "mnist-0123456789ab", "x" * 100, "m")
+    notifier.publish(contracts.KIND_RUN_FAILED, "mnist-0123456789ab", subject_line("x" * 150), "m")
+    assert [len(p.subject) for p in notifier.published] == [99]
 
 
 # -- per-upload settings ---------------------------------------------------------------------
