@@ -1029,6 +1029,18 @@ def allowed_instance_types(settings: Mapping[str, Any]) -> tuple[str, ...]:
 # guide, "Working with object metadata"); `-` and `_` are taken as the same.
 UPLOAD_METADATA_PREFIX = "x-amz-meta-"
 PER_UPLOAD_KEYS = tuple(p.key for p in PARAMETERS if p.per_upload)
+# Recorded with a run's settings (next to PER_UPLOAD_KEYS) when its endpoint is serverless: what
+# its email's and `status`'s serving cost line describe.
+SERVERLESS_KEYS = ("endpoint_type", "serverless_memory_mb", "serverless_max_concurrency")
+
+
+def recorded_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a run record keeps: the per-upload ones, and the serverless ones when the
+    endpoint is serverless."""
+    keys = PER_UPLOAD_KEYS
+    if values.get("endpoint_type") == contracts.ENDPOINT_TYPE_SERVERLESS:
+        keys += SERVERLESS_KEYS
+    return {key: values[key] for key in keys}
 
 
 class UploadSettingError(ValueError):
