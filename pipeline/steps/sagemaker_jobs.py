@@ -387,7 +387,7 @@ def _wait_deployed(
         if not ours and pending != config_name and (status == "InService" or pending):
             # Neither serving nor pending (the endpoint is InService on another config, or
             # another run's update is under way): the deployment ended without ours.
-            _mark_rolled_back(sm, config_name, reason)
+            mark_rolled_back(sm, config_name, reason)
             raise EndpointRolledBack(
                 f"{what}: the update to {config_name} {ROLLED_BACK_ERROR} "
                 f"{serving_run(description)} (endpoint config {description['EndpointConfigName']})"
@@ -398,7 +398,8 @@ def _wait_deployed(
         sleep(poll_seconds)
 
 
-def _mark_rolled_back(sm, config_name: str, reason: str) -> None:
+def mark_rolled_back(sm, config_name: str, reason: str) -> None:
+    """Tags the endpoint config: a retried deploy step does not try it again."""
     config = sm.describe_endpoint_config(EndpointConfigName=config_name)
     sm.add_tags(
         ResourceArn=config["EndpointConfigArn"],

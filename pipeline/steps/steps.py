@@ -466,7 +466,9 @@ def deploy(
                 _scale_again(name, _scale)
             raise
         # Deleted to change mode, then the new one failed: the old config serves again.
-        restored = _restore(sm, name, replaced["config"], error, poll_seconds, sleep)
+        restored = _restore(
+            sm, name, replaced["config"], config["EndpointConfigName"], error, poll_seconds, sleep
+        )
         if deregistered:
             _scale_again(name, _scale)
         raise restored from error
@@ -487,7 +489,13 @@ def _scale_again(name: str, scale) -> None:
 
 
 def _restore(
-    sm, name: str, old_config: str, error: Exception, poll_seconds: float | None, sleep
+    sm,
+    name: str,
+    old_config: str,
+    new_config: str,
+    error: Exception,
+    poll_seconds: float | None,
+    sleep,
 ) -> jobs.StepFailed:
     """After an endpoint was deleted to change mode and its new one failed: creates it again
     on `old_config` (kept: the retirement keeps the last configs). Returns the error to raise,
@@ -514,6 +522,8 @@ def _restore(
             poll_seconds=poll_seconds,
             sleep=sleep,
         )
+        # A retry of the step (KFP retries deploy) does not put the endpoint through it again.
+        jobs.mark_rolled_back(sm, new_config, f"creating {name} on it failed: {error}")
     except (ClientError, jobs.StepFailed) as again:
         return jobs.StepFailed(
             f"{what}; creating it again on {old_config} failed too ({again}): NO endpoint"

@@ -24,6 +24,7 @@ BUCKET = "mnistflow-serverless-endpoint"
 ROLE = "arn:aws:iam::123456789012:role/mnistflow-local-sagemaker-execution"
 ENDPOINT = STABLE_ENDPOINT_NAME
 POLL = 0.05
+ON_INSTANCES_CREATED: list = []  # when the instance endpoint was created
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +145,9 @@ def on_serverless(clients, on_instances):
     assert _scaled(clients)  # the instance endpoint was scaling
     key = "mnist-b00000000002"
     _model(clients, key, 2.0)
+    ON_INSTANCES_CREATED.append(
+        clients["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)["CreationTime"]
+    )
     _deploy(clients, key, "serverless")
     return key
 
@@ -160,7 +164,8 @@ def test_going_serverless_re_creates_the_stable_endpoint_under_its_name(
     assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 7}
     assert "CurrentInstanceCount" not in variant
     assert _distance(clients) == pytest.approx(28.0)  # |1 - 2| x 28
-    # It is a new endpoint: its tags name the run that created it
+    # It is a new endpoint: created after the instance one, its tags name the run that made it
+    assert described["CreationTime"] > ON_INSTANCES_CREATED[0]
     tags = sm.list_tags(ResourceArn=described["EndpointArn"])["Tags"]
     assert {"Key": RUN_KEY_TAG, "Value": on_serverless} in tags
     # Its variant is no longer a scalable target (it would be orphaned), and none is made
@@ -172,10 +177,10 @@ def test_going_serverless_re_creates_the_stable_endpoint_under_its_name(
 def test_a_serverless_update_goes_through_the_guardrails_in_place(clients, on_serverless):
     key = "mnist-b00000000003"
     _model(clients, key, 3.0)
-    arn = clients["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
+    created = clients["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)["CreationTime"]
     _deploy(clients, key, "serverless")
     described = clients["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)
-    assert described["EndpointArn"] == arn  # the same endpoint, updated
+    assert described["CreationTime"] == created  # the same endpoint, updated
     assert described["EndpointConfigName"] == f"{key}-epc"
     policy = described["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]
     assert policy["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
@@ -192,7 +197,7 @@ def test_back_to_instances_is_an_update_in_place_without_auto_rollback_then_scal
     before = sm.describe_endpoint(EndpointName=ENDPOINT)
     _deploy(clients, key, "instance")
     described = sm.describe_endpoint(EndpointName=ENDPOINT)
-    assert described["EndpointArn"] == before["EndpointArn"]  # updated, not re-created
+    assert described["CreationTime"] == before["CreationTime"]  # updated, not re-created
     assert described["EndpointConfigName"] == f"{key}-epc"
     # No new deployment config: the last one is still the serverless update's
     assert described["LastDeploymentConfig"] == before["LastDeploymentConfig"]
@@ -237,3 +242,9 @@ def test_a_failed_move_to_serverless_leaves_the_old_config_serving_and_says_so(c
     assert _scaled(clients)
     tags = sm.list_tags(ResourceArn=described["EndpointArn"])["Tags"]
     assert {"Key": RUN_KEY_TAG, "Value": serving.removesuffix("-epc")} in tags
+    # And a retry of the step (KFP retries deploy) does not delete the endpoint again
+    with pytest.raises(jobs.EndpointRolledBack, match="not tried again"):
+        _deploy(clients, key, "serverless")
+    again = sm.describe_endpoint(EndpointName=ENDPOINT)
+    assert again["CreationTime"] == described["CreationTime"]
+    assert again["EndpointConfigName"] == serving
