@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -24,7 +24,9 @@ from core.contracts import (
     run_key_from_name,
 )
 from core.sagemaker_events import ENDPOINT, TRAINING_JOB, TRANSFORM_JOB, SageMakerResource
-from pipeline.steps.endpoint_mode import ModeChange
+
+if TYPE_CHECKING:  # the Lambda asset ships this module without endpoint_mode
+    from pipeline.steps.endpoint_mode import ModeChange
 
 DEFAULT_POLL_SECONDS = 30.0
 # SageMaker names of resources that do not exist come back as a ValidationException.
@@ -220,7 +222,7 @@ ROLLED_BACK_TAG = "mnistflow:rolled-back"
 
 BeforeUpdate = Callable[[dict], None]
 # Given the endpoint as it stands, how to move it to the new config (endpoint_mode.ModeChange).
-ChangeOf = Callable[[dict], ModeChange]
+ChangeOf = Callable[[dict], "ModeChange"]
 
 
 class EndpointRolledBack(StepFailed):
