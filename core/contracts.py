@@ -85,6 +85,15 @@ ENDPOINT_SUFFIX = "endpoint"
 # production variant (the name every endpoint of the product gives it).
 STABLE_ENDPOINT_NAME = f"{PRODUCT_PREFIX}-classifier"
 ENDPOINT_VARIANT = "AllTraffic"
+# How the endpoint serves (the endpoint_type setting): on instances, or serverless
+# (ProductionVariant.ServerlessConfig). botocore's sagemaker model, shape
+# ProductionVariantServerlessConfig: MemorySizeInMB "1024 MB, 2048 MB, 3072 MB, 4096 MB,
+# 5120 MB, or 6144 MB"; MaxConcurrency 1 to 200 (tests/unit/test_costs.py holds both to it).
+ENDPOINT_TYPE_INSTANCE = "instance"
+ENDPOINT_TYPE_SERVERLESS = "serverless"
+ENDPOINT_TYPES = (ENDPOINT_TYPE_INSTANCE, ENDPOINT_TYPE_SERVERLESS)
+SERVERLESS_MEMORY_MB = tuple(1024 * n for n in range(1, 7))
+SERVERLESS_MAX_CONCURRENCY = (1, 200)
 # Where a run's model artifact is promoted (copied) when the run deploys it: no lifecycle
 # expiry, so the serving model outlives runs/ (SageMaker reads it whenever it starts an instance).
 SERVING_MODELS_PREFIX = "models/"

@@ -94,6 +94,7 @@ class Whole:
     maximum: int
     optional: bool = False  # None (null, empty, absent) means "not set"
     python_type: type = int
+    step: int = 1  # the value is minimum + a multiple of step
 
     def parse(self, raw: Any) -> int | None:
         if self.optional and (raw is None or (isinstance(raw, str) and not raw.strip())):
@@ -106,6 +107,10 @@ class Whole:
             raise ValueError(f"must be a whole number (got {raw!r})") from None
         if not self.minimum <= number <= self.maximum:
             raise ValueError(f"must be {self.minimum} to {self.maximum} (got {number})")
+        if (number - self.minimum) % self.step:
+            raise ValueError(
+                f"must be {self.minimum} to {self.maximum} in steps of {self.step} (got {number})"
+            )
         return number
 
     def to_env(self, value: Any) -> str:
@@ -482,6 +487,40 @@ PARAMETERS: tuple[Parameter, ...] = (
         Flag(),
         False,
         "true: each run gets its own <run key>-endpoint instead of updating endpoint_name",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "endpoint_type",
+        Text(choices=contracts.ENDPOINT_TYPES),
+        contracts.ENDPOINT_TYPE_INSTANCE,
+        "instance: the endpoint runs on endpoint_instance_type instances (autoscaled); serverless:"
+        " SageMaker Serverless Inference with serverless_memory_mb and serverless_max_concurrency,"
+        " billed per use. A change of mode re-creates the endpoint (docs/deploy.md, Costs)",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    # Defaults: the SageMaker Python SDK's ServerlessInferenceConfig (aws/sagemaker-python-sdk,
+    # src/sagemaker/serverless/serverless_inference_config.py: memory_size_in_mb=2048,
+    # max_concurrency=5); a k-means model of MNIST is well under 1 MB.
+    _context(
+        "serverless_memory_mb",
+        Whole(
+            contracts.SERVERLESS_MEMORY_MB[0],
+            contracts.SERVERLESS_MEMORY_MB[-1],
+            step=contracts.SERVERLESS_MEMORY_MB[1] - contracts.SERVERLESS_MEMORY_MB[0],
+        ),
+        2048,
+        "with endpoint_type serverless: ServerlessConfig.MemorySizeInMB",
+        functions=START_RUN_ONLY,
+        pipeline=True,
+    ),
+    _context(
+        "serverless_max_concurrency",
+        Whole(*contracts.SERVERLESS_MAX_CONCURRENCY),
+        5,
+        "with endpoint_type serverless: ServerlessConfig.MaxConcurrency, invocations served at"
+        " once (more are throttled)",
         functions=START_RUN_ONLY,
         pipeline=True,
     ),
@@ -990,6 +1029,18 @@ def allowed_instance_types(settings: Mapping[str, Any]) -> tuple[str, ...]:
 # guide, "Working with object metadata"); `-` and `_` are taken as the same.
 UPLOAD_METADATA_PREFIX = "x-amz-meta-"
 PER_UPLOAD_KEYS = tuple(p.key for p in PARAMETERS if p.per_upload)
+# Recorded with a run's settings (next to PER_UPLOAD_KEYS) when its endpoint is serverless: what
+# its email's and `status`'s serving cost line describe.
+SERVERLESS_KEYS = ("endpoint_type", "serverless_memory_mb", "serverless_max_concurrency")
+
+
+def recorded_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a run record keeps: the per-upload ones, and the serverless ones when the
+    endpoint is serverless."""
+    keys = PER_UPLOAD_KEYS
+    if values.get("endpoint_type") == contracts.ENDPOINT_TYPE_SERVERLESS:
+        keys += SERVERLESS_KEYS
+    return {key: values[key] for key in keys}
 
 
 class UploadSettingError(ValueError):

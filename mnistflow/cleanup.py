@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from core import contracts
 from core.run_record import RunRecord
-from pipeline.steps import retire
+from pipeline.steps import endpoint_mode, retire
 from pipeline.steps.sagemaker_jobs import describe_or_none
 
 # Statuses of a record without an outcome that are over (start-run never started a run).
@@ -111,6 +111,17 @@ def rollback(sm, *, endpoint_name: str) -> Rollback:
             " kept_endpoint_configs sets how many are kept)"
         )
     target = max(older, key=lambda c: c.created)
+    change = endpoint_mode.mode_change(
+        sm.describe_endpoint_config(EndpointConfigName=current.name),
+        endpoint_mode.mode_of(sm.describe_endpoint_config(EndpointConfigName=target.name)),
+    )
+    if not change.in_place:
+        raise CleanupError(
+            f"endpoint {endpoint_name} serves {current.name} on instances and the previous kept"
+            f" config {target.name} is serverless: SageMaker cannot update an instance endpoint"
+            " to serverless in place, so rollback does not; a run deployed with endpoint_type"
+            " serverless re-creates the endpoint (docs/deploy.md, Costs)"
+        )
     sm.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=target.name)
     sm.add_tags(
         ResourceArn=endpoint["EndpointArn"],

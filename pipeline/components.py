@@ -293,6 +293,9 @@ def deploy(
     target_invocations: int,
     run_uri: str,
     deploy_tolerance: float,
+    endpoint_type: str = "instance",
+    serverless_memory_mb: int = 2048,
+    serverless_max_concurrency: int = 5,
 ) -> str:
     """Create the endpoint, or update the stable one with guardrails; wait until it serves.
 
@@ -336,6 +339,9 @@ def deploy(
             min_instances=min_instances,
             max_instances=max_instances,
             target_invocations=target_invocations,
+            endpoint_type=endpoint_type,
+            serverless_memory_mb=serverless_memory_mb,
+            serverless_max_concurrency=serverless_max_concurrency,
             before_update=None if per_run_endpoints else still_better,
         )
 

@@ -127,6 +127,9 @@ def _build_graph(p: dict) -> None:
             target_invocations=p["endpoint_target_invocations"],
             run_uri=prep.outputs["run_uri"],
             deploy_tolerance=p["deploy_tolerance"],
+            endpoint_type=p["endpoint_type"],
+            serverless_memory_mb=p["serverless_memory_mb"],
+            serverless_max_concurrency=p["serverless_max_concurrency"],
         ).after(evaluation)
         # Then the configs, models and artifacts the stable endpoint no longer needs, but the
         # last kept_endpoint_configs for rollback (pipeline/steps/retire.py).

@@ -10,7 +10,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from core import contracts, endpoint_alarms
-from core.contracts import INCOMING_PREFIX
+from core.contracts import ENDPOINT_TYPE_SERVERLESS, INCOMING_PREFIX
 from core.settings import Settings, allowed_instance_types
 from stacks import names
 from stacks.alarms import ALARM_NAME_PREFIX
@@ -205,6 +205,7 @@ class MnistFlowStack(Stack):
             instance_types=allowed_instance_types(settings),
             registry=registry,
             rollback_alarm_arns=rollback_alarms.arns,
+            serverless_endpoints=settings.endpoint_type == ENDPOINT_TYPE_SERVERLESS,
         )
         rules.admit_only(pods.role)
         grant_retire(pods.role, data.bucket)  # retire-superseded and the exit handler

@@ -119,6 +119,7 @@ class PipelinePodRole(Construct):
         instance_types: Sequence[str],
         registry: ModelRegistry,
         rollback_alarm_arns: Sequence[str] = (),
+        serverless_endpoints: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -155,6 +156,21 @@ class PipelinePodRole(Construct):
                         },
                         "Null": {"sagemaker:InstanceTypes": "false"},
                     },
+                ),
+                *(
+                    # endpoint_type serverless: the endpoint config's variant has a
+                    # ServerlessConfig and no instance type, so its CreateEndpointConfig carries
+                    # no sagemaker:InstanceTypes, which the statement above requires.
+                    [
+                        iam.PolicyStatement(
+                            sid="CreateProductServerlessEndpointConfigs",
+                            actions=["sagemaker:CreateEndpointConfig"],
+                            resources=product_sagemaker_arns(stack),
+                            conditions={"Null": {"sagemaker:InstanceTypes": "true"}},
+                        )
+                    ]
+                    if serverless_endpoints
+                    else []
                 ),
                 iam.PolicyStatement(
                     sid="RunProductSageMakerResources",

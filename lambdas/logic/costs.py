@@ -39,6 +39,14 @@ HOURS_PER_MONTH = 730
 SECONDS_PER_HOUR = 3600
 
 PRICE_UNKNOWN = "price unknown"
+# Serverless inference is billed per use (the developer guide, "Serverless Inference": "you only
+# pay for what you use"), by memory size ("The memory size increments have different pricing").
+# Its Price List products' attributes and units are not in the documented shape this module
+# reads (ML Instance, by the hour), so no serverless price is asked: it says so.
+SERVERLESS_PRICE = (
+    f"{PRICE_UNKNOWN} (billed per use by memory size and compute time; no Price List figure"
+    " read for it here: https://aws.amazon.com/sagemaker/pricing/)"
+)
 LOCAL_NOT_BILLED = "nothing is billed on the local stack"
 
 # Which component prices which step.
@@ -132,10 +140,22 @@ class StepCost:
 
 
 @dataclass(frozen=True)
+class Serverless:
+    """A serverless endpoint's settings (ServerlessConfig): billed per use, not by the hour."""
+
+    memory_mb: int
+    max_concurrency: int
+
+    def describe(self) -> str:
+        return f"serverless, {self.memory_mb} MB, at most {self.max_concurrency} at once"
+
+
+@dataclass(frozen=True)
 class ServingCost:
     instance_type: str
     instance_count: int
     hourly_usd: float | None  # one instance's
+    serverless: Serverless | None = None
 
     @property
     def per_hour(self) -> float | None:
@@ -185,15 +205,18 @@ def run_cost(
     record: RunRecord,
     region: str,
     prices: PriceLookup,
-    serving: tuple[str, int] | None = None,
+    serving: tuple[str, int] | Serverless | None = None,
 ) -> RunCost:
-    """The run's cost at on-demand prices; `serving`: the endpoint's (instance type, count)."""
+    """The run's cost at on-demand prices; `serving`: the endpoint's (instance type, count), or
+    its Serverless settings (no price asked: see SERVERLESS_PRICE)."""
     steps = tuple(
         StepCost(u, prices(region, STEP_COMPONENTS[u.step], u.instance_type))
         for u in usage_of(record)
     )
     hosting = None
-    if serving is not None:
+    if isinstance(serving, Serverless):
+        hosting = ServingCost("", 0, None, serverless=serving)
+    elif serving is not None:
         instance_type, count = serving
         hosting = ServingCost(
             instance_type, count, prices(region, COMPONENT_HOSTING, instance_type)
@@ -201,9 +224,15 @@ def run_cost(
     return RunCost(steps, hosting)
 
 
-def serving_of(record: RunRecord) -> tuple[str, int] | None:
-    """The endpoint's instances, as the run was configured (its recorded settings)."""
+def serving_of(record: RunRecord) -> tuple[str, int] | Serverless | None:
+    """The endpoint's instances, as the run was configured (its recorded settings), or its
+    serverless settings when it was serverless."""
     settings = record.run_settings
+    if settings.get("endpoint_type") == contracts.ENDPOINT_TYPE_SERVERLESS:
+        return Serverless(
+            int(settings.get("serverless_memory_mb", 0)),
+            int(settings.get("serverless_max_concurrency", 0)),
+        )
     instance_type = settings.get("endpoint_instance_type")
     if not isinstance(instance_type, str) or not instance_type:
         return None
@@ -247,7 +276,11 @@ def cost_lines(cost: RunCost, *, billed: bool = True) -> list[str]:
         lines.append(f"Run cost: {usd(cost.total_usd)} (on-demand prices, AWS Price List)")
     else:
         lines.append(f"Run cost: {LOCAL_NOT_BILLED}")
-    if cost.serving is not None:
+    if cost.serving is not None and cost.serving.serverless is not None:
+        what = cost.serving.serverless.describe()
+        price = SERVERLESS_PRICE if billed else LOCAL_NOT_BILLED
+        lines.append(f"Endpoint: {what}: {price}")
+    elif cost.serving is not None:
         s = cost.serving
         if billed:
             lines.append(

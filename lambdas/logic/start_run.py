@@ -51,9 +51,9 @@ from core import contracts
 from core.kfp import run_url
 from core.run_record import DatasetRef, RunRecord
 from core.settings import (
-    PER_UPLOAD_KEYS,
     Settings,
     UploadSettingError,
+    recorded_settings,
     run_parameters,
     upload_overrides,
 )
@@ -357,7 +357,7 @@ class StartRun:
         outcome: Outcome,
         overrides: dict[str, Any],
     ) -> None:
-        run_settings = {k: {**self._settings, **overrides}[k] for k in PER_UPLOAD_KEYS}
+        run_settings = recorded_settings({**self._settings, **overrides})
         try:
             run, created, calls = self._find_or_create_run(key, dataset, seconds_left, overrides)
         except KfpCallFailed as error:

@@ -34,6 +34,8 @@ What it does (the k-means image's work in `mnistflow.local.kmeans` and `kmeans_s
   three values, ListModelPackages filtered and sorted as documented.
 - Endpoints: Creating, then InService serving the model (or Failed); UpdateEndpoint moves to
   Updating and serves the old model until the new one is in; DeleteEndpoint goes Deleting.
+  A variant runs on instances or serverless (ServerlessConfig); an update from instances to
+  serverless is refused, as SageMaker refuses it.
 
 Not emulated: instances and their counts (one process does the work of all), network and KMS
 settings, metrics in CloudWatch, logs, warm pools, spot, checkpoints, tuning jobs, data
@@ -753,6 +755,7 @@ class LocalSageMaker:
             raise _validation(f'Cannot create already existing endpoint configuration "{arn}".')
         for variant in body["ProductionVariants"]:
             self._model(variant["ModelName"])
+        _check_variants(body["ProductionVariants"])
         self._configs[name] = {
             **{k: v for k, v in body.items() if k != "Tags"},
             "EndpointConfigArn": arn,
@@ -982,6 +985,7 @@ class LocalSageMaker:
         if deployment is None and body.get("RetainDeploymentConfig"):
             deployment = endpoint.deployment_config
         self._check_deployment_config(deployment)
+        self._check_mode_change(endpoint, self._config(body["EndpointConfigName"]))
         self._check_autoscaling(endpoint, self._config(body["EndpointConfigName"]))
         endpoint.status, endpoint.modified = "Updating", _now()
         endpoint.failure_reason = ""
@@ -1017,6 +1021,19 @@ class LocalSageMaker:
         alarms = deployment.get("AutoRollbackConfiguration", {}).get("Alarms", [])
         if alarms and self._cloudwatch is None:
             raise _validation("this local SageMaker has no CloudWatch to read rollback alarms")
+
+    def _check_mode_change(self, endpoint: _Endpoint, config: dict) -> None:
+        """SageMaker refuses to update an instance endpoint to serverless with a ValidationError
+        (developer guide, "Serverless Inference", Feature exclusions); serverless to instances
+        is allowed. The message is the local SageMaker's own: the guide gives none."""
+        current = self._configs.get(endpoint.config, {}).get("ProductionVariants", [])
+        if not current or any("ServerlessConfig" in v for v in current):
+            return
+        if any("ServerlessConfig" in v for v in config["ProductionVariants"]):
+            raise _validation(
+                f'Cannot update endpoint "{endpoint.arn}" from instances to serverless: an '
+                "instance-based endpoint cannot be converted to a serverless endpoint"
+            )
 
     def _check_autoscaling(self, endpoint: _Endpoint, config: dict) -> None:
         """SageMaker refuses an update that changes the instance type of a variant registered
@@ -1066,8 +1083,19 @@ class LocalSageMaker:
                     ],
                     "CurrentWeight": serving["weight"],
                     "DesiredWeight": serving["weight"],
-                    "CurrentInstanceCount": serving["instances"],
-                    "DesiredInstanceCount": serving["instances"],
+                    # botocore's ProductionVariantSummary: a serverless variant has its
+                    # Current/DesiredServerlessConfig, an instance variant its counts.
+                    **(
+                        {
+                            "CurrentServerlessConfig": serving["serverless"],
+                            "DesiredServerlessConfig": serving["serverless"],
+                        }
+                        if serving.get("serverless")
+                        else {
+                            "CurrentInstanceCount": serving["instances"],
+                            "DesiredInstanceCount": serving["instances"],
+                        }
+                    ),
                 }
             ]
         if endpoint.failure_reason:
@@ -1143,6 +1171,7 @@ class LocalSageMaker:
                 "resolved": _now(),
                 "weight": float(variant.get("InitialVariantWeight", 1.0)),
                 "instances": int(variant.get("InitialInstanceCount", 1)),
+                "serverless": variant.get("ServerlessConfig"),
             }
         except Exception as error:  # noqa: BLE001 - the endpoint fails, as a bad container does
             reason = (  # SageMaker's words, then what went wrong here
@@ -1430,6 +1459,23 @@ class LocalSageMaker:
         if output.get("AssembleWith", "None") == "Line":
             return b"".join(answer + b"\n" for answer in answers)
         return b"".join(answers)
+
+
+def _check_variants(variants: list[dict]) -> None:
+    """A variant is on instances (InstanceType) or serverless (ServerlessConfig, "instead of an
+    instance-based endpoint configuration": botocore's ProductionVariant), not both; a serverless
+    endpoint has one variant (developer guide, "Serverless Inference", Feature exclusions:
+    "multiple production variants"). The messages are the local SageMaker's own."""
+    for variant in variants:
+        serverless = "ServerlessConfig" in variant
+        instances = "InstanceType" in variant or "InitialInstanceCount" in variant
+        if serverless and instances:
+            raise _validation(
+                f"Production variant {variant['VariantName']} has both a ServerlessConfig and "
+                "InstanceType/InitialInstanceCount: give one or the other"
+            )
+    if len(variants) > 1 and any("ServerlessConfig" in v for v in variants):
+        raise _validation("A serverless endpoint configuration has one production variant")
 
 
 def _require_kmeans(image: str) -> None:

@@ -1,5 +1,5 @@
-"""Instance or serverless endpoints: the production variant of each mode, and whether a change
-of mode needs a new endpoint. For the deploy step to call (pipeline/steps/steps.py, deploy).
+"""Instance or serverless endpoints: the production variant of each mode, and how the deploy step
+moves an endpoint from one mode to the other (pipeline/steps/steps.py, deploy).
 
 SageMaker supports serverless inference for this image: "For your endpoint container, you can
 choose either a SageMaker-provided container or bring your own. SageMaker provides containers
@@ -12,23 +12,41 @@ capture, multiple production variants, Model Monitor, inference pipelines), and 
 cannot convert your instance-based, real-time endpoint to a serverless endpoint. If you try to
 update your real-time endpoint to serverless, you receive a ValidationError message. You can
 convert a serverless endpoint to real-time, but once you make the update, you cannot roll it
-back to serverless." So a change of mode never updates in place: it creates a new endpoint
-and retires the old one (`mode_change`).
+back to serverless." (pinned in tests/unit/test_serverless.py.)
+
+So (`mode_change`):
+
+- same mode: UpdateEndpoint in place, with the deployment guardrails (blue/green is not
+  excluded for serverless endpoints: the guardrails' Exclusions page excludes them from rolling
+  deployments only);
+- serverless -> instance: UpdateEndpoint in place (allowed), but without the guardrails'
+  automatic rollback: a rollback would have to go back to serverless, which SageMaker says it
+  cannot do. SageMaker keeps the serverless variant serving until the instances are in service;
+- instance -> serverless: not in place. The endpoint is deleted and created again under the
+  same name on the serverless config (a gap in service while it is created: the name is what
+  `mnistflow predict`, the email and the stack's rollback alarms know). Should the new one
+  fail, the deploy step creates it again on the instance config that served before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENDPOINT_TYPE_INSTANCE = "instance"
-ENDPOINT_TYPE_SERVERLESS = "serverless"
-ENDPOINT_TYPES = (ENDPOINT_TYPE_INSTANCE, ENDPOINT_TYPE_SERVERLESS)
-# botocore's sagemaker model, ProductionVariantServerlessConfig: MemorySizeInMB "1024 MB,
-# 2048 MB, 3072 MB, 4096 MB, 5120 MB, or 6144 MB"; MaxConcurrency 1 to 200.
-SERVERLESS_MEMORY_MB = tuple(1024 * n for n in range(1, 7))
-SERVERLESS_MAX_CONCURRENCY = (1, 200)
+from core.contracts import (
+    ENDPOINT_TYPE_INSTANCE,
+    ENDPOINT_TYPE_SERVERLESS,
+    ENDPOINT_TYPES,
+    ENDPOINT_VARIANT,
+    SERVERLESS_MAX_CONCURRENCY,
+    SERVERLESS_MEMORY_MB,
+)
+
 SERVERLESS_DOCS = "https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html"
-VARIANT_NAME = "AllTraffic"
+GUARDRAILS_EXCLUSIONS_DOCS = (
+    "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html"
+)
+VARIANT_NAME = ENDPOINT_VARIANT
+__all__ = ["ENDPOINT_TYPES", "ENDPOINT_TYPE_INSTANCE", "ENDPOINT_TYPE_SERVERLESS"]
 
 
 def production_variant(
@@ -46,8 +64,9 @@ def production_variant(
         return {
             "VariantName": VARIANT_NAME,
             "ModelName": model_name,
-            "InstanceType": instance_type,
             "InitialInstanceCount": instance_count,
+            "InstanceType": instance_type,
+            "InitialVariantWeight": 1.0,
         }
     if endpoint_type == ENDPOINT_TYPE_SERVERLESS:
         low, high = SERVERLESS_MAX_CONCURRENCY
@@ -79,17 +98,29 @@ class ModeChange:
 
     @property
     def in_place(self) -> bool:
-        """True: UpdateEndpoint (same mode). False: create a new endpoint, retire the old."""
+        """True: UpdateEndpoint. False: delete the endpoint and create it again."""
+        return not (
+            self.current == ENDPOINT_TYPE_INSTANCE and self.wanted == ENDPOINT_TYPE_SERVERLESS
+        )
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the update may carry the guardrails (blue/green with auto-rollback)."""
         return self.current == self.wanted
 
     @property
     def reason(self) -> str:
+        if self.current == self.wanted:
+            return f"same mode ({self.wanted}): updated in place with the deployment guardrails"
         if self.in_place:
-            return f"same mode ({self.wanted}): updated in place"
+            return (
+                f"{self.current} -> {self.wanted}: updated in place without automatic rollback"
+                f" (SageMaker cannot roll an endpoint back to serverless: {SERVERLESS_DOCS})"
+            )
         return (
-            f"{self.current} -> {self.wanted}: SageMaker cannot update an endpoint between"
-            f" instances and serverless ({SERVERLESS_DOCS}, Feature exclusions), so a new"
-            " endpoint is created and the old one is deleted once the new one is in service"
+            f"{self.current} -> {self.wanted}: SageMaker cannot update an instance endpoint to"
+            f" serverless ({SERVERLESS_DOCS}, Feature exclusions), so the endpoint is deleted and"
+            " created again under the same name on the serverless config"
         )
 
 

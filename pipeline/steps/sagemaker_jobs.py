@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -24,6 +24,9 @@ from core.contracts import (
     run_key_from_name,
 )
 from core.sagemaker_events import ENDPOINT, TRAINING_JOB, TRANSFORM_JOB, SageMakerResource
+
+if TYPE_CHECKING:  # the Lambda asset ships this module without endpoint_mode
+    from pipeline.steps.endpoint_mode import ModeChange
 
 DEFAULT_POLL_SECONDS = 30.0
 # SageMaker names of resources that do not exist come back as a ValidationException.
@@ -212,11 +215,14 @@ _TRANSIENT = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"}
 # Statuses that end a deploy: the endpoint is broken or going away (UpdateRollbackFailed: the
 # update failed and so did its rollback).
 _ENDED = ENDPOINT.failed - _TRANSIENT
+DELETING = "Deleting"
 # Set on a run's endpoint config when SageMaker rolled its update back: a retried deploy step
 # (KFP retries it) does not put the same model through the guardrails again.
 ROLLED_BACK_TAG = "mnistflow:rolled-back"
 
 BeforeUpdate = Callable[[dict], None]
+# Given the endpoint as it stands, how to move it to the new config (endpoint_mode.ModeChange).
+ChangeOf = Callable[[dict], "ModeChange"]
 
 
 class EndpointRolledBack(StepFailed):
@@ -251,6 +257,27 @@ def wait_settled(
         sleep(poll_seconds)
 
 
+def wait_gone(
+    sm,
+    endpoint_name: str,
+    *,
+    deadline: float,
+    poll_seconds: float,
+    sleep: Sleep,
+    clock: Callable[[], float],
+) -> None:
+    """Describes the endpoint until it is no longer Deleting (DeleteEndpoint is asynchronous)."""
+    while True:
+        description = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
+        if description is None:
+            return
+        if description[ENDPOINT.status_field] != DELETING:
+            return  # gone, and already created again (by another run): the caller looks again
+        if clock() >= deadline:
+            raise StepFailed(f"endpoint {endpoint_name} still Deleting: gave up waiting")
+        sleep(poll_seconds)
+
+
 def serving_run(description: dict) -> str:
     """Who serves: the endpoint config's run key (`<run key>-epc`), else the config's name."""
     config = description.get("EndpointConfigName", "")
@@ -267,6 +294,7 @@ def ensure_endpoint(
     poll_seconds: float | None,
     deployment_config: dict | None = None,
     before_update: BeforeUpdate | None = None,
+    change_of: ChangeOf | None = None,
     sleep: Sleep = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict:
@@ -274,7 +302,10 @@ def ensure_endpoint(
 
     An update waits for the endpoint to be InService first (another run's update may be under
     way) and uses `deployment_config` (guardrails). `before_update(description)` is called with
-    the endpoint as it stands just before each UpdateEndpoint; it may raise to stop the deploy.
+    the endpoint as it stands just before each UpdateEndpoint (or replacement); it may raise to
+    stop the deploy. `change_of(description)` says how to move between modes (instance,
+    serverless): in place with the guardrails, in place without them, or not in place: the
+    endpoint is deleted, and created again on the new config once it is gone.
     Raises EndpointRolledBack when SageMaker rolls the update back; the old model keeps serving.
     The tags go on a new endpoint only: an updated endpoint keeps those of the run that made it.
     """
@@ -300,9 +331,18 @@ def ensure_endpoint(
                 if existing[ENDPOINT.status_field] in _TRANSIENT:
                     wait_settled(sm, endpoint_name, **waits)
                     continue
+                if existing[ENDPOINT.status_field] == DELETING:  # another run is replacing it
+                    wait_gone(sm, endpoint_name, **waits)
+                    continue
                 if before_update is not None:
                     before_update(existing)
-                extra = {"DeploymentConfig": deployment_config} if deployment_config else {}
+                change = change_of(existing) if change_of is not None else None
+                if change is not None and not change.in_place:
+                    sm.delete_endpoint(EndpointName=endpoint_name)
+                    wait_gone(sm, endpoint_name, **waits)
+                    continue  # then created on the new config
+                guarded = deployment_config and (change is None or change.guarded)
+                extra = {"DeploymentConfig": deployment_config} if guarded else {}
                 sm.update_endpoint(
                     EndpointName=endpoint_name, EndpointConfigName=config_name, **extra
                 )
@@ -349,7 +389,7 @@ def _wait_deployed(
         if not ours and pending != config_name and (status == "InService" or pending):
             # Neither serving nor pending (the endpoint is InService on another config, or
             # another run's update is under way): the deployment ended without ours.
-            _mark_rolled_back(sm, config_name, reason)
+            mark_rolled_back(sm, config_name, reason)
             raise EndpointRolledBack(
                 f"{what}: the update to {config_name} {ROLLED_BACK_ERROR} "
                 f"{serving_run(description)} (endpoint config {description['EndpointConfigName']})"
@@ -360,7 +400,8 @@ def _wait_deployed(
         sleep(poll_seconds)
 
 
-def _mark_rolled_back(sm, config_name: str, reason: str) -> None:
+def mark_rolled_back(sm, config_name: str, reason: str) -> None:
+    """Tags the endpoint config: a retried deploy step does not try it again."""
     config = sm.describe_endpoint_config(EndpointConfigName=config_name)
     sm.add_tags(
         ResourceArn=config["EndpointConfigArn"],

@@ -20,7 +20,6 @@ from core import kfp
 from core.contracts import (
     ENDPOINT_CONFIG_SUFFIX,
     ENDPOINT_SUFFIX,
-    ENDPOINT_VARIANT,
     EVALUATION_EVENT_DETAIL_TYPE,
     EVALUATION_FILE,
     FEATURE_DIM,
@@ -39,7 +38,7 @@ from core.contracts import (
     run_prefix,
 )
 from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
-from pipeline.steps import champion, guardrails, kmeans_model, registry
+from pipeline.steps import champion, endpoint_mode, guardrails, kmeans_model, registry
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import (
     MAX_DATASET_BYTES,
@@ -363,6 +362,9 @@ def deploy(
     min_instances: int = 1,
     max_instances: int = 1,
     target_invocations: int = 70,
+    endpoint_type: str = endpoint_mode.ENDPOINT_TYPE_INSTANCE,
+    serverless_memory_mb: int = 2048,
+    serverless_max_concurrency: int = 5,
     bucket: str = "",
     before_update: jobs.BeforeUpdate | None = None,
     poll_seconds: float | None = None,
@@ -373,28 +375,34 @@ def deploy(
     The stable endpoint is created by the first run; later runs update it with the guardrails
     (blue/green, `bake_minutes` of baking watched by `alarm_names`, auto-rollback), one at a time.
     `before_update(description)` runs just before each UpdateEndpoint (the integrator's hook for
-    re-checking the serving model); it may raise to stop. With an `autoscaling` client the
-    stable variant gets target tracking once it is InService. With an `s3` client the run's
-    evaluation is first kept next to its promoted model (models/<key>/, in `bucket`). Raises
-    sagemaker_jobs.EndpointRolledBack when SageMaker rolls the update back.
+    re-checking the serving model); it may raise to stop. With an `autoscaling` client a stable
+    variant on instances gets target tracking once it is InService (a serverless one scales
+    itself). With an `s3` client the run's evaluation is first kept next to its promoted model
+    (models/<key>/, in `bucket`). `endpoint_type` serverless: the variant has a ServerlessConfig
+    instead of instances; a change of mode goes as endpoint_mode.mode_change says (an instance
+    endpoint is deleted and created again as serverless; should that fail, it is created again
+    on the config that served). Raises sagemaker_jobs.EndpointRolledBack when SageMaker rolls
+    the update back.
     """
     if s3 is not None:
         promote_evaluation(s3, bucket=bucket, run_key=run_key)
     name = endpoint_for(run_key, endpoint_name=endpoint_name, per_run_endpoints=per_run_endpoints)
     stable = name != resource_name(run_key, ENDPOINT_SUFFIX)
-    if stable and min_instances > max_instances:
+    serverless = endpoint_type == endpoint_mode.ENDPOINT_TYPE_SERVERLESS
+    if stable and not serverless and min_instances > max_instances:
         raise ValueError(f"endpoint min instances {min_instances} > max {max_instances}")
     count = min(max(instance_count, min_instances), max_instances) if stable else instance_count
     config = {
         "EndpointConfigName": resource_name(run_key, ENDPOINT_CONFIG_SUFFIX),
         "ProductionVariants": [
-            {
-                "VariantName": ENDPOINT_VARIANT,
-                "ModelName": model_name,
-                "InitialInstanceCount": count,
-                "InstanceType": instance_type,
-                "InitialVariantWeight": 1.0,
-            }
+            endpoint_mode.production_variant(
+                model_name,
+                endpoint_type,
+                instance_type=instance_type,
+                instance_count=count,
+                memory_mb=serverless_memory_mb,
+                max_concurrency=serverless_max_concurrency,
+            )
         ],
         "Tags": jobs.run_tags(run_key),
     }
@@ -403,14 +411,29 @@ def deploy(
         deployment = guardrails.deployment_config(
             bake_seconds=bake_minutes * 60, alarms=guardrails.alarm_names(alarm_names)
         )
+    # Serverless endpoints scale themselves: no scalable target (developer guide, "Serverless
+    # Inference": no need "to choose instance types or manage scaling policies").
     scaling = stable and autoscaling is not None
     deregistered = False
+    replaced: dict = {}  # the config an endpoint served before it was deleted to change mode
+
+    def _change(description: dict) -> endpoint_mode.ModeChange:
+        current = sm.describe_endpoint_config(EndpointConfigName=description["EndpointConfigName"])
+        change = endpoint_mode.mode_change(current, endpoint_type)
+        if not change.in_place:
+            replaced["config"] = description["EndpointConfigName"]
+        print(f"endpoint {name}: {change.reason}")
+        return change
 
     def _before_update(description: dict) -> None:
         nonlocal deregistered
         if before_update is not None:
             before_update(description)
-        if scaling and not deregistered and _instance_type_changes(sm, description, instance_type):
+        if not scaling or deregistered:
+            return
+        # Deregister before an instance-type change (SageMaker refuses it on a scalable
+        # variant) and before the endpoint goes serverless (its target would be orphaned).
+        if serverless or _instance_type_changes(sm, description, instance_type):
             if guardrails.is_scalable_target(autoscaling, name):
                 guardrails.deregister(autoscaling, name)
                 deregistered = True
@@ -434,18 +457,82 @@ def deploy(
             poll_seconds=poll_seconds,
             deployment_config=deployment,
             before_update=_before_update,
+            change_of=_change,
             sleep=sleep,
         )
+    except jobs.StepFailed as error:
+        if not replaced:
+            if deregistered:
+                _scale_again(name, _scale)
+            raise
+        # Deleted to change mode, then the new one failed: the old config serves again.
+        restored = _restore(
+            sm, name, replaced["config"], config["EndpointConfigName"], error, poll_seconds, sleep
+        )
+        if deregistered:
+            _scale_again(name, _scale)
+        raise restored from error
     except BaseException:
         if deregistered:  # rolled back or failed: the model still serving scales again
-            try:
-                _scale()
-            except ClientError as error:  # the deploy's own error is the one to report
-                print(f"could not register {name} with autoscaling again: {error}")
+            _scale_again(name, _scale)
         raise
-    if scaling:
+    if scaling and not serverless:
         _scale()
     return name
+
+
+def _scale_again(name: str, scale) -> None:
+    try:
+        scale()
+    except ClientError as error:  # the deploy's own error is the one to report
+        print(f"could not register {name} with autoscaling again: {error}")
+
+
+def _restore(
+    sm,
+    name: str,
+    old_config: str,
+    new_config: str,
+    error: Exception,
+    poll_seconds: float | None,
+    sleep,
+) -> jobs.StepFailed:
+    """After an endpoint was deleted to change mode and its new one failed: creates it again
+    on `old_config` (kept: the retirement keeps the last configs). Returns the error to raise,
+    which says what happened and what serves."""
+    what = (
+        f"endpoint {name}: deleted to change mode, then creating it on the new config failed"
+        f" ({error})"
+    )
+    try:
+        existing = jobs.describe_or_none(sm.describe_endpoint, EndpointName=name)
+        if existing is not None and existing["EndpointStatus"] != "Failed":
+            return jobs.StepFailed(
+                f"{what}; it is {existing['EndpointStatus']} on {existing['EndpointConfigName']}:"
+                " not touched"
+            )
+        if existing is not None:
+            sm.delete_endpoint(EndpointName=name)
+        jobs.ensure_endpoint(
+            sm,
+            endpoint_name=name,
+            config_request={"EndpointConfigName": old_config},
+            tags=jobs.run_tags(run_key_from_name(old_config) or old_config),
+            timeout_seconds=ENDPOINT_TIMEOUT_SECONDS,
+            poll_seconds=poll_seconds,
+            sleep=sleep,
+        )
+        # A retry of the step (KFP retries deploy) does not put the endpoint through it again.
+        jobs.mark_rolled_back(sm, new_config, f"creating {name} on it failed: {error}")
+    except (ClientError, jobs.StepFailed) as again:
+        return jobs.StepFailed(
+            f"{what}; creating it again on {old_config} failed too ({again}): NO endpoint"
+            f" serves. Fix the cause, then upload again or create {name} on {old_config}"
+        )
+    return jobs.StepFailed(
+        f"{what}; it was created again on {old_config}, which serves again"
+        f" ({jobs.serving_run({'EndpointConfigName': old_config})})"
+    )
 
 
 def _instance_type_changes(sm, description: dict, instance_type: str) -> bool:

@@ -16,7 +16,7 @@ from core.images import kmeans_registries
 from stacks.retire_policy import LIST_ACTIONS
 from tests.infra.cfn_text import actions_of, as_list, render, resources_of, role_statements
 from tests.infra.test_model_registry import REGISTRY_SIDS
-from tests.infra.variants import CLUSTER
+from tests.infra.variants import CLUSTER, CLUSTER_CONTEXT
 
 
 @pytest.fixture(params=["default_synth", "no_email_synth", "url_mode_synth"])
@@ -253,6 +253,32 @@ def test_pods_create_sagemaker_jobs_on_allowed_instance_types_only(default_synth
     # and the retire policy's reading of the run-key tag (stacks/retire_policy.py)
     readers = [st["Sid"] for st in statements if "sagemaker:ListTags" in as_list(st["Action"])]
     assert "ReadProductSageMakerResources" in readers
+
+
+def test_serverless_endpoint_configs_may_be_created_without_an_instance_type(
+    lambda_asset, tmp_path_factory, default_synth
+):
+    # Given a stack whose endpoint is serverless: its CreateEndpointConfig names no instance
+    # type, so sagemaker:InstanceTypes is absent (service authorization reference: the key holds
+    # the request's instance types), and the instance statement's Null check would deny it
+    from tests.infra.conftest import _synth
+
+    serverless = _synth(
+        {**CLUSTER_CONTEXT, "endpoint_type": "serverless"},
+        lambda_asset,
+        tmp_path_factory.mktemp("cdk-serverless"),
+    )
+    _, statements = _role(serverless, serverless.stack.pipeline_pods)
+    by_sid = {statement["Sid"]: statement for statement in statements}
+    grant = by_sid["CreateProductServerlessEndpointConfigs"]
+    assert as_list(grant["Action"]) == ["sagemaker:CreateEndpointConfig"]
+    assert grant["Condition"] == {"Null": {"sagemaker:InstanceTypes": "true"}}
+    assert render(grant["Resource"]) == render(
+        by_sid["CreateProductSageMakerResourcesOnAllowedInstances"]["Resource"]
+    )
+    # And an instance stack has no such grant
+    _, default = _role(default_synth, default_synth.stack.pipeline_pods)
+    assert "CreateProductServerlessEndpointConfigs" not in {st["Sid"] for st in default}
 
 
 def test_only_the_pods_service_account_of_the_cluster_may_assume_their_role(default_synth):

@@ -135,7 +135,8 @@ def test_the_keras_npz_layout_runs_too_here_with_managed_spot_training(emulator,
 def test_a_second_run_on_the_stable_endpoint_retires_the_first_beyond_the_kept_n(
     emulator, tmp_path
 ):
-    # Given two runs deployed in turn to one stable endpoint, keeping one config
+    # Given two runs deployed in turn to one stable endpoint, keeping one config; the second
+    # goes serverless (the endpoint is deleted and created again under its name: endpoint_mode)
     first = run_dataset(
         emulator,
         SAMPLE_DIR / "mnist-sample.pkl.gz",
@@ -152,11 +153,17 @@ def test_a_second_run_on_the_stable_endpoint_retires_the_first_beyond_the_kept_n
         # (this is about retiring: the second model deploys whatever it scores against the first)
         deploy_tolerance=1.0,
         resources=first.resources,
+        endpoint_type="serverless",
+        serverless_memory_mb=1024,
+        serverless_max_concurrency=3,
     )
     assert first.result.succeeded and second.result.succeeded, second.result.error
-    # Then the endpoint serves the second run, and the first run's config and model are gone
+    # Then the endpoint serves the second run, serverless, and the first run's config and model
+    # are gone (nothing orphaned by the change of mode)
     sm = emulator.client("sagemaker")
     assert second.inventory["endpoint"]["EndpointConfigName"] == f"{second.run_key}-epc"
+    [variant] = sm.describe_endpoint(EndpointName="mnist-demo")["ProductionVariants"]
+    assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 3}
     configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
     models = {m["ModelName"] for m in sm.list_models()["Models"]}
     assert configs == {f"{second.run_key}-epc"}

@@ -178,6 +178,46 @@ def test_no_price_says_price_unknown_and_keeps_the_seconds():
     assert any(line.startswith("Endpoint:") and "price unknown" in line for line in lines)
 
 
+def test_a_serverless_endpoint_is_price_unknown_and_asks_no_instance_price():
+    # Given a run whose endpoint was serverless (start-run records its serverless settings)
+    settings = {
+        "endpoint_instance_type": "ml.m5.large",
+        "endpoint_instance_count": 1,
+        "endpoint_type": "serverless",
+        "serverless_memory_mb": 3072,
+        "serverless_max_concurrency": 7,
+    }
+    record = _record_after("sagemaker_training_completed", run_settings=settings)
+    asked = []
+
+    def prices(*lookup):
+        asked.append(lookup)
+        return _fixture_prices(*lookup)
+
+    cost = costs.run_cost(record, "us-east-1", prices, costs.serving_of(record))
+    # Then the jobs are priced, the endpoint is not (no hourly instance price applies to it)
+    assert [component for _, component, _ in asked] == [costs.COMPONENT_TRAINING]
+    lines = costs.cost_lines(cost)
+    endpoint = [line for line in lines if line.startswith("Endpoint:")]
+    assert endpoint == [
+        f"Endpoint: serverless, 3072 MB, at most 7 at once: {costs.SERVERLESS_PRICE}"
+    ]
+    assert costs.SERVERLESS_PRICE.startswith(costs.PRICE_UNKNOWN)
+    assert "Endpoint: serverless, 3072 MB, at most 7 at once: nothing is billed" in "\n".join(
+        costs.cost_lines(cost, billed=False)
+    )
+
+
+def test_the_run_record_keeps_the_serverless_settings_only_for_a_serverless_endpoint():
+    from core.settings import BY_KEY, PER_UPLOAD_KEYS, recorded_settings
+
+    values = {p: BY_KEY[p].default for p in BY_KEY if not BY_KEY[p].required}
+    assert list(recorded_settings(values)) == list(PER_UPLOAD_KEYS)  # instance: as before
+    serverless = recorded_settings({**values, "endpoint_type": "serverless"})
+    assert serverless["serverless_memory_mb"] == 2048
+    assert serverless["serverless_max_concurrency"] == 5
+
+
 def test_on_the_local_stack_nothing_is_billed_and_it_says_so():
     record = _record_after("sagemaker_training_completed")
     cost = costs.run_cost(record, "us-east-1", lambda *_: None, ("ml.m5.large", 1))
@@ -317,13 +357,11 @@ def test_serverless_variant_fits_botocores_production_variant():
         endpoint_mode.production_variant("m", "async")
 
 
-def test_a_change_of_mode_is_a_new_endpoint():
+def test_a_change_of_mode_is_documented_in_the_deploy_guide():
+    # The mode changes themselves: tests/unit/test_serverless.py.
     instance_config = {"ProductionVariants": [{"InstanceType": "ml.m5.large"}]}
-    serverless_config = {"ProductionVariants": [{"ServerlessConfig": {"MemorySizeInMB": 2048}}]}
-    assert endpoint_mode.mode_change(instance_config, "instance").in_place
     change = endpoint_mode.mode_change(instance_config, "serverless")
-    assert not change.in_place and "new endpoint" in change.reason
-    assert not endpoint_mode.mode_change(serverless_config, "instance").in_place
+    assert not change.in_place and "created again" in change.reason
     assert endpoint_mode.SERVERLESS_DOCS in (REPO / "docs" / "deploy.md").read_text()
 
 

@@ -234,7 +234,29 @@ def test_a_retried_deploy_that_already_happened_changes_nothing():
     assert fake.calls == []
 
 
-@pytest.mark.parametrize("status", ["UpdateRollbackFailed", "Deleting", "OutOfService"])
+def test_an_endpoint_being_deleted_is_waited_out_then_created_on_the_new_config():
+    # Given a shared endpoint that another run is deleting (to change its mode: endpoint_mode)
+    fake = FakeSageMaker()
+    fake.configs.add("old-epc")
+    fake.create_endpoint("mnist-e", "old-epc", TAGS)
+    fake.endpoints["mnist-e"]["EndpointStatus"] = "Deleting"
+    sleeps = []
+
+    def sleep(seconds):  # SageMaker finishes the delete while the step waits
+        sleeps.append(seconds)
+        fake.endpoints.pop("mnist-e", None)
+
+    # When the deploy step moves it to the new config
+    jobs.ensure_endpoint(
+        fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, sleep=sleep, **NO_WAIT
+    )
+    # Then it waited for the delete, and created the endpoint again on its own config
+    assert sleeps == [5]
+    assert fake.endpoints["mnist-e"]["EndpointConfigName"] == CONFIG["EndpointConfigName"]
+    assert [c for c, _ in fake.calls if "endpoint" in c][-1] == "create_endpoint"
+
+
+@pytest.mark.parametrize("status", ["UpdateRollbackFailed", "OutOfService"])
 def test_a_deploy_ends_at_once_on_an_endpoint_state_it_cannot_wait_through(status):
     # Given a shared endpoint whose update went wrong (every EndpointStatus of botocore's model
     # is either awaited or final: tests/unit/test_sagemaker_statuses.py)
