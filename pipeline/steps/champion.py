@@ -115,6 +115,11 @@ def serving_model(sm, endpoint_name: str) -> tuple[Champion | None, str]:
     return champion, f"endpoint {endpoint_name} serves {model_name} ({url})"
 
 
+# S3's answers for an object or bucket that is not there (GetObject: NoSuchKey, NoSuchBucket;
+# a HEAD-style 404 has no body and botocore names it by its status): the artifact is gone.
+ARTIFACT_GONE = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+
+
 def _object(uri: str) -> dict[str, str]:
     # steps.py imports this module; its URI reader is taken at call time (no import cycle).
     from pipeline.steps.steps import split_s3_uri
@@ -133,8 +138,12 @@ def read_champion_centroids(s3, champion: Champion) -> np.ndarray:
         centroids = kmeans_model.read_centroids(_read(s3, champion.model_data_url))
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
+        if code not in ARTIFACT_GONE:
+            # Denied, throttled past botocore's retries, S3 failing: not "no champion" (a worse
+            # model would replace the serving one); the step fails and says why.
+            raise
         raise ChampionUnreadable(
-            f"the serving model's artifact {champion.model_data_url} cannot be read ({code})"
+            f"the serving model's artifact {champion.model_data_url} is gone ({code})"
         ) from None
     except (ValueError, kmeans_model.ModelFormatError) as error:
         raise ChampionUnreadable(

@@ -21,7 +21,7 @@ Standard library and botocore's errors only: the pipeline's steps embed this mod
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from core.contracts import MODEL_PACKAGE_GROUP
 from pipeline.steps import sagemaker_jobs as jobs
@@ -118,8 +118,9 @@ def settle_registration(
     (passed the gate, deployed), Rejected otherwise. Returns the status set, or None when the
     run has no version (failed before evaluate, or the registry is off).
 
-    Never raises for SageMaker's errors: the run's final state must still be reported. A
-    version it could not settle stays PendingManualApproval, and the step's log says why.
+    Never raises for SageMaker's errors, nor for SageMaker out of reach (a connection error, a
+    read timeout: botocore's own errors): the run's final state must still be reported. A version
+    it could not settle stays PendingManualApproval, and the step's log says why.
     """
     status = APPROVED if succeeded else REJECTED
     try:
@@ -136,7 +137,7 @@ def settle_registration(
                     else "not deployed: the run did not succeed"
                 ),
             )
-    except ClientError as error:
+    except (ClientError, BotoCoreError) as error:
         print(f"model registry: {run_key}'s version left as it was: {error}")
         return None
     return status

@@ -347,12 +347,12 @@ def test_a_champion_whose_artifact_is_gone_counts_as_none_and_says_so(world, dat
     run = _run(s3, dataset, key, _poor(dataset["train"]))
     _, comparison, event = _evaluate(sm, s3, key, run, min_accuracy=0.1)
     assert not comparison.compared and comparison.beats_champion
-    assert f"the serving model's artifact {url} cannot be read (NoSuchKey)" in comparison.note
+    assert f"the serving model's artifact {url} is gone (NoSuchKey)" in comparison.note
     assert event["champion_model"] == "mnist-00000000000f-model"
     written = json.loads(
         s3.get_object(Bucket=BUCKET, Key=f"{run_prefix(key)}{EVALUATION_FILE}")["Body"].read()
     )
-    assert "cannot be read" in written["champion"]["note"]
+    assert "is gone (NoSuchKey)" in written["champion"]["note"]
     # An artifact that is there but is not a k-means model: the same, saying so
     s3.put_object(Bucket=bucket, Key=artifact, Body=b"not a model")
     _, unreadable, _ = _evaluate(sm, s3, key, run, min_accuracy=0.1)
@@ -418,6 +418,26 @@ def test_settle_approves_a_deployed_run_and_rejects_the_rest(world, dataset):
         registry.settle_registration(
             sm, run_key="mnist-000000000020", succeeded=True, group="mnist-missing"
         )
+        is None
+    )
+
+
+def test_settle_with_sagemaker_out_of_reach_leaves_the_version_and_raises_nothing():
+    # Given SageMaker out of reach (nothing listens on the port: botocore's own error, not a
+    # ClientError), When the exit handler settles, Then it goes on to report the final state
+    import boto3
+    from botocore.config import Config
+
+    unreachable = boto3.client(
+        "sagemaker",
+        region_name="eu-west-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=1),
+    )
+    assert (
+        registry.settle_registration(unreachable, run_key="mnist-000000000040", succeeded=True)
         is None
     )
 

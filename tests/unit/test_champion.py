@@ -198,3 +198,36 @@ def test_bad_champion_settings_name_their_key(key, raw, problem):
     with pytest.raises(SettingError) as raised:
         read_context({**CLUSTER_CONTEXT, key: raw})
     assert raised.value.key == key and problem in str(raised.value)
+
+
+# -- reading the serving model ----------------------------------------------------------------
+
+
+class _S3Refusing:
+    """GetObject answers with the S3 error code given (botocore's ClientError, as S3 sends it)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def get_object(self, **_):
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": self.code, "Message": self.code}}, "GetObject")
+
+
+SERVING = champion.Champion("mnist-classifier", "mnist-a-epc", "mnist-a-model", "s3://b/models/a")
+
+
+def test_a_serving_artifact_that_is_gone_counts_as_no_serving_model():
+    # S3's GetObject on a deleted key: NoSuchKey (S3 API reference, GetObject errors)
+    with pytest.raises(champion.ChampionUnreadable, match="is gone"):
+        champion.read_champion_centroids(_S3Refusing("NoSuchKey"), SERVING)
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "SlowDown", "InternalError"])
+def test_a_serving_artifact_that_cannot_be_read_now_fails_the_step_not_the_comparison(code):
+    # Denied or S3 failing is not "no champion": a worse model would replace the serving one
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError):
+        champion.read_champion_centroids(_S3Refusing(code), SERVING)
