@@ -1032,14 +1032,19 @@ PER_UPLOAD_KEYS = tuple(p.key for p in PARAMETERS if p.per_upload)
 # Recorded with a run's settings (next to PER_UPLOAD_KEYS) when its endpoint is serverless: what
 # its email's and `status`'s serving cost line describe.
 SERVERLESS_KEYS = ("endpoint_type", "serverless_memory_mb", "serverless_max_concurrency")
+# What the cost needs of an endpoint on instances: the stable one serves endpoint_instance_count
+# held within these bounds (core.serving), a per-run one the count as it is.
+INSTANCE_SERVING_KEYS = ("endpoint_min_instances", "endpoint_max_instances", "per_run_endpoints")
 
 
 def recorded_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """The settings a run record keeps: the per-upload ones, and the serverless ones when the
-    endpoint is serverless."""
+    endpoint is serverless, else the ones its instance count depends on."""
     keys = PER_UPLOAD_KEYS
     if values.get("endpoint_type") == contracts.ENDPOINT_TYPE_SERVERLESS:
         keys += SERVERLESS_KEYS
+    else:
+        keys += INSTANCE_SERVING_KEYS
     return {key: values[key] for key in keys}
 
 

@@ -695,6 +695,49 @@ class DynamoRunSlots(RunSlots):
                 },
             }
         }
+        return self._give_back(record)
+
+    def requeue(self, run_key: str, owner: str, now: str, reason: str) -> bool:
+        detail = f"back in line (its place kept): {reason}"
+        record = {
+            "Update": {
+                "TableName": self._table,
+                "Key": _key(run_key),
+                "UpdateExpression": (
+                    "SET #status = :queued, #updated_at = :now, #reason = :reason,"
+                    " #timeline = list_append(if_not_exists(#timeline, :empty), :entry)"
+                    " REMOVE #holds, #claim_expires_at"
+                ),
+                "ConditionExpression": (
+                    "#status = :accepted AND #claim_owner = :owner AND attribute_exists(#holds)"
+                ),
+                "ExpressionAttributeNames": {
+                    **_names(
+                        ATTR.status,
+                        ATTR.updated_at,
+                        ATTR.reason,
+                        ATTR.timeline,
+                        ATTR.claim_expires_at,
+                        ATTR.claim_owner,
+                    ),
+                    "#holds": ATTR.holds_slot,
+                },
+                "ExpressionAttributeValues": {
+                    ":queued": to_attribute_value(contracts.STATUS_QUEUED),
+                    ":accepted": to_attribute_value(contracts.STATUS_ACCEPTED),
+                    ":owner": to_attribute_value(owner),
+                    ":now": to_attribute_value(now),
+                    ":reason": to_attribute_value(reason),
+                    ":empty": to_attribute_value([]),
+                    ":entry": _entry(now, contracts.STATUS_QUEUED, detail),
+                },
+            }
+        }
+        return self._give_back(record)
+
+    def _give_back(self, record: dict[str, Any]) -> bool:
+        """The record's write (conditional on its holding the slot) and the count's decrement,
+        in one transaction."""
         released = self._transact(
             [
                 record,
@@ -717,7 +760,7 @@ class DynamoRunSlots(RunSlots):
         if released is None:
             return True
         if released[0] == _CONDITION_FAILED:
-            return False  # not held: released before, or never taken
+            return False  # not held (released before, never taken) or the claim moved on
         # The count says no slot is held, yet this record holds one: free the record (the
         # watchdog's recount puts the count right).
         ddb = self._ddb()

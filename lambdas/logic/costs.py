@@ -24,6 +24,7 @@ from typing import Any
 from core import contracts
 from core import run_record as rr
 from core.run_record import RunRecord
+from core.serving import serving_instance_count
 
 # The Price List's SageMaker products: productFamily "ML Instance", with the instance type in
 # `instanceType` and the job kind in `platoinstancetype` (vantage-sh/ec2instances.info,
@@ -151,11 +152,32 @@ class Serverless:
 
 
 @dataclass(frozen=True)
+class Instances:
+    """An endpoint on instances: the count it serves on while in service (core.serving), and
+    the most its autoscaling may add up to (the stable endpoint's; else the count)."""
+
+    instance_type: str
+    count: int
+    autoscaling_max: int = 0
+
+    def describe(self) -> str:
+        plural = "instance" if self.count == 1 else "instances"
+        what = f"{self.count} {self.instance_type} {plural} while in service"
+        if self.autoscaling_max > self.count:
+            what += f" (autoscaling up to {self.autoscaling_max})"
+        return what
+
+
+@dataclass(frozen=True)
 class ServingCost:
     instance_type: str
     instance_count: int
     hourly_usd: float | None  # one instance's
     serverless: Serverless | None = None
+    autoscaling_max: int = 0
+
+    def describe(self) -> str:
+        return Instances(self.instance_type, self.instance_count, self.autoscaling_max).describe()
 
     @property
     def per_hour(self) -> float | None:
@@ -205,10 +227,10 @@ def run_cost(
     record: RunRecord,
     region: str,
     prices: PriceLookup,
-    serving: tuple[str, int] | Serverless | None = None,
+    serving: Instances | Serverless | None = None,
 ) -> RunCost:
-    """The run's cost at on-demand prices; `serving`: the endpoint's (instance type, count), or
-    its Serverless settings (no price asked: see SERVERLESS_PRICE)."""
+    """The run's cost at on-demand prices; `serving`: the endpoint's instances, or its
+    Serverless settings (no price asked: see SERVERLESS_PRICE)."""
     steps = tuple(
         StepCost(u, prices(region, STEP_COMPONENTS[u.step], u.instance_type))
         for u in usage_of(record)
@@ -217,16 +239,25 @@ def run_cost(
     if isinstance(serving, Serverless):
         hosting = ServingCost("", 0, None, serverless=serving)
     elif serving is not None:
-        instance_type, count = serving
         hosting = ServingCost(
-            instance_type, count, prices(region, COMPONENT_HOSTING, instance_type)
+            serving.instance_type,
+            serving.count,
+            prices(region, COMPONENT_HOSTING, serving.instance_type),
+            autoscaling_max=serving.autoscaling_max,
         )
     return RunCost(steps, hosting)
 
 
-def serving_of(record: RunRecord) -> tuple[str, int] | Serverless | None:
-    """The endpoint's instances, as the run was configured (its recorded settings), or its
-    serverless settings when it was serverless."""
+def _whole(value: Any, default: int) -> int:
+    text = str(value)
+    return int(text) if text.isdigit() and int(text) > 0 else default
+
+
+def serving_of(record: RunRecord) -> Instances | Serverless | None:
+    """The endpoint's instances, as the deploy step serves them from the run's recorded
+    settings (core.serving: the stable endpoint holds endpoint_instance_count within its
+    autoscaling bounds), or its serverless settings when it was serverless. A record from
+    before the bounds were recorded: the count as it is."""
     settings = record.run_settings
     if settings.get("endpoint_type") == contracts.ENDPOINT_TYPE_SERVERLESS:
         return Serverless(
@@ -236,8 +267,13 @@ def serving_of(record: RunRecord) -> tuple[str, int] | Serverless | None:
     instance_type = settings.get("endpoint_instance_type")
     if not isinstance(instance_type, str) or not instance_type:
         return None
-    count = str(settings.get("endpoint_instance_count", "1"))
-    return instance_type, int(count) if count.isdigit() and int(count) > 0 else 1
+    count = _whole(settings.get("endpoint_instance_count", 1), 1)
+    if "endpoint_min_instances" not in settings or settings.get("per_run_endpoints"):
+        return Instances(instance_type, count)
+    low = _whole(settings["endpoint_min_instances"], 1)
+    high = _whole(settings.get("endpoint_max_instances", low), low)
+    serving = serving_instance_count(count, low, high, stable=True)
+    return Instances(instance_type, serving, autoscaling_max=high)
 
 
 def usd(value: float | None) -> str:
@@ -284,11 +320,11 @@ def cost_lines(cost: RunCost, *, billed: bool = True) -> list[str]:
         s = cost.serving
         if billed:
             lines.append(
-                f"Endpoint: {s.instance_count} x {s.instance_type}: {usd(s.per_hour)} an hour,"
-                f" {usd(s.per_month)} a month ({HOURS_PER_MONTH} h) while it is in service"
+                f"Endpoint: {s.describe()}: {usd(s.per_hour)} an hour,"
+                f" {usd(s.per_month)} a month ({HOURS_PER_MONTH} h), not in the run cost"
             )
         else:
-            lines.append(f"Endpoint: {s.instance_count} x {s.instance_type}: {LOCAL_NOT_BILLED}")
+            lines.append(f"Endpoint: {s.describe()}: {LOCAL_NOT_BILLED}")
     return lines
 
 

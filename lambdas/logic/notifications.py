@@ -92,8 +92,8 @@ def run_started(
 def run_could_not_start(
     run_key: str, dataset: DatasetRef, reason: str, attempts: int, what_to_check: str
 ) -> Notification:
-    """Sent once, when the start is given up: at Lambda's last attempt, or at once for an
-    error that no retry can heal."""
+    """Sent once, when the start is given up: at Lambda's last attempt (a queued run: at its
+    START_ATTEMPTS_LIMIT-th claim), or at once for an error that no retry can heal."""
     message = "\n".join(
         [
             "A Kubeflow Pipelines run could not be started for an uploaded MNIST dataset.",

@@ -172,6 +172,13 @@ class RunSlots(ABC):
         """Give the record's slot back; True for the one call that did (a repeat is a no-op)."""
 
     @abstractmethod
+    def requeue(self, run_key: str, owner: str, now: str, reason: str) -> bool:
+        """While `owner` holds the ACCEPTED record with a slot: give the slot back and make the
+        record QUEUED again (its claim ends, `reason` kept), in one transaction; `created_at` is
+        not touched, so the record keeps its place in line. False when the claim has moved on
+        or holds no slot (nothing written)."""
+
+    @abstractmethod
     def in_flight(self) -> int:
         """The count of slots held, as stored."""
 

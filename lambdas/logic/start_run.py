@@ -27,8 +27,19 @@ so start-run stays the one function that creates KFP runs. What the user sees, f
   record holding one); the count can always be rebuilt from the records (the watchdog's
   recount).
 - A queued upload whose object is deleted before its turn: DATA_REJECTED, its slot given back.
-- A queued run that KFP will not start: START_FAILED at once (the in-invocation retries only:
-  Lambda does not retry a queue-started run), its slot given back, the next one started.
+- A queued run that KFP will not start for good (a 400, a KFP backend too old):
+  START_FAILED at once (RUN_FAILED email), its slot given back, the next one started.
+- KFP down or unreachable when a queued run starts (a transient error after the in-invocation
+  retries): the run goes back to QUEUED in the transaction that gives its slot back, its place
+  in line kept, no email; `mnistflow status RUN_KEY` shows it waiting, the reason and the try
+  count. Start-run stops starting queued runs for this message (the next in line would meet
+  the same outage) and ends the message without an error; the next try comes with the next
+  "a slot is free": another run ending, or at the latest the watchdog's next pass, which sends
+  it when a slot is free and a run is queued. Not the SQS retry: a raised batch comes back
+  only after the visibility timeout and, after RUN_SLOTS_MAX_RECEIVES, lands on the dead-letter
+  queue whose alarm means start-run is broken. Only the head of the line spends tries, so an
+  outage loses no upload and keeps the order; after START_ATTEMPTS_LIMIT claims of the record
+  it is given up (START_FAILED, RUN_FAILED email) and the next in line takes its turn.
 
 Lambda runs an upload event up to three times with the same request id, which owns the claim:
 a retry of the owner takes its claim back and counts the attempt, so the start is given up
@@ -90,6 +101,12 @@ KFP_ATTEMPTS_AFTER_AUTH_OR_NOT_FOUND = 2
 CREATE_LOOKUP_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # Time kept back to record START_FAILED and send the email before Lambda's timeout.
 FINISH_RESERVE_SECONDS = 5.0
+# Claims of one record (its `start_attempts`: the upload's own, at most LAMBDA_ASYNC_ATTEMPTS,
+# and each start from the queue) before a queued run that KFP keeps refusing with transient
+# errors is given up. At least 9 starts from the queue, each at a "slot is free" (at the latest
+# the watchdog's pass, every 5 minutes): a KFP outage of about 45 minutes loses no upload; a
+# longer one gives up the head of the line (START_FAILED, its email), one run per pass.
+START_ATTEMPTS_LIMIT = 12
 # A claim is held while its invocation can still be running; after that another delivery may
 # take it over (the run lookup by display name keeps that from starting a second run).
 CLAIM_LEASE_MARGIN_SECONDS = 30
@@ -135,6 +152,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     queued: list[str] = field(default_factory=list)  # waiting for a run slot
     retrying: list[str] = field(default_factory=list)  # Lambda's next attempt takes them up
+    requeued: list[str] = field(default_factory=list)  # back in line: KFP failed, not for good
     failed: list[str] = field(default_factory=list)  # given up: START_FAILED
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -280,6 +298,9 @@ class StartRun:
             if record is None or record.dataset is None:
                 break
             self._start_queued(record, record.dataset, seconds_left, request_id, outcome)
+            if outcome.requeued:
+                # KFP failed, not for good: the next in line would meet the same outage.
+                break
         logger.info("Slot-free messages handled", extra={"messages": messages, **outcome.as_dict()})
         return outcome.as_dict()
 
@@ -310,9 +331,17 @@ class StartRun:
                 self.give_back_slot(key, "rejected while queued")
                 outcome.rejected.append(key)
                 return
-            # A queue-started run is not retried by Lambda: its one attempt is the last.
-            last = self._retry.invocation_attempts
-            self._start(key, owner, dataset, seconds_left, last, outcome, overrides)
+            # Not retried by Lambda: a transient failure puts it back in line (_not_started).
+            self._start(
+                key,
+                owner,
+                dataset,
+                seconds_left,
+                record.start_attempts,
+                outcome,
+                overrides,
+                from_queue=True,
+            )
         finally:
             logger.remove_keys(["run_key"])
 
@@ -356,12 +385,16 @@ class StartRun:
         attempt: int,
         outcome: Outcome,
         overrides: dict[str, Any],
+        from_queue: bool = False,
     ) -> None:
         run_settings = recorded_settings({**self._settings, **overrides})
         try:
             run, created, calls = self._find_or_create_run(key, dataset, seconds_left, overrides)
         except KfpCallFailed as error:
-            self._not_started(key, owner, dataset, attempt, error, outcome)
+            if from_queue:
+                self._queued_not_started(key, owner, dataset, attempt, error, outcome)
+            else:
+                self._not_started(key, owner, dataset, attempt, error, outcome)
             return
         url = self.run_url(run.run_id)
         detail = f"KFP run {run.run_id} {'created' if created else 'found by display name'}"
@@ -382,6 +415,35 @@ class StartRun:
                 key, dataset, run.run_id, url, run_settings, tuple(sorted(overrides))
             )
             self._announce(owner, key, note)
+
+    def _queued_not_started(
+        self,
+        key: str,
+        owner: str,
+        dataset: DatasetRef,
+        attempt: int,
+        error: KfpCallFailed,
+        outcome: Outcome,
+    ) -> None:
+        """A run started from the queue that KFP did not start: back in line when the error
+        may heal and tries are left, else given up (START_FAILED)."""
+        if error.kind == KfpCallFailed.PERMANENT or attempt >= START_ATTEMPTS_LIMIT:
+            self._give_up(key, owner, dataset, attempt, error, outcome)
+            return
+        reason = (
+            f"KFP run not started (try {attempt} of {START_ATTEMPTS_LIMIT}): {error};"
+            " waits for the next free slot"
+        )
+        if not self._slots.requeue(key, owner, self._now(), reason):
+            logger.info("The claim moved on before the run went back in line")
+            outcome.duplicates.append(key)
+            return
+        logger.warning(
+            "KFP run not started; the queued run is back in line, its place kept",
+            extra={"reason": str(error), "kind": error.kind, "attempt": attempt},
+        )
+        metrics.add_metric(name="RunStartRetries", unit="Count", value=1)
+        outcome.requeued.append(key)
 
     def _not_started(
         self,
@@ -406,6 +468,18 @@ class StartRun:
             metrics.add_metric(name="RunStartRetries", unit="Count", value=1)
             outcome.retrying.append(key)
             return
+        self._give_up(key, owner, dataset, attempt, error, outcome)
+
+    def _give_up(
+        self,
+        key: str,
+        owner: str,
+        dataset: DatasetRef,
+        attempt: int,
+        error: KfpCallFailed,
+        outcome: Outcome,
+    ) -> None:
+        reason = str(error)
         if self._runs.mark_start_failed(key, owner, reason, self._now()):
             self.give_back_slot(key, "could not be started")
             note = notifications.run_could_not_start(

@@ -38,6 +38,7 @@ from core.contracts import (
     run_prefix,
 )
 from core.sagemaker_events import TRAINING_JOB, TRANSFORM_JOB
+from core.serving import serving_instance_count
 from pipeline.steps import champion, endpoint_mode, guardrails, kmeans_model, registry
 from pipeline.steps import sagemaker_jobs as jobs
 from pipeline.steps.dataset import (
@@ -391,7 +392,7 @@ def deploy(
     serverless = endpoint_type == endpoint_mode.ENDPOINT_TYPE_SERVERLESS
     if stable and not serverless and min_instances > max_instances:
         raise ValueError(f"endpoint min instances {min_instances} > max {max_instances}")
-    count = min(max(instance_count, min_instances), max_instances) if stable else instance_count
+    count = serving_instance_count(instance_count, min_instances, max_instances, stable=stable)
     config = {
         "EndpointConfigName": resource_name(run_key, ENDPOINT_CONFIG_SUFFIX),
         "ProductionVariants": [

@@ -617,6 +617,27 @@ class InMemoryRunSlots(RunSlots):
             self.version += 1
         return True
 
+    def requeue(self, run_key: str, owner: str, now: str, reason: str) -> bool:
+        self.writes.append("requeue")
+        item = self._ours(run_key, owner)
+        if item is None or ATTR.holds_slot not in item:
+            return False
+        del item[ATTR.holds_slot]
+        item.pop(ATTR.claim_expires_at, None)
+        item.update({ATTR.status: contracts.STATUS_QUEUED, ATTR.updated_at: now})
+        item[ATTR.reason] = reason
+        item.setdefault(ATTR.timeline, []).append(
+            {
+                "at": now,
+                "event": contracts.STATUS_QUEUED,
+                "detail": f"back in line (its place kept): {reason}",
+            }
+        )
+        if self.count > 0:
+            self.count -= 1
+            self.version += 1
+        return True
+
     def in_flight(self) -> int:
         return self.count
 

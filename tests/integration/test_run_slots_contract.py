@@ -128,6 +128,32 @@ def test_the_oldest_queued_upload_starts_first_and_only_while_a_slot_is_free(tab
     assert table.slots.start_next("q", LIMIT, T0, LEASE) is None  # nothing queued
 
 
+def test_a_requeued_run_gives_its_slot_back_and_keeps_its_place_in_line(table):
+    for n in (1, 2, 3):
+        accept(table, n)
+        table.slots.take_or_queue(key(n), f"r{n}", 1, T0)
+    table.slots.release(key(1), T0)
+    started = table.slots.start_next("q", 1, T0, LEASE)
+    assert started.run_key == key(2) and started.start_attempts == 2
+    # When KFP failed (not for good): back to QUEUED and the slot freed, in one move
+    assert table.slots.requeue(key(2), "q", T0, "KFP run not started (try 2 of 12): 503")
+    record = table.record(key(2))
+    assert record.status == contracts.STATUS_QUEUED and not record.holds_slot
+    assert record.created_at == "2026-11-28T12:00:02.000Z"  # its place in line
+    assert record.reason == "KFP run not started (try 2 of 12): 503"
+    assert record.claim_expires_at is None
+    assert record.timeline[-1].event == contracts.STATUS_QUEUED
+    assert table.slots.in_flight() == 0
+    # Then it is the next to start again, ahead of 3, and counts the try
+    again = table.slots.start_next("q2", 1, T0, LEASE)
+    assert again.run_key == key(2) and again.start_attempts == 3
+    # And a requeue by another owner, or of a record without the slot, writes nothing
+    assert table.slots.requeue(key(2), "q", T0, "late") is False
+    assert table.slots.requeue(key(3), "r3", T0, "queued") is False
+    assert table.record(key(2)).status == contracts.STATUS_ACCEPTED
+    assert table.slots.in_flight() == 1
+
+
 def test_a_slot_is_released_once(table):
     accept(table, 1)
     table.slots.take_or_queue(key(1), "r1", LIMIT, T0)

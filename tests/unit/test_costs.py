@@ -13,10 +13,11 @@ import pytest
 
 from core import contracts
 from core.run_record import RunRecord
+from core.serving import serving_instance_count
 from lambdas.logic import costs
 from lambdas.logic.progress_events import parse_event
 from lambdas.logic.track_progress import TrackProgress
-from pipeline.steps import endpoint_mode
+from pipeline.steps import endpoint_mode, steps
 from tests.conftest import load_event
 from tests.fakes import InMemoryRunProgress, RecordingNotifier, slot_fakes
 from tests.fakes.progress import RUN_KEY, start_run_record
@@ -165,12 +166,52 @@ def test_a_runs_cost_is_billable_instance_seconds_at_the_hourly_price():
     assert cost.serving.per_month == pytest.approx(0.23 * 730)
     text = "\n".join(costs.cost_lines(cost))
     assert "810 s billable x 1 ml.m5.large (training): $0.0259" in text
-    assert "Endpoint: 2 x ml.m5.large: $0.2300 an hour, $167.90 a month" in text
+    # (a record from before the autoscaling bounds were recorded: its count as it is)
+    assert (
+        "Endpoint: 2 ml.m5.large instances while in service: $0.2300 an hour,"
+        " $167.90 a month (730 h), not in the run cost"
+    ) in text
+
+
+@pytest.mark.parametrize(
+    ("count", "low", "high", "per_run", "serves", "words"),
+    [
+        # the stable endpoint serves endpoint_instance_count held within min..max
+        (1, 1, 2, False, 1, "1 ml.m5.large instance while in service (autoscaling up to 2)"),
+        (1, 2, 4, False, 2, "2 ml.m5.large instances while in service (autoscaling up to 4)"),
+        (5, 1, 3, False, 3, "3 ml.m5.large instances while in service"),
+        # a per-run endpoint is not autoscaled: the count as it is
+        (3, 1, 2, True, 3, "3 ml.m5.large instances while in service"),
+    ],
+)
+def test_the_endpoint_is_priced_at_the_instances_deploy_serves(
+    count, low, high, per_run, serves, words
+):
+    from core.settings import BY_KEY, recorded_settings
+
+    values = {p: BY_KEY[p].default for p in BY_KEY if not BY_KEY[p].required}
+    values.update(
+        endpoint_instance_type="ml.m5.large",
+        endpoint_instance_count=count,
+        endpoint_min_instances=low,
+        endpoint_max_instances=high,
+        per_run_endpoints=per_run,
+    )
+    record = _record_after("sagemaker_training_completed", run_settings=recorded_settings(values))
+    serving = costs.serving_of(record)
+    # The deploy step's own rule (one function, core.serving) gives the same count
+    assert steps.serving_instance_count is serving_instance_count
+    assert serving.count == serves == serving_instance_count(count, low, high, stable=not per_run)
+    cost = costs.run_cost(record, "us-east-1", _fixture_prices, serving)
+    assert cost.serving.per_hour == pytest.approx(0.115 * serves)
+    lines = costs.cost_lines(cost)
+    assert f"Endpoint: {words}: {costs.usd(0.115 * serves)} an hour," in "\n".join(lines)
+    assert cost.total_usd == pytest.approx(810 / 3600 * 0.115)  # the jobs alone
 
 
 def test_no_price_says_price_unknown_and_keeps_the_seconds():
     record = _record_after("sagemaker_training_completed")
-    cost = costs.run_cost(record, "us-east-1", lambda *_: None, ("ml.m5.large", 1))
+    cost = costs.run_cost(record, "us-east-1", lambda *_: None, costs.Instances("ml.m5.large", 1))
     lines = costs.cost_lines(cost)
     assert cost.total_usd is None
     assert "  810 s billable x 1 ml.m5.large (training): price unknown" in lines
@@ -209,18 +250,20 @@ def test_a_serverless_endpoint_is_price_unknown_and_asks_no_instance_price():
 
 
 def test_the_run_record_keeps_the_serverless_settings_only_for_a_serverless_endpoint():
-    from core.settings import BY_KEY, PER_UPLOAD_KEYS, recorded_settings
+    from core.settings import BY_KEY, INSTANCE_SERVING_KEYS, PER_UPLOAD_KEYS, recorded_settings
 
     values = {p: BY_KEY[p].default for p in BY_KEY if not BY_KEY[p].required}
-    assert list(recorded_settings(values)) == list(PER_UPLOAD_KEYS)  # instance: as before
+    instance = recorded_settings(values)
+    assert list(instance) == [*PER_UPLOAD_KEYS, *INSTANCE_SERVING_KEYS]  # what the cost needs
     serverless = recorded_settings({**values, "endpoint_type": "serverless"})
     assert serverless["serverless_memory_mb"] == 2048
     assert serverless["serverless_max_concurrency"] == 5
+    assert not set(INSTANCE_SERVING_KEYS) & set(serverless)
 
 
 def test_on_the_local_stack_nothing_is_billed_and_it_says_so():
     record = _record_after("sagemaker_training_completed")
-    cost = costs.run_cost(record, "us-east-1", lambda *_: None, ("ml.m5.large", 1))
+    cost = costs.run_cost(record, "us-east-1", lambda *_: None, costs.Instances("ml.m5.large", 1))
     lines = costs.cost_lines(cost, billed=False)
     assert "Run cost: nothing is billed on the local stack" in lines
     assert not any("$" in line or costs.PRICE_UNKNOWN in line for line in lines)

@@ -175,6 +175,72 @@ def test_a_run_that_cannot_start_gives_its_slot_back_and_the_next_one_starts():
     assert world.slots.holders() == [key(3)] and world.slots.count == 1
 
 
+def kfp_down(world: Slots) -> None:
+    """Every KFP call fails with an error that may heal (a 503, a timeout), until cleared."""
+    world.kfp.failures[:] = [("*", KfpCallFailed(KfpCallFailed.TRANSIENT, "HTTP 503"))] * 10_000
+
+
+def test_a_kfp_outage_puts_the_queued_run_back_in_line_and_loses_no_upload():
+    # Given a limit of 1, run 1 in flight and uploads 2, 3, 4 waiting
+    world = Slots(limit=1)
+    for n in (1, 2, 3, 4):
+        world.upload(n)
+    created_at = {n: world.runs.items[key(n)][ATTR.created_at] for n in (2, 3, 4)}
+    world.end(1)
+    # When KFP is down as the slot-free message starts upload 2
+    kfp_down(world)
+    outcome = world.slot_free()
+    # Then upload 2 is back in line with its place kept, its slot given back in the same move,
+    # and start-run stops: uploads 3 and 4 were never tried, nothing failed, no email
+    assert outcome["requeued"] == [key(2)]
+    assert outcome["failed"] == outcome["started"] == []
+    assert [world.status(n) for n in (2, 3, 4)] == [contracts.STATUS_QUEUED] * 3
+    assert {n: world.runs.items[key(n)][ATTR.created_at] for n in (2, 3, 4)} == created_at
+    assert world.slots.count == 0 and world.slots.holders() == []
+    assert ATTR.claim_expires_at not in world.runs.items[key(2)]
+    assert "try 2 of" in world.runs.items[key(2)][ATTR.reason]
+    assert world.emails(2) == world.emails(3) == []
+    assert [world.runs.items[key(n)][ATTR.start_attempts] for n in (2, 3, 4)] == [2, 1, 1]
+    # And the watchdog's next pass wakes start-run again (a slot is free, runs are queued)
+    world.signal.sent.clear()
+    assert watchdog(world, world.clock.now + 60).run()["woke"] == ["3 queued"]
+    # When KFP is back, Then the runs start in upload order, one at a time
+    world.kfp.failures.clear()
+    assert world.slot_free()["started"] == [key(2)]
+    world.end(2, "end-2")
+    assert world.slot_free()["started"] == [key(3)]
+    world.end(3, "end-3")
+    assert world.slot_free()["started"] == [key(4)]
+    assert world.started_keys() == [key(n) for n in (1, 2, 3, 4)]
+    assert world.emails(2)[0] == contracts.KIND_RUN_STARTED  # then its outcome's email
+    assert contracts.KIND_RUN_FAILED not in world.emails(2) + world.emails(3) + world.emails(4)
+    assert not [i for i in world.runs.items.values() if i.get(ATTR.status) == "START_FAILED"]
+
+
+def test_a_queued_run_kfp_keeps_refusing_is_given_up_at_the_bound_then_the_next_waits():
+    from lambdas.logic.start_run import START_ATTEMPTS_LIMIT
+
+    # Given a limit of 1, run 1 ended, uploads 2 and 3 waiting, and KFP down for long
+    world = Slots(limit=1)
+    for n in (1, 2, 3):
+        world.upload(n)
+    world.end(1)
+    kfp_down(world)
+    # When "a slot is free" comes again and again (the watchdog's passes)
+    tries = START_ATTEMPTS_LIMIT - world.runs.items[key(2)][ATTR.start_attempts]
+    outcomes = [world.slot_free(f"slot-{i}") for i in range(tries)]
+    # Then upload 2 stays QUEUED, without an email, until its last try
+    assert [o["requeued"] for o in outcomes[:-1]] == [[key(2)]] * (tries - 1)
+    assert all(o["failed"] == [] for o in outcomes[:-1])
+    # And at the bound it is given up: START_FAILED with one RUN_FAILED email; upload 3 takes
+    # its turn in the same invocation and, KFP still down, goes back in line
+    assert outcomes[-1]["failed"] == [key(2)] and outcomes[-1]["requeued"] == [key(3)]
+    assert world.status(2) == contracts.STATUS_START_FAILED
+    assert world.emails(2) == [contracts.KIND_RUN_FAILED]
+    assert world.status(3) == contracts.STATUS_QUEUED and world.emails(3) == []
+    assert world.slots.count == 0
+
+
 def test_a_retry_of_an_upload_that_held_a_slot_does_not_take_a_second():
     # Given an upload whose first attempt took a slot, then KFP failed (Lambda retries it)
     world = Slots(limit=2)

@@ -28,7 +28,9 @@ def test_status_prices_the_run_on_aws():
     text = describe_run(_record(), lambda region, component, instance: 0.115, "us-east-1")
     assert "  cost\n" in text
     assert "Run cost: $0.0390 (on-demand prices, AWS Price List)" in text  # 1220 s x $0.115/h
-    assert "Endpoint: 1 x ml.m5.large: $0.1150 an hour, $83.95 a month" in text
+    assert (
+        "Endpoint: 1 ml.m5.large instance while in service: $0.1150 an hour, $83.95 a month" in text
+    )
 
 
 def test_status_without_a_price_says_unknown():
