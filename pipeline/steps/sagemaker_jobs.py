@@ -337,7 +337,13 @@ def ensure_endpoint(
                     f" ({existing.get('FailureReason') or 'no reason given'}): SageMaker allows"
                     f" only deleting it; deleting it and creating it again on {config_name}"
                 )
-                sm.delete_endpoint(EndpointName=endpoint_name)
+                try:
+                    sm.delete_endpoint(EndpointName=endpoint_name)
+                except ClientError:
+                    again = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
+                    if again is not None and again[ENDPOINT.status_field] == FAILED:
+                        raise
+                    # another run found it Failed too and deleted it first: wait for that
                 wait_gone(sm, endpoint_name, **waits)
                 continue
             if existing is None:

@@ -293,6 +293,23 @@ def test_a_failed_endpoint_is_deleted_then_created_on_the_new_config(capsys):
     assert f"creating it again on {CONFIG['EndpointConfigName']}" in out
 
 
+def test_two_deploys_finding_the_endpoint_failed_delete_it_once_and_one_creates_it():
+    # Given a Failed endpoint that another run deletes just before this one asks to
+    fake = FakeSageMaker()
+    fake.configs.add("old-epc")
+    fake.create_endpoint("mnist-e", "old-epc", TAGS)
+    fake.endpoints["mnist-e"]["EndpointStatus"] = "Failed"
+
+    def deleted_first(EndpointName):
+        fake.endpoints.pop(EndpointName)
+        raise _not_found(EndpointName)
+
+    fake.delete_endpoint = deleted_first
+    # When this run deploys, it waits for that delete and creates the endpoint on its config
+    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
+    assert fake.endpoints["mnist-e"]["EndpointConfigName"] == CONFIG["EndpointConfigName"]
+
+
 @pytest.mark.parametrize("status", ["UpdateRollbackFailed", "OutOfService"])
 def test_a_deploy_ends_at_once_on_an_endpoint_state_it_cannot_wait_through(status):
     # Given a shared endpoint whose update went wrong (every EndpointStatus of botocore's model
