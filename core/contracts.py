@@ -100,6 +100,11 @@ SERVING_MODELS_PREFIX = "models/"
 # The deploy step's error when SageMaker rolled its update back: "... rolled back; <run> ...
 # keeps serving ..." (pipeline/steps/sagemaker_jobs.py, EndpointRolledBack).
 ROLLED_BACK_ERROR = "was rolled back;"
+# Set on a run's endpoint config by its deploy step once the endpoint serves it (InService on
+# it), value the UTC time in ISO 8601: the order configs served in, which is not the order they
+# were created in (a deploy creates its config, then waits its turn). Retiring keeps the last
+# served ones for rollback, and rollback goes back to the one served before (retire.py).
+SERVED_AT_TAG = "mnistflow:served-at"
 
 
 def resource_name(key: str, suffix: str) -> str:

@@ -5,7 +5,8 @@ cleanup: what goes (superseded configs beyond the kept N, per-run endpoints past
 live, what runs that are over left behind) and what stays, with why; never a resource without
 the product's tag, never anything of a run still in flight (by the runs table).
 
-rollback: the stable endpoint back onto the newest kept config older than the one it serves.
+rollback: the stable endpoint back onto the kept config that served last before the one it
+serves (by the deploy step's served-at tag; never a config that never served or was rolled back).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class Rollback:
 
 
 def rollback(sm, *, endpoint_name: str) -> Rollback:
-    """Points the stable endpoint at the previous kept config; refuses while it is changing or
-    when no older config of the product is kept."""
+    """Points the stable endpoint at the config that served before the one it serves; refuses
+    while it is changing or when no such config of the product is kept."""
     if not endpoint_name:
         raise CleanupError("no stable endpoint named: pass --endpoint (the endpoint_name setting)")
     endpoint = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
@@ -98,19 +99,24 @@ def rollback(sm, *, endpoint_name: str) -> Rollback:
             " product's (no mnistflow:run-key tag): nothing to roll back to"
         )
     in_use = inv.configs_in_use()
+    # By when they served (the deploy step's served-at tag), not when they were created: a
+    # config made by a run still waiting its turn, or rolled back, never served.
     older = [
         c
         for c in inv.configs.values()
-        if c.created < current.created
+        if c.served_at
+        and (not current.served_at or c.served_at < current.served_at)
+        and not c.rolled_back
         and c.name not in in_use
         and all(m in inv.models for m in c.uses)  # its model still there to serve
     ]
     if not older:
         raise CleanupError(
             f"no earlier endpoint config is kept for {endpoint_name} (it serves {current.name};"
-            " kept_endpoint_configs sets how many are kept)"
+            " one that served before it, not rolled back; kept_endpoint_configs sets how many"
+            " are kept)"
         )
-    target = max(older, key=lambda c: c.created)
+    target = max(older, key=lambda c: c.served_at)
     change = endpoint_mode.mode_change(
         sm.describe_endpoint_config(EndpointConfigName=current.name),
         endpoint_mode.mode_of(sm.describe_endpoint_config(EndpointConfigName=target.name)),

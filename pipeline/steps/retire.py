@@ -38,10 +38,11 @@ from core.contracts import (
     MODEL_SUFFIX,
     RUN_KEY_TAG,
     SAGEMAKER_NAME_PREFIX,
+    SERVED_AT_TAG,
     SERVING_MODELS_PREFIX,
     resource_name,
 )
-from pipeline.steps.sagemaker_jobs import describe_or_none, is_not_found
+from pipeline.steps.sagemaker_jobs import ROLLED_BACK_TAG, describe_or_none, is_not_found
 
 ENDPOINT, CONFIG, MODEL, ARTIFACT = "endpoint", "endpoint-config", "model", "artifact"
 ORDER = (ENDPOINT, CONFIG, MODEL, ARTIFACT)  # what is deleted first: users before the used
@@ -52,6 +53,8 @@ CHANGING_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "Rollin
 LIST_PAGE_SIZE = 100
 
 DELETE, KEEP = "delete", "keep"
+# plan_superseded's reason for a config that never served (no SERVED_AT_TAG).
+NOT_SERVED = "never served: its run is in flight, or its exit handler or cleanup retires it"
 DELETED, GONE, WOULD_DELETE, KEPT, REFUSED = (
     "deleted",
     "already gone",
@@ -70,6 +73,8 @@ class Resource:
     arn: str = ""
     status: str = ""  # an endpoint's EndpointStatus
     uses: tuple[str, ...] = ()  # endpoint: its configs; config: its models; model: its artifact
+    served_at: str = ""  # a config's SERVED_AT_TAG (ISO 8601 UTC): when it began to serve
+    rolled_back: bool = False  # a config tagged ROLLED_BACK_TAG: never a rollback target
 
 
 @dataclass(frozen=True)
@@ -110,15 +115,20 @@ class Inventory:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def _tag_value(sm, arn: str) -> str | None:
-    """The run-key tag of a resource; None without it, or when the resource is gone meanwhile."""
+def _tags(sm, arn: str) -> dict[str, str]:
+    """A resource's tags; none when the resource is gone meanwhile."""
     try:
         tags = sm.list_tags(ResourceArn=arn)["Tags"]
     except ClientError as error:
         if is_not_found(error):
-            return None
+            return {}
         raise
-    return next((t["Value"] for t in tags if t["Key"] == RUN_KEY_TAG), None)
+    return {t["Key"]: t.get("Value", "") for t in tags}
+
+
+def _tag_value(sm, arn: str) -> str | None:
+    """The run-key tag of a resource; None without it, or when the resource is gone meanwhile."""
+    return _tags(sm, arn).get(RUN_KEY_TAG)
 
 
 def _listed(sm, operation: str, key: str) -> Iterable[dict]:
@@ -147,7 +157,8 @@ def read_inventory(sm, s3=None, bucket: str = "") -> Inventory:
         )
     for row in _listed(sm, "list_endpoint_configs", "EndpointConfigs"):
         name, arn = row["EndpointConfigName"], row["EndpointConfigArn"]
-        key = _tag_value(sm, arn)
+        tags = _tags(sm, arn)
+        key = tags.get(RUN_KEY_TAG)
         described = (
             describe_or_none(sm.describe_endpoint_config, EndpointConfigName=name) if key else None
         )
@@ -156,7 +167,16 @@ def read_inventory(sm, s3=None, bucket: str = "") -> Inventory:
                 inv.not_ours.append((CONFIG, name))
             continue
         models = tuple(v["ModelName"] for v in described.get("ProductionVariants", []))
-        inv.configs[name] = Resource(CONFIG, name, key, row["CreationTime"], arn, uses=models)
+        inv.configs[name] = Resource(
+            CONFIG,
+            name,
+            key,
+            row["CreationTime"],
+            arn,
+            uses=models,
+            served_at=tags.get(SERVED_AT_TAG, ""),
+            rolled_back=ROLLED_BACK_TAG in tags,
+        )
     for row in _listed(sm, "list_models", "Models"):
         name, arn = row["ModelName"], row["ModelArn"]
         key = _tag_value(sm, arn)
@@ -252,10 +272,13 @@ def _artifacts(inv: Inventory, runs: set[str], deleted: set[str], reason: str) -
 
 
 def plan_superseded(inv: Inventory, *, endpoint_name: str, keep: int) -> list[Decision]:
-    """After a successful update of the stable endpoint: the configs it no longer serves, but
-    the newest `keep` - 1 older ones (with the serving one, `keep` for rollback), their models
-    and their promoted artifacts. Configs newer than the serving one belong to runs still in
-    flight and stay; so does everything while the endpoint is changing."""
+    """After a successful update of the stable endpoint: the configs that served on it before
+    (tagged SERVED_AT_TAG), but the `keep` - 1 that served last (with the serving one, `keep`
+    for rollback; a rolled-back config is never one of them), with their models and promoted
+    artifacts. The order is the order they served in, not the order they were created in: a
+    deploy creates its config and then waits its turn. A config that never served is left
+    alone: its run is in flight, or its run's exit handler (or `mnistflow cleanup`, by the runs
+    table) retires it. So is everything while the endpoint is changing."""
     endpoint = inv.endpoints.get(endpoint_name)
     if endpoint is None:
         return []
@@ -266,17 +289,22 @@ def plan_superseded(inv: Inventory, *, endpoint_name: str, keep: int) -> list[De
     if serving is None:
         return []
     decided: dict[str, Decision] = {}
-    older = sorted(
-        (c for c in inv.configs.values() if c.created < serving.created and c.name not in in_use),
-        key=lambda c: c.created,
+    served = sorted(
+        (c for c in inv.configs.values() if c.served_at and c.name not in in_use),
+        key=lambda c: c.served_at,
         reverse=True,
     )
     for config in inv.configs.values():
         if config.name in in_use:
             decided[config.name] = _keep(config, f"in use by endpoint {in_use[config.name]}")
-        elif config.created >= serving.created:
-            decided[config.name] = _keep(config, "newer than the serving config: a run in flight")
-    for rank, config in enumerate(older, start=2):  # the serving config is the first kept
+        elif not config.served_at:
+            decided[config.name] = _keep(config, NOT_SERVED)
+    rank = 1  # the serving config is the first kept
+    for config in served:
+        if config.rolled_back:
+            decided[config.name] = _delete(config, f"rolled back on {endpoint_name}")
+            continue
+        rank += 1
         if rank <= keep:
             decided[config.name] = _keep(config, f"kept for rollback ({rank} of {keep})")
         else:
@@ -393,7 +421,7 @@ def plan_cleanup(
             in_use = {c: e for c, e in in_use.items() if e != endpoint.name}
     for config in inv.configs.values():
         current = decisions.get((CONFIG, config.name))
-        over = current is None or current.reason.startswith("newer than the serving config")
+        over = current is None or current.reason == NOT_SERVED
         if config.name in in_use:
             decisions[(CONFIG, config.name)] = _keep(
                 config, f"in use by endpoint {in_use[config.name]}"

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -21,6 +22,7 @@ from core.contracts import (
     ROLLED_BACK_ERROR,
     RUN_KEY_TAG,
     SAGEMAKER_POLL_SECONDS_VARIABLE,
+    SERVED_AT_TAG,
     run_key_from_name,
 )
 from core.sagemaker_events import ENDPOINT, TRAINING_JOB, TRANSFORM_JOB, SageMakerResource
@@ -216,6 +218,12 @@ _TRANSIENT = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"}
 # update failed and so did its rollback).
 _ENDED = ENDPOINT.failed - _TRANSIENT
 DELETING = "Deleting"
+# botocore's sagemaker model, DescribeEndpointOutput.EndpointStatus: "Failed: Endpoint could not
+# be created, updated, or re-scaled. [...] DeleteEndpoint is the only operation that can be
+# performed on a failed endpoint." A deploy that finds the endpoint Failed deletes it and
+# creates it on its own config. (UpdateRollbackFailed: "in service with a mix of the old and new
+# endpoint configurations", remedied by hand per the Rolling Deployments guide: not touched.)
+FAILED = "Failed"
 # Set on a run's endpoint config when SageMaker rolled its update back: a retried deploy step
 # (KFP retries it) does not put the same model through the guardrails again.
 ROLLED_BACK_TAG = "mnistflow:rolled-back"
@@ -317,11 +325,27 @@ def ensure_endpoint(
     if config is None:
         sm.create_endpoint_config(**config_request)
         config = sm.describe_endpoint_config(EndpointConfigName=config_name)
-    _refuse_rolled_back(sm, config, endpoint_name)
+    config_tags = sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+    _refuse_rolled_back(config, config_tags, endpoint_name)
     waits = {"deadline": deadline, "poll_seconds": poll_seconds, "sleep": sleep, "clock": clock}
     while True:
         existing = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
         try:
+            if existing is not None and existing[ENDPOINT.status_field] == FAILED:
+                print(
+                    f"endpoint {endpoint_name} is Failed on {existing['EndpointConfigName']}"
+                    f" ({existing.get('FailureReason') or 'no reason given'}): SageMaker allows"
+                    f" only deleting it; deleting it and creating it again on {config_name}"
+                )
+                try:
+                    sm.delete_endpoint(EndpointName=endpoint_name)
+                except ClientError:
+                    again = describe_or_none(sm.describe_endpoint, EndpointName=endpoint_name)
+                    if again is not None and again[ENDPOINT.status_field] == FAILED:
+                        raise
+                    # another run found it Failed too and deleted it first: wait for that
+                wait_gone(sm, endpoint_name, **waits)
+                continue
             if existing is None:
                 extra = {"DeploymentConfig": deployment_config} if deployment_config else {}
                 sm.create_endpoint(
@@ -354,7 +378,17 @@ def ensure_endpoint(
                 raise StepFailed(f"endpoint {endpoint_name} stayed busy: {error}") from None
             sleep(poll_seconds)  # another run got there first: wait for its turn
     # Creating or updating an endpoint cannot be stopped half way, so there is no stop_on_cancel.
-    return _wait_deployed(sm, endpoint_name, config_name, **waits)
+    description = _wait_deployed(sm, endpoint_name, config_name, **waits)
+    if not any(tag.get("Key") == SERVED_AT_TAG for tag in config_tags):  # a retry keeps the first
+        mark_served(sm, config["EndpointConfigArn"])
+    return description
+
+
+def mark_served(sm, config_arn: str) -> None:
+    """Tags the endpoint config with when it began to serve (SERVED_AT_TAG): retiring and
+    rollback go by the order configs served in, not the order they were created in."""
+    served_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    sm.add_tags(ResourceArn=config_arn, Tags=[{"Key": SERVED_AT_TAG, "Value": served_at}])
 
 
 def _pending(description: dict) -> str:
@@ -409,8 +443,7 @@ def mark_rolled_back(sm, config_name: str, reason: str) -> None:
     )
 
 
-def _refuse_rolled_back(sm, config: dict, endpoint_name: str) -> None:
-    tags = sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+def _refuse_rolled_back(config: dict, tags: list[dict], endpoint_name: str) -> None:
     for tag in tags:
         if tag.get("Key") == ROLLED_BACK_TAG:
             raise EndpointRolledBack(

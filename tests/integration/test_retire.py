@@ -18,6 +18,7 @@ from core.contracts import RUN_KEY_TAG, SERVING_MODELS_PREFIX
 from lambdas.dal.aws_clients import AwsClients
 from lambdas.dal.sagemaker_endpoints import SageMakerEndpoints
 from lambdas.logic.ports import SageMakerCallFailed
+from mnistflow import cleanup
 from mnistflow.local.emulator import EMULATOR_CREDENTIALS, AwsEmulator
 from pipeline.steps import retire
 from pipeline.steps import sagemaker_jobs as jobs
@@ -160,6 +161,72 @@ def test_after_an_update_only_the_kept_configs_stay_and_foreign_resources_are_un
     assert reasons[f"{_key(5)}-epc"] == f"in use by endpoint {_key(5)}-endpoint"
     assert ("endpoint-config", "mnist-foreign") in inv.not_ours
     assert ("model", "mnist-foreign-model") in inv.not_ours
+
+
+def _wait_in_service(sm, endpoint: str = STABLE) -> None:
+    jobs.wait_for(
+        lambda: sm.describe_endpoint(EndpointName=endpoint),
+        "EndpointStatus",
+        done={"InService"},
+        failed={"Failed"},
+        what=endpoint,
+        timeout_seconds=10,
+        poll_seconds=0.05,
+    )
+
+
+def test_configs_made_while_waiting_rank_by_when_they_served_not_when_they_were_made(sm, s3):
+    # The reviewer's scenario. Given A serving; B and C making their configs while they wait
+    # their turn (a deploy creates its config first); D making its config later but updating
+    # first, then retiring with N = 2
+    a, b, c, d = (_key(n) for n in (1, 2, 3, 4))
+    _deploy(sm, s3, a)
+    for key in (b, c):
+        sm.create_endpoint_config(**_config(sm, key, _model(sm, s3, key)))
+    _deploy(sm, s3, d)
+    outcomes = retire.after_deploy(sm, s3, bucket=BUCKET, run_key=d, endpoint_name=STABLE, keep=2)
+    # Then A (what served before D: the real rollback target) is kept, and B and C, which never
+    # served, keep config, model and artifact: their runs are in flight
+    reasons = {o.decision.resource.name: o.decision.reason for o in outcomes}
+    assert reasons[f"{a}-epc"] == "kept for rollback (2 of 2)"
+    assert reasons[f"{b}-epc"] == reasons[f"{c}-epc"] == retire.NOT_SERVED
+    assert {o.result for o in outcomes} == {retire.KEPT}
+    assert _names(sm)["models"] == {f"{k}-model" for k in (a, b, c, d)}
+    assert _artifacts(s3) == {f"{SERVING_MODELS_PREFIX}{k}/model.tar.gz" for k in (a, b, c, d)}
+    # And a rollback now goes back to A, not to C (made after A, never served)
+    assert cleanup.rollback(sm, endpoint_name=STABLE).to_config == f"{a}-epc"
+    _wait_in_service(sm)
+    sm.update_endpoint(EndpointName=STABLE, EndpointConfigName=f"{d}-epc")  # D again
+    _wait_in_service(sm)
+    # When B's deploy gets its turn, it finds its config and serves; its retirement (N = 2)
+    # keeps D (served before B) and retires A with its model and artifact; C is not touched
+    jobs.ensure_endpoint(
+        sm,
+        endpoint_name=STABLE,
+        config_request=_config(sm, b, f"{b}-model"),
+        tags=jobs.run_tags(b),
+        timeout_seconds=30,
+        poll_seconds=0.05,
+    )
+    outcomes = retire.after_deploy(sm, s3, bucket=BUCKET, run_key=b, endpoint_name=STABLE, keep=2)
+    gone = {o.decision.resource.name for o in outcomes if o.result == retire.DELETED}
+    assert gone == {f"{a}-epc", f"{a}-model", f"{SERVING_MODELS_PREFIX}{a}/model.tar.gz"}
+    assert _names(sm)["configs"] == {f"{k}-epc" for k in (b, c, d)}
+    # And a rollback from B goes to D, the config that served before it
+    assert cleanup.rollback(sm, endpoint_name=STABLE).to_config == f"{d}-epc"
+
+
+def test_a_rollback_never_goes_to_a_rolled_back_config(sm, s3):
+    for n in (1, 2, 3):
+        _deploy(sm, s3, _key(n))
+    # Given run 2's config tagged rolled back (mnistflow:rolled-back)
+    jobs.mark_rolled_back(sm, f"{_key(2)}-epc", "an alarm fired while it baked")
+    # Then the retirement does not keep it for rollback, and rollback skips it
+    decisions = retire.plan_superseded(retire.read_inventory(sm), endpoint_name=STABLE, keep=2)
+    why = {d.resource.name: (d.action, d.reason) for d in decisions}
+    assert why[f"{_key(2)}-epc"] == (retire.DELETE, f"rolled back on {STABLE}")
+    assert why[f"{_key(1)}-epc"] == (retire.KEEP, "kept for rollback (2 of 2)")
+    assert cleanup.rollback(sm, endpoint_name=STABLE).to_config == f"{_key(1)}-epc"
 
 
 def test_a_failed_run_removes_what_it_created_never_the_stable_endpoint(sm, s3):

@@ -10,12 +10,13 @@ import json
 import threading
 import time
 
+import botocore.session
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
 from core import endpoint_alarms, images
-from core.contracts import RUN_KEY_TAG, STABLE_ENDPOINT_NAME
+from core.contracts import RUN_KEY_TAG, SERVED_AT_TAG, STABLE_ENDPOINT_NAME
 from mnistflow.local.emulator import AwsEmulator
 from pipeline.steps import guardrails, kmeans_model, steps
 from pipeline.steps import sagemaker_jobs as jobs
@@ -305,3 +306,55 @@ def test_a_rolled_back_instance_type_change_leaves_the_old_fleet_scaling(clients
     # Then the old config serves and its variant is a scalable target again
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == serving
     assert guardrails.is_scalable_target(autoscaling, ENDPOINT)
+
+
+def test_a_failed_stable_endpoint_is_deleted_and_created_again_by_the_next_deploy(capsys):
+    # botocore's sagemaker model, DescribeEndpointOutput.EndpointStatus, pins what may be done
+    status_doc = (
+        botocore.session.get_session()
+        .get_service_model("sagemaker")
+        .operation_model("DescribeEndpoint")
+        .output_shape.members["EndpointStatus"]
+        .documentation
+    )
+    assert "is the only operation that can be performed on a failed endpoint" in status_doc
+    assert "DeleteEndpoint</a> is the only operation" in status_doc
+    with AwsEmulator(sagemaker_delay_seconds=0.2, sagemaker_bake_time_scale=TIME_SCALE) as emu:
+        emu.client("s3").create_bucket(Bucket=BUCKET)
+        for alarm in endpoint_alarms.ALARMS:
+            emu.client("cloudwatch").put_metric_alarm(
+                **endpoint_alarms.put_metric_alarm_request(alarm, ENDPOINT)
+            )
+        clients = {name: emu.client(name) for name in ("sagemaker", "sagemaker-runtime", "s3")}
+        clients["autoscaling"] = emu.client("application-autoscaling")
+        sm = clients["sagemaker"]
+        # Given a first run whose CreateEndpoint fails (its artifact went missing meanwhile)
+        broken = "mnist-f00000000001"
+        _model(clients, broken, 1.0)
+        clients["s3"].delete_object(Bucket=BUCKET, Key=f"models/{broken}/model.tar.gz")
+        with pytest.raises(jobs.StepFailed, match="ended Failed"):
+            _deploy(clients, broken)
+        assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] == "Failed"
+        # And SageMaker refuses to update it
+        with pytest.raises(ClientError):
+            sm.update_endpoint(EndpointName=ENDPOINT, EndpointConfigName=f"{broken}-epc")
+        capsys.readouterr()
+        # When the next run deploys
+        key = "mnist-f00000000002"
+        _model(clients, key, 2.0)
+        _deploy(clients, key)
+        # Then the endpoint was deleted and created on its config, serving its model; it says so
+        described = sm.describe_endpoint(EndpointName=ENDPOINT)
+        assert (described["EndpointStatus"], described["EndpointConfigName"]) == (
+            "InService",
+            f"{key}-epc",
+        )
+        tags = sm.list_tags(ResourceArn=described["EndpointArn"])["Tags"]
+        assert {"Key": RUN_KEY_TAG, "Value": key} in tags
+        out = capsys.readouterr().out
+        assert f"endpoint {ENDPOINT} is Failed on {broken}-epc (" in out
+        assert f"deleting it and creating it again on {key}-epc" in out
+        answer = sm.describe_endpoint_config(EndpointConfigName=f"{key}-epc")
+        config_tags = sm.list_tags(ResourceArn=answer["EndpointConfigArn"])["Tags"]
+        assert any(t["Key"] == SERVED_AT_TAG for t in config_tags)  # it served
+        assert _distance(clients) == pytest.approx(28.0, abs=1e-3)  # value 2.0 serves

@@ -3,6 +3,7 @@ in use, what is kept for rollback, what a run in flight keeps."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import botocore.session
@@ -20,15 +21,23 @@ def _key(n: int) -> str:
     return f"mnist-{n:012x}"
 
 
-def _run(inv: retire.Inventory, n: int, *, minutes: int | None = None) -> None:
-    """Run n's config, model and promoted artifact, made at T0 + n (or `minutes`) minutes."""
+def _run(inv: retire.Inventory, n: int, *, minutes: int | None = None, served: bool = True) -> None:
+    """Run n's config, model and promoted artifact, made at T0 + n (or `minutes`) minutes; its
+    config served from then on unless `served` is false (its run is in flight)."""
     key, at = _key(n), T0 + timedelta(minutes=n if minutes is None else minutes)
     artifact = f"{SERVING_MODELS_PREFIX}{key}/model.tar.gz"
     inv.artifacts[artifact] = Resource(ARTIFACT, artifact, key, at, f"s3://b/{artifact}")
     inv.models[f"{key}-model"] = Resource(
         MODEL, f"{key}-model", key, at, uses=(f"s3://b/{artifact}",)
     )
-    inv.configs[f"{key}-epc"] = Resource(CONFIG, f"{key}-epc", key, at, uses=(f"{key}-model",))
+    inv.configs[f"{key}-epc"] = Resource(
+        CONFIG,
+        f"{key}-epc",
+        key,
+        at,
+        uses=(f"{key}-model",),
+        served_at=at.isoformat() if served else "",
+    )
 
 
 def _endpoint(inv, name: str, n: int, status: str = "InService", pending: int | None = None):
@@ -40,11 +49,11 @@ def _plan(decisions) -> dict[tuple[str, str], str]:
     return {(d.resource.kind, d.resource.name): d.action for d in decisions}
 
 
-def test_keep_counts_the_serving_config_and_newer_configs_are_runs_in_flight():
+def test_keep_counts_the_serving_config_and_configs_that_never_served_are_left_alone():
     # Given runs 1-4 on the stable endpoint (4 serving) and run 5 made after it (in flight)
     inv = retire.Inventory()
     for n in range(1, 6):
-        _run(inv, n)
+        _run(inv, n, served=n != 5)
     _endpoint(inv, STABLE, 4)
     # When N = 2
     plan = _plan(retire.plan_superseded(inv, endpoint_name=STABLE, keep=2))
@@ -85,7 +94,42 @@ def test_a_model_another_kept_config_names_stays():
 
 
 def replace_uses(resource: Resource, model: str) -> Resource:
-    return Resource(resource.kind, resource.name, resource.run_key, resource.created, uses=(model,))
+    return replace(resource, uses=(model,))
+
+
+def test_configs_rank_by_when_they_served_not_when_they_were_created():
+    # The reviewer's order: A serves; B and C make their configs while waiting their turn; D
+    # makes its config last but updates first (so A served at 1, D at 6; B and C never served)
+    inv = retire.Inventory()
+    for n, made in ((1, 1), (2, 2), (3, 3), (4, 5)):
+        _run(inv, n, minutes=made, served=n in (1, 4))
+    inv.configs[f"{_key(4)}-epc"] = replace(
+        inv.configs[f"{_key(4)}-epc"], served_at=(T0 + timedelta(minutes=6)).isoformat()
+    )
+    _endpoint(inv, STABLE, 4)
+    decisions = retire.plan_superseded(inv, endpoint_name=STABLE, keep=2)
+    plan = _plan(decisions)
+    why = {d.resource.name: d.reason for d in decisions}
+    # Then A is the one kept for rollback; B and C (in flight) and their models are not touched
+    assert why[f"{_key(1)}-epc"] == "kept for rollback (2 of 2)"
+    assert why[f"{_key(2)}-epc"] == why[f"{_key(3)}-epc"] == retire.NOT_SERVED
+    assert {a for k, a in plan.items() if k[0] != ENDPOINT} == {KEEP}
+    # And with N = 1, A goes; B and C still stay
+    plan = _plan(retire.plan_superseded(inv, endpoint_name=STABLE, keep=1))
+    assert plan[(CONFIG, f"{_key(1)}-epc")] == DELETE
+    assert plan[(CONFIG, f"{_key(2)}-epc")] == plan[(CONFIG, f"{_key(3)}-epc")] == KEEP
+
+
+def test_a_rolled_back_config_is_never_kept_for_rollback():
+    inv = retire.Inventory()
+    for n in (1, 2, 3):
+        _run(inv, n)
+    inv.configs[f"{_key(2)}-epc"] = replace(inv.configs[f"{_key(2)}-epc"], rolled_back=True)
+    _endpoint(inv, STABLE, 3)
+    decisions = retire.plan_superseded(inv, endpoint_name=STABLE, keep=2)
+    plan = _plan(decisions)
+    assert plan[(CONFIG, f"{_key(2)}-epc")] == DELETE
+    assert plan[(CONFIG, f"{_key(1)}-epc")] == KEEP  # the one kept for rollback
 
 
 def test_a_failed_run_never_deletes_the_stable_endpoint_nor_a_config_it_is_moving_to():

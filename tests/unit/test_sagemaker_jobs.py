@@ -2,10 +2,12 @@
 
 import os
 import signal
+from datetime import datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
 
+from core.contracts import SERVED_AT_TAG
 from pipeline.steps import sagemaker_jobs as jobs
 
 
@@ -87,6 +89,10 @@ class FakeSageMaker:
             ("update_endpoint", {"EndpointConfigName": EndpointConfigName, **guardrails})
         )
         self.endpoints[EndpointName]["EndpointConfigName"] = EndpointConfigName
+
+    def delete_endpoint(self, EndpointName):
+        self.calls.append(("delete_endpoint", {"EndpointName": EndpointName}))
+        self.endpoints[EndpointName]["EndpointStatus"] = "Deleting"
 
     def add_tags(self, ResourceArn, Tags):
         self.calls.append(("add_tags", {"ResourceArn": ResourceArn, "Tags": Tags}))
@@ -183,7 +189,11 @@ TAGS = jobs.run_tags("mnist-0123456789ab")
 def test_a_new_endpoint_is_created_on_the_runs_config():
     fake = FakeSageMaker()
     jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
-    assert _names(fake) == ["create_endpoint_config", "create_endpoint"]
+    assert _names(fake) == ["create_endpoint_config", "create_endpoint", "add_tags"]
+    # Once it serves, the config says since when (ISO 8601 UTC): retiring ranks by it
+    [(key, value)] = [(t["Key"], t["Value"]) for t in fake.calls[-1][1]["Tags"]]
+    assert key == SERVED_AT_TAG
+    assert datetime.fromisoformat(value).utcoffset() == timedelta(0)
 
 
 def test_a_shared_endpoint_moves_to_the_new_runs_config_with_guardrails_and_keeps_its_tags():
@@ -205,7 +215,9 @@ def test_a_shared_endpoint_moves_to_the_new_runs_config_with_guardrails_and_keep
     )
     # Then the endpoint is updated in place (not recreated, not retagged: its tags name the run
     # that created it), with the guardrails, after the check saw the endpoint as it stood
-    assert _names(fake) == ["create_endpoint_config", "update_endpoint"]
+    assert _names(fake) == ["create_endpoint_config", "update_endpoint", "add_tags"]
+    served = fake.calls[2][1]["ResourceArn"]
+    assert served.endswith(f"endpoint-config/{CONFIG['EndpointConfigName']}")
     assert fake.calls[1][1]["DeploymentConfig"] == {"BlueGreenUpdatePolicy": {}}
     assert seen == ["mnist-old-epc"]
 
@@ -254,6 +266,48 @@ def test_an_endpoint_being_deleted_is_waited_out_then_created_on_the_new_config(
     assert sleeps == [5]
     assert fake.endpoints["mnist-e"]["EndpointConfigName"] == CONFIG["EndpointConfigName"]
     assert [c for c, _ in fake.calls if "endpoint" in c][-1] == "create_endpoint"
+
+
+def test_a_failed_endpoint_is_deleted_then_created_on_the_new_config(capsys):
+    # Given a shared endpoint whose creation failed (SageMaker allows only DeleteEndpoint then)
+    fake = FakeSageMaker()
+    fake.configs.add("old-epc")
+    fake.create_endpoint("mnist-e", "old-epc", TAGS)
+    fake.endpoints["mnist-e"] |= {"EndpointStatus": "Failed", "FailureReason": "ping failed"}
+    fake.calls.clear()
+
+    def sleep(_seconds):  # SageMaker finishes the delete while the step waits
+        fake.endpoints.pop("mnist-e", None)
+
+    # When the deploy step moves it to the new config
+    jobs.ensure_endpoint(
+        fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, sleep=sleep, **NO_WAIT
+    )
+    # Then it deleted it, waited until gone, created it on its own config, and said so
+    assert _names(fake) == [
+        "create_endpoint_config", "delete_endpoint", "create_endpoint", "add_tags"
+    ]  # fmt: skip
+    assert fake.endpoints["mnist-e"]["EndpointConfigName"] == CONFIG["EndpointConfigName"]
+    out = capsys.readouterr().out
+    assert "endpoint mnist-e is Failed on old-epc (ping failed)" in out
+    assert f"creating it again on {CONFIG['EndpointConfigName']}" in out
+
+
+def test_two_deploys_finding_the_endpoint_failed_delete_it_once_and_one_creates_it():
+    # Given a Failed endpoint that another run deletes just before this one asks to
+    fake = FakeSageMaker()
+    fake.configs.add("old-epc")
+    fake.create_endpoint("mnist-e", "old-epc", TAGS)
+    fake.endpoints["mnist-e"]["EndpointStatus"] = "Failed"
+
+    def deleted_first(EndpointName):
+        fake.endpoints.pop(EndpointName)
+        raise _not_found(EndpointName)
+
+    fake.delete_endpoint = deleted_first
+    # When this run deploys, it waits for that delete and creates the endpoint on its config
+    jobs.ensure_endpoint(fake, endpoint_name="mnist-e", config_request=CONFIG, tags=TAGS, **NO_WAIT)
+    assert fake.endpoints["mnist-e"]["EndpointConfigName"] == CONFIG["EndpointConfigName"]
 
 
 @pytest.mark.parametrize("status", ["UpdateRollbackFailed", "OutOfService"])
