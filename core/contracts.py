@@ -105,6 +105,9 @@ ROLLED_BACK_ERROR = "was rolled back;"
 # were created in (a deploy creates its config, then waits its turn). Retiring keeps the last
 # served ones for rollback, and rollback goes back to the one served before (retire.py).
 SERVED_AT_TAG = "mnistflow:served-at"
+# Set on a run's endpoint config when SageMaker rolled its update back, value the reason: a
+# retried deploy step does not try the same model again, and retiring never keeps it for rollback.
+ROLLED_BACK_TAG = "mnistflow:rolled-back"
 
 
 def resource_name(key: str, suffix: str) -> str:

@@ -90,6 +90,8 @@ from lambdas.observability import logger, metrics
 
 # Retries of the whole find-or-create sequence within one invocation.
 KFP_ATTEMPTS = 4
+# A start not made this time but tried again (Lambda's retry, or the queued run back in line).
+METRIC_START_RETRIES = "RunStartRetries"
 KFP_BASE_DELAY_SECONDS = 1.0
 KFP_MAX_DELAY_SECONDS = 8.0
 # 401/403/404 and answers that are not KFP's do not heal by waiting: one more try (with fresh
@@ -442,7 +444,7 @@ class StartRun:
             "KFP run not started; the queued run is back in line, its place kept",
             extra={"reason": str(error), "kind": error.kind, "attempt": attempt},
         )
-        metrics.add_metric(name="RunStartRetries", unit="Count", value=1)
+        metrics.add_metric(name=METRIC_START_RETRIES, unit="Count", value=1)
         outcome.requeued.append(key)
 
     def _not_started(
@@ -465,7 +467,7 @@ class StartRun:
                 "KFP run not started on this attempt; Lambda retries the event",
                 extra={"reason": reason, "kind": error.kind, "attempt": attempt},
             )
-            metrics.add_metric(name="RunStartRetries", unit="Count", value=1)
+            metrics.add_metric(name=METRIC_START_RETRIES, unit="Count", value=1)
             outcome.retrying.append(key)
             return
         self._give_up(key, owner, dataset, attempt, error, outcome)

@@ -36,13 +36,14 @@ from core.contracts import (
     ENDPOINT_CONFIG_SUFFIX,
     ENDPOINT_SUFFIX,
     MODEL_SUFFIX,
+    ROLLED_BACK_TAG,
     RUN_KEY_TAG,
     SAGEMAKER_NAME_PREFIX,
     SERVED_AT_TAG,
     SERVING_MODELS_PREFIX,
     resource_name,
 )
-from pipeline.steps.sagemaker_jobs import ROLLED_BACK_TAG, describe_or_none, is_not_found
+from pipeline.steps.sagemaker_jobs import describe_or_none, is_not_found
 
 ENDPOINT, CONFIG, MODEL, ARTIFACT = "endpoint", "endpoint-config", "model", "artifact"
 ORDER = (ENDPOINT, CONFIG, MODEL, ARTIFACT)  # what is deleted first: users before the used

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from core.contracts import (
     COST_TAGS,
     ROLLED_BACK_ERROR,
+    ROLLED_BACK_TAG,
     RUN_KEY_TAG,
     SAGEMAKER_POLL_SECONDS_VARIABLE,
     SERVED_AT_TAG,
@@ -224,9 +225,8 @@ DELETING = "Deleting"
 # creates it on its own config. (UpdateRollbackFailed: "in service with a mix of the old and new
 # endpoint configurations", remedied by hand per the Rolling Deployments guide: not touched.)
 FAILED = "Failed"
-# Set on a run's endpoint config when SageMaker rolled its update back: a retried deploy step
-# (KFP retries it) does not put the same model through the guardrails again.
-ROLLED_BACK_TAG = "mnistflow:rolled-back"
+# A run's endpoint config whose update SageMaker rolled back carries contracts.ROLLED_BACK_TAG: a
+# retried deploy step (KFP retries it) does not put the same model through the guardrails again.
 
 BeforeUpdate = Callable[[dict], None]
 # Given the endpoint as it stands, how to move it to the new config (endpoint_mode.ModeChange).

@@ -121,3 +121,24 @@ def run_dataset(
     stock = take_stock(emulator, bucket, key, endpoint)
     events = received_pipeline_events(emulator, resources)
     return LocalRun(key, dataset_uri, result, stock, events, resources)
+
+
+def model_with_centroids_at(clients: dict, *, bucket: str, role: str, run_key: str, value: float):
+    """A run's model, made by the create-model step: k-means centroids all at `value`, so the
+    endpoint's answers tell which model serves. `clients`: "sagemaker" and "s3"."""
+    import numpy as np
+
+    from core import images
+    from pipeline.steps import kmeans_model, steps
+
+    centroids = np.full((10, contracts.FEATURE_DIM), value, dtype=np.float32)
+    key = f"runs/{run_key}/model/{run_key}-train/output/model.tar.gz"
+    clients["s3"].put_object(Bucket=bucket, Key=key, Body=kmeans_model.write_model(centroids))
+    return steps.create_model(
+        clients["sagemaker"],
+        clients["s3"],
+        run_key=run_key,
+        role_arn=role,
+        image=images.kmeans_image("us-east-1"),
+        model_artifacts_uri=f"s3://{bucket}/{key}",
+    )

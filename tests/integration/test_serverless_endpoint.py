@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from core import endpoint_alarms, images
+from core import endpoint_alarms
 from core.contracts import RUN_KEY_TAG, STABLE_ENDPOINT_NAME
 from mnistflow import cleanup
 from mnistflow.local.emulator import AwsEmulator
-from pipeline.steps import guardrails, kmeans_model, steps
+from pipeline.steps import guardrails, steps
 from pipeline.steps import sagemaker_jobs as jobs
+from tests.integration.pipeline_harness import model_with_centroids_at
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +45,7 @@ def clients(emulator):
 
 
 def _model(clients, run_key: str, value: float) -> str:
-    """A run's model: k-means centroids all at `value` (so its answers tell which serves)."""
-    centroids = np.full((10, 784), value, dtype=np.float32)
-    key = f"runs/{run_key}/model/{run_key}-train/output/model.tar.gz"
-    clients["s3"].put_object(Bucket=BUCKET, Key=key, Body=kmeans_model.write_model(centroids))
-    return steps.create_model(
-        clients["sagemaker"],
-        clients["s3"],
-        run_key=run_key,
-        role_arn=ROLE,
-        image=images.kmeans_image("us-east-1"),
-        model_artifacts_uri=f"s3://{BUCKET}/{key}",
-    )
+    return model_with_centroids_at(clients, bucket=BUCKET, role=ROLE, run_key=run_key, value=value)
 
 
 def _deploy(clients, run_key: str, endpoint_type: str, **extra):
